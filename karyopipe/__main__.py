@@ -1,0 +1,5 @@
+import sys
+
+from karyopipe.cli import main
+
+sys.exit(main())

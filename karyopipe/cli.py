@@ -1,0 +1,92 @@
+"""The ``karyopipe`` command: one subcommand per stage, mirroring the Python API.
+
+Each subcommand lives in its stage module as ``main(argv) -> int`` with its own
+argparse parser, imported only when called so ``karyopipe --help`` stays fast
+and a missing optional stage cannot break the others.
+
+Errors reach the user as one line naming the file and the problem; set
+``KARYOPIPE_DEBUG=1`` to see the traceback instead.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+# name -> (module, help). Modules define ``main(argv: list[str]) -> int``.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "infer": ("karyopipe.pipeline.cli", "run the full pipeline on spreads: overlay, karyogram, report"),
+    "data-summary": ("karyopipe.data.summary", "summarise any supported dataset: format, images, cells, classes, problems"),
+    "synth": ("karyopipe.synth.cli", "generate synthetic spreads with exact ground truth (COCO)"),
+    "bench-geometry": ("karyopipe.geometry.bench", "benchmark axis, centromere and straightening on synthetic chromosomes"),
+    "train-seg": ("karyopipe.segmentation.train", "train the Mask R-CNN segmentation model"),
+    "eval-seg": ("karyopipe.segmentation.evaluate", "score segmentation with COCO metrics"),
+    "train-cls": ("karyopipe.classification.train", "train the hybrid ResNet classifier"),
+    "eval-cls": ("karyopipe.classification.evaluate", "score classification on crops or annotated spreads"),
+    "bench-karyotype": ("karyopipe.karyogram.bench", "benchmark karyotype assignment on synthetic spreads"),
+    "label-bioimlab": ("karyopipe.data.label_bioimlab", "give BioImLab metaphase polygons their classes from the crops"),
+    "eval-e2e": ("karyopipe.pipeline.evaluate", "end-to-end detection, classification and karyotype scores"),
+}
+
+
+def _usage() -> str:
+    from karyopipe import __version__
+
+    width = max(len(name) for name in COMMANDS)
+    lines = [
+        f"karyopipe {__version__}: automated human karyotyping",
+        "",
+        "usage: karyopipe COMMAND [options]   (karyopipe COMMAND --help for details)",
+        "",
+        "commands:",
+    ]
+    lines += [f"  {name.ljust(width)}  {help_text}" for name, (_, help_text) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``karyopipe`` and ``python -m karyopipe``; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from karyopipe import __version__
+
+        print(__version__)
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"karyopipe: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module_name, _ = COMMANDS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (exc.name == module_name or module_name.startswith(exc.name + ".")):
+            print(f"karyopipe {name}: this stage is not built yet ({module_name} is missing)", file=sys.stderr)
+            return 2
+        raise
+    return run_guarded(f"karyopipe {name}", module.main, rest)
+
+
+def run_guarded(prog: str, func, argv: list[str]) -> int:
+    """Call ``func(argv)``, turning any exception into a one-line error and exit code 2."""
+    try:
+        code = func(argv)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as exc:  # argparse --help / usage errors
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    except Exception as exc:
+        if os.environ.get("KARYOPIPE_DEBUG"):
+            raise
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return 2
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,274 @@
+"""Image reading and polarity normalisation.
+
+Real chromosome images come as 8- or 16-bit BMP, PNG, JPEG and TIFF, grey, RGB,
+RGBA or palette. Many TIFFs in the wild are rejected by PIL as "truncated" yet
+decode in OpenCV, so :func:`read_image` tries PIL, then OpenCV, then tifffile.
+
+Canonical polarity in karyopipe is **bright chromosomes on a dark background**
+(fluorescence / Q-band look). Brightfield G-band images are inverted on load by
+:func:`normalize_polarity`, so after it Q-bright bands and G-dark bands both read
+as high values.
+
+Examples
+--------
+>>> import numpy as np
+>>> from karyopipe.io import normalize_polarity
+>>> g = np.full((64, 64), 230, np.uint8); g[20:40, 30:34] = 40   # dark object on light
+>>> img, polarity = normalize_polarity(g)
+>>> polarity, int(img[30, 31]) > int(img[0, 0])
+('brightfield', True)
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_SUFFIXES = frozenset(
+    {".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".webp", ".pgm", ".ppm"}
+)
+FLUORESCENCE, BRIGHTFIELD = "fluorescence", "brightfield"
+
+# Pixels beyond this are refused before decoding: a 10000x10000 RGB image is
+# 300 MB and no microscope spread needs more than ~4000 px a side.
+MAX_PIXELS = 60_000_000
+
+
+class ImageReadError(ValueError):
+    """An image file that cannot be read. The message names the file and the reason."""
+
+    def __init__(self, path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+def is_image_path(path: str | Path) -> bool:
+    """True if the file name has an image suffix karyopipe reads."""
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def _pil_read(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(path) as im:
+            im.load()
+            if im.mode == "P":
+                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+            elif im.mode in ("1", "LA", "CMYK", "YCbCr"):
+                im = im.convert("L" if im.mode in ("1", "LA") else "RGB")
+            elif im.mode.startswith("I;16"):
+                return np.asarray(im, dtype=np.uint16).copy()
+            elif im.mode == "I":
+                return np.asarray(im).astype(np.int64).clip(0, 65535).astype(np.uint16)
+            return np.asarray(im).copy()
+
+
+def _cv2_read(path: Path) -> np.ndarray:
+    import cv2
+
+    data = np.fromfile(str(path), dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ValueError("OpenCV could not decode it")
+    if image.ndim == 3 and image.shape[2] == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
+    return image
+
+
+def _tifffile_read(path: Path) -> np.ndarray:
+    import tifffile
+
+    return np.asarray(tifffile.imread(str(path)))
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file into a numpy array, as robustly as the formats allow.
+
+    Parameters
+    ----------
+    path : str or Path
+        Image file.
+
+    Returns
+    -------
+    image : ndarray
+        ``(H, W)`` grey, ``(H, W, 3)`` RGB or ``(H, W, 4)`` RGBA, dtype uint8 or
+        uint16 as stored. Palette images are expanded to RGB(A).
+
+    Raises
+    ------
+    ImageReadError
+        Missing, empty, non-image, corrupt or oversized file; the message
+        names the file and what is wrong with it.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ImageReadError(path, "file not found")
+    if path.is_dir():
+        raise ImageReadError(path, "is a folder, not an image")
+    if path.stat().st_size == 0:
+        raise ImageReadError(path, "empty file (0 bytes)")
+    reasons = []
+    readers = [("PIL", _pil_read), ("OpenCV", _cv2_read)]
+    if path.suffix.lower() in (".tif", ".tiff"):
+        readers.append(("tifffile", _tifffile_read))
+    for name, reader in readers:
+        try:
+            image = reader(path)
+        except Exception as exc:  # each backend fails in its own way; keep the reason
+            reasons.append(f"{name}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+            if "DecompressionBomb" in type(exc).__name__ or "exceeds limit" in str(exc):
+                raise ImageReadError(path, f"image too large (over {MAX_PIXELS} pixels)") from None
+            continue
+        image = _squeeze_channels(image)
+        if image.size == 0 or image.ndim not in (2, 3):
+            reasons.append(f"{name}: decoded to an empty or malformed array {image.shape}")
+            continue
+        if image.shape[0] * image.shape[1] > MAX_PIXELS:
+            raise ImageReadError(
+                path, f"image too large: {image.shape[1]}x{image.shape[0]} exceeds {MAX_PIXELS} pixels"
+            )
+        if image.dtype not in (np.uint8, np.uint16):
+            image = _to_uint16(image)
+        return image
+    raise ImageReadError(path, "not a readable image (" + "; ".join(reasons) + ")")
+
+
+def _squeeze_channels(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if image.ndim == 3 and image.shape[2] == 2:  # grey + alpha
+        image = image[..., 0]
+    if image.ndim == 3 and image.shape[2] > 4:  # multi-page TIFF read as (pages, H, W)
+        image = image[0]
+    return image
+
+
+def _to_uint16(image: np.ndarray) -> np.ndarray:
+    image = image.astype(np.float64)
+    lo, hi = np.nanmin(image), np.nanmax(image)
+    scale = 65535.0 / (hi - lo) if hi > lo else 0.0
+    return ((image - lo) * scale).astype(np.uint16)
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """Convert any image from :func:`read_image` to a float32 grey image in [0, 1].
+
+    RGBA alpha is used as a matte: fully transparent pixels become background
+    (the bright side is decided later by :func:`normalize_polarity`, so
+    transparent pixels take the image's median, not a fixed value).
+
+    Returns
+    -------
+    gray : ndarray, shape (H, W), float32 in [0, 1]
+    """
+    image = np.asarray(image)
+    if image.dtype == np.uint16:
+        scaled = image.astype(np.float32) / 65535.0
+    elif image.dtype == np.uint8:
+        scaled = image.astype(np.float32) / 255.0
+    elif image.dtype == bool:
+        scaled = image.astype(np.float32)
+    else:
+        scaled = image.astype(np.float32)
+        if scaled.max() > 1.0:
+            scaled = scaled / max(float(scaled.max()), 1e-6)
+    if scaled.ndim == 2:
+        return scaled
+    alpha = scaled[..., 3] if scaled.shape[2] == 4 else None
+    rgb = scaled[..., :3]
+    gray = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    if alpha is not None and alpha.min() < 1.0 and alpha.max() > 0.0:
+        transparent = alpha < 0.5
+        if transparent.any() and (~transparent).any():
+            gray = gray.copy()
+            gray[transparent] = float(np.median(gray[transparent]))
+    return gray.astype(np.float32)
+
+
+def detect_polarity(gray: np.ndarray) -> tuple[str, float]:
+    """Tell fluorescence (bright on dark) from brightfield (dark on light).
+
+    The background is the majority of a spread or a crop, so the border and
+    the median pixel sit on the background side. The decision compares the
+    border median with the image's Otsu threshold.
+
+    Parameters
+    ----------
+    gray : ndarray, shape (H, W), float in [0, 1]
+
+    Returns
+    -------
+    polarity : str
+        ``"fluorescence"`` or ``"brightfield"``.
+    confidence : float
+        0.5 (undecidable, flat image) to 1.0.
+    """
+    from skimage.filters import threshold_otsu
+
+    gray = np.asarray(gray, dtype=np.float32)
+    if gray.size == 0 or float(gray.max() - gray.min()) < 1e-6:
+        return FLUORESCENCE, 0.5
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    background = 0.5 * float(np.median(border)) + 0.5 * float(np.median(gray))
+    threshold = float(threshold_otsu(gray))
+    span = float(np.percentile(gray, 99.5) - np.percentile(gray, 0.5)) or 1.0
+    margin = abs(background - threshold) / span
+    confidence = float(min(1.0, 0.5 + margin))
+    return (BRIGHTFIELD if background > threshold else FLUORESCENCE), confidence
+
+
+def normalize_polarity(
+    image: np.ndarray, polarity: str | None = None
+) -> tuple[np.ndarray, str]:
+    """Bring an image to karyopipe's canonical polarity: bright chromosomes on dark.
+
+    Parameters
+    ----------
+    image : ndarray
+        Any image from :func:`read_image`, or a float grey image.
+    polarity : {"fluorescence", "brightfield"}, optional
+        Force the input polarity instead of detecting it.
+
+    Returns
+    -------
+    gray : ndarray, shape (H, W), float32 in [0, 1]
+        Canonical image: chromosomes (and Q-bright / G-dark bands) high.
+    polarity : str
+        The polarity detected (or given) for the input.
+    """
+    gray = to_gray(image)
+    if polarity is None:
+        polarity, _ = detect_polarity(gray)
+    elif polarity not in (FLUORESCENCE, BRIGHTFIELD):
+        raise ValueError(f"polarity must be {FLUORESCENCE!r} or {BRIGHTFIELD!r}, got {polarity!r}")
+    if polarity == BRIGHTFIELD:
+        gray = 1.0 - gray
+    return gray.astype(np.float32), polarity
+
+
+def load_canonical(path: str | Path, polarity: str | None = None) -> tuple[np.ndarray, str]:
+    """:func:`read_image` then :func:`normalize_polarity` in one call."""
+    return normalize_polarity(read_image(path), polarity)
+
+
+def save_image(path: str | Path, image: np.ndarray) -> None:
+    """Write an image (uint8/uint16 or float in [0, 1]) with PIL, creating folders."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = np.asarray(image)
+    if array.dtype in (np.float32, np.float64):
+        array = (np.clip(array, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    elif array.dtype == bool:
+        array = array.astype(np.uint8) * 255
+    Image.fromarray(array).save(path)
