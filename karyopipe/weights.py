@@ -1,0 +1,133 @@
+"""Saving and loading shipped weights: fp16 on disk, fp32 in memory, with a model card.
+
+A weights file is a plain dict ``{"state_dict", "config", "meta"}`` that
+``torch.load(..., weights_only=True)`` accepts: tensors, str, numbers, lists
+and dicts only. Its model card is the Markdown file beside it (same stem,
+``.md``): data, split, config, metrics, date.
+
+Examples
+--------
+>>> import torch, tempfile, pathlib
+>>> from karyopipe.weights import save_weights, load_weights
+>>> net = torch.nn.Linear(3, 2)
+>>> path = pathlib.Path(tempfile.mkdtemp()) / "tiny.pth"
+>>> _ = save_weights(path, net.state_dict(), config={"in": 3}, card={"data": "none"})
+>>> state, config, meta = load_weights(path)
+>>> state["weight"].dtype, config["in"]
+(torch.float32, 3)
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from pathlib import Path
+
+MAX_FILE_BYTES = 95_000_000
+
+SEGMENTATION_WEIGHTS = "mask_rcnn_karyotype_best.pth"
+CLASSIFICATION_WEIGHTS = "karyotype_classifier_best.pth"
+
+
+def weights_dir() -> Path:
+    """Folder of the shipped weights: ``$KARYOPIPE_WEIGHTS`` or the repository's ``weights/``."""
+    env = os.environ.get("KARYOPIPE_WEIGHTS")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[1] / "weights"
+
+
+def default_weights(name: str) -> Path:
+    """Path of a shipped weights file by file name (it may not exist)."""
+    return weights_dir() / name
+
+
+def save_weights(path, state_dict: dict, config: dict, card: dict | None = None) -> Path:
+    """Store a state dict as fp16 with its config, and write the model card beside it.
+
+    Parameters
+    ----------
+    path : str or Path
+        Destination ``.pth`` file.
+    state_dict : dict of str to Tensor
+        Floating tensors are stored as fp16; integer buffers keep their dtype.
+    config : dict
+        JSON-serialisable builder arguments, enough to rebuild the model.
+    card : dict, optional
+        Model-card fields (``data``, ``split``, ``metrics``, ...). ``date`` is added.
+
+    Returns
+    -------
+    Path
+        The written weights file.
+    """
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    half = {
+        key: (value.detach().to("cpu", torch.float16) if value.is_floating_point() else value.detach().cpu())
+        for key, value in state_dict.items()
+    }
+    card = dict(card or {})
+    card.setdefault("date", _dt.date.today().isoformat())
+    meta = json.loads(json.dumps(card, default=str))
+    torch.save({"state_dict": half, "config": json.loads(json.dumps(config)), "meta": meta}, path)
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise ValueError(f"{path}: {size / 1e6:.1f} MB exceeds the {MAX_FILE_BYTES / 1e6:.0f} MB limit")
+    write_model_card(path.with_suffix(".md"), path.name, config, card)
+    return path
+
+
+def load_weights(path) -> tuple[dict, dict, dict]:
+    """Load a weights file saved by :func:`save_weights`.
+
+    Returns
+    -------
+    state_dict : dict
+        Floating tensors converted to fp32.
+    config : dict
+    meta : dict
+        The model-card fields stored in the file.
+
+    Raises
+    ------
+    FileNotFoundError
+        With a message that says which weights are missing and how to make them.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: weights not found (train them with run_training.sh or pass --weights)"
+        )
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{path}: not a karyopipe weights file ({exc})") from None
+    if not isinstance(blob, dict) or "state_dict" not in blob:
+        raise ValueError(f"{path}: not a karyopipe weights file (no state_dict)")
+    state = {
+        key: (value.float() if value.is_floating_point() else value)
+        for key, value in blob["state_dict"].items()
+    }
+    return state, dict(blob.get("config", {})), dict(blob.get("meta", {}))
+
+
+def write_model_card(path, weights_name: str, config: dict, card: dict) -> None:
+    """Write a short Markdown model card: data, split, config, metrics, date."""
+    lines = [f"# Model card: `{weights_name}`", ""]
+    order = ["model", "data", "split", "training", "metrics", "limitations", "date"]
+    for key in order + sorted(k for k in card if k not in order):
+        if key not in card:
+            continue
+        value = card[key]
+        if isinstance(value, dict):
+            lines.append(f"- **{key}**:")
+            lines += [f"  - {k}: {v}" for k, v in value.items()]
+        else:
+            lines.append(f"- **{key}**: {value}")
+    lines += ["", "## Config", "", "```json", json.dumps(config, indent=2), "```", ""]
+    Path(path).write_text("\n".join(lines))
