@@ -1,0 +1,517 @@
+"""Global assignment of a cell's chromosomes to karyotype slots.
+
+Classifying each chromosome on its own lets two objects claim the same class
+while another class goes empty. Here the whole cell is solved at once as a
+rectangular assignment problem (:func:`scipy.optimize.linear_sum_assignment`)
+between objects and *slots*: ``ploidy`` normal slots per autosome, one extra
+slot per autosome for a gain, the sex-chromosome slots of a complement
+(``XX``, ``XY``, ``X``, ``XXY``, ``XYY``, ``XXX``, and the triploid ``XXX``,
+``XXY``, ``XYY``) and one "unassigned" slot per object. Every hypothesis is
+solved and the one with the lowest cost, its log prior included, wins.
+
+Costs are negative log-likelihoods in nats, so penalties are log priors:
+
+* an object in class ``k``: ``-log p(k | object)`` plus a Gaussian penalty on its
+  log length relative to the cell scale (``CHROMOSOMES[k].relative_length``)
+  and on its centromere index;
+* an empty normal slot (a lost copy): ``-log loss_prior``;
+* a filled gain slot (an extra copy): ``-log gain_prior``;
+* an object left unassigned: ``unassigned_cost``;
+* a sex complement or ploidy: ``-log`` of its prior.
+
+Confidences are min-marginals: the cost of the best solution that avoids the
+call, turned into a probability, ``1 / (1 + exp(-delta))``.
+
+Examples
+--------
+>>> import numpy as np
+>>> from karyopipe.karyogram import assign_karyotype
+>>> from karyopipe.classes import CHROMOSOMES
+>>> truth = [k for k in range(1, 23) for _ in range(2)] + [23, 24]
+>>> log_probs = np.full((46, 24), np.log(0.01 / 23))
+>>> log_probs[np.arange(46), np.array(truth) - 1] = np.log(0.99)
+>>> lengths = np.array([CHROMOSOMES[k].relative_length * 10 for k in truth])
+>>> assign_karyotype(log_probs, lengths).karyotype
+'46,XY'
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+from scipy.special import log_softmax
+
+from karyopipe.classes import AUTOSOMES, CHROMOSOMES, NUM_CLASSES, X, Y, class_name
+from karyopipe.karyogram.iscn import karyotype_string
+
+__all__ = ["Abnormality", "KaryotypeCall", "Hypothesis", "HYPOTHESES", "assign_karyotype", "MIN_OBJECTS", "MAX_OBJECTS"]
+
+MIN_OBJECTS = 35
+MAX_OBJECTS = 95
+
+# Priors of the cell-level hypotheses. Constitutional sex aneuploidies from
+# live-birth prevalence: 45,X ~1/2500 girls, 47,XXY ~1/600 boys, 47,XYY ~1/1000
+# boys, 47,XXX ~1/1000 girls. A single cell also shows 45,X when its second X or
+# its Y was lost in spreading (like any chromosome, ~1e-3) or with age (loss of
+# Y), so "X" adds that artefact rate. Triploidy is ~1-2 % of recognised
+# conceptions but rare in other referrals: 1e-3 split by its sex ratios.
+_SEX_LOSS = 1e-3
+HYPOTHESIS_PRIORS: dict[str, float] = {
+    "XX": 0.499, "XY": 0.499,
+    "X": 2e-4 + 0.998 * _SEX_LOSS, "XXY": 8e-4, "XYY": 5e-4, "XXX": 5e-4,
+    "3n,XXY": 6e-4, "3n,XXX": 3.7e-4, "3n,XYY": 3e-5,
+}
+# Gain of one autosome, per chromosome, from live-birth prevalence: trisomy 21
+# ~1/700, 18 ~1/5000, 13 ~1/10000; any other full trisomy is rarely viable
+# (seen in miscarriage and mosaics), so 1e-5. Pass a float or dict to change them.
+GAIN_PRIOR: dict[int, float] = {k: 1e-5 for k in AUTOSOMES} | {21: 1.4e-3, 18: 2e-4, 13: 1e-4}
+# A constitutional autosomal monosomy is lethal, but a chromosome lost while
+# spreading the cell is common (a few percent of cells): ~1e-3 per chromosome.
+LOSS_PRIOR: dict[int, float] = {k: 1e-3 for k in AUTOSOMES}
+# An object the segmenter called a chromosome that fits no class slot at all.
+UNASSIGNED_COST = 12.0
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """One ploidy + sex-complement hypothesis: ``ploidy`` copies of each autosome, ``n_x`` X, ``n_y`` Y."""
+
+    name: str
+    ploidy: int
+    n_x: int
+    n_y: int
+    prior: float
+
+
+def _hypothesis(name: str, prior: float) -> Hypothesis:
+    ploidy, sex = (3, name[3:]) if name.startswith("3n,") else (2, name)
+    return Hypothesis(name, ploidy, sex.count("X"), sex.count("Y"), prior)
+
+
+HYPOTHESES: tuple[Hypothesis, ...] = tuple(_hypothesis(n, p) for n, p in HYPOTHESIS_PRIORS.items())
+_NORMAL = ("XX", "XY")
+
+
+@dataclass
+class Abnormality:
+    """One numerical abnormality of a call.
+
+    Attributes
+    ----------
+    description : str
+        ISCN-style: ``"+21"``, ``"-22"``, ``"XXY"`` (sex complement), ``"3n"`` (triploidy).
+    confidence : float
+        Probability that the abnormality is real rather than the best normal
+        alternative, from the cost difference of the two solutions.
+    kind : str
+        ``"gain"``, ``"loss"``, ``"sex"`` or ``"ploidy"``.
+    number : int or None
+        Class number of a gain or loss.
+    """
+
+    description: str
+    confidence: float
+    kind: str = "gain"
+    number: int | None = None
+
+
+@dataclass
+class KaryotypeCall:
+    """The karyotype of one cell.
+
+    Attributes
+    ----------
+    labels : ndarray, shape (n,), int
+        Class number 1..24 per object, 0 = unassigned.
+    confidence : ndarray, shape (n,), float
+        Probability that the object's label is right given the whole cell.
+    flags : list of list of str
+        Per object: ``"uncertain"``, ``"unassigned"``, ``"extra_copy"``,
+        ``"reassigned"`` (label differs from the classifier's top class),
+        ``"length_outlier"``, ``"polarity_uncertain"``.
+    karyotype : str
+        ISCN numerical karyotype (``"47,XX,+21"``); ``""`` when not callable.
+    abnormalities : list of Abnormality
+    sex : str
+        Sex-chromosome complement found (``"XY"``, ``"X"``, ``"XXY"``...).
+    statement : str
+        Plain-language summary, including why no call was made.
+    pairs : dict of int to list of int
+        Class number -> object indices, homologs longest first.
+    counts : dict of int to int
+        Objects per class number.
+    ploidy : int
+    hypothesis : str
+        Winning hypothesis name (``"XY"``, ``"3n,XXY"``...).
+    hypothesis_costs : dict of str to float
+        Total cost (nats) of each hypothesis relative to the best.
+    scale : float
+        Pixels per unit of relative length (percent of the haploid autosomal set).
+    callable : bool
+        False when there were too few or too many objects to call.
+    """
+
+    labels: np.ndarray
+    confidence: np.ndarray
+    flags: list[list[str]]
+    karyotype: str
+    abnormalities: list[Abnormality]
+    sex: str
+    statement: str
+    pairs: dict[int, list[int]]
+    counts: dict[int, int] = field(default_factory=dict)
+    ploidy: int = 2
+    hypothesis: str = ""
+    hypothesis_costs: dict[str, float] = field(default_factory=dict)
+    scale: float = float("nan")
+    callable: bool = True
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (arrays as lists)."""
+        out = asdict(self)
+        out["labels"] = [int(v) for v in self.labels]
+        out["confidence"] = [round(float(v), 4) for v in self.confidence]
+        out["label_names"] = [class_name(int(v)) if v else "?" for v in self.labels]
+        out["pairs"] = {class_name(k): v for k, v in self.pairs.items()}
+        out["counts"] = {class_name(k): v for k, v in self.counts.items()}
+        return out
+
+
+@dataclass
+class _Slots:
+    cls: np.ndarray        # (m,) class number, 0 for unassigned
+    kind: np.ndarray       # (m,) 0 normal, 1 gain, 2 unassigned
+    bias: np.ndarray       # (m,) cost added to the object cost when filled
+    constant: float        # cost of the slots if all left empty, plus the hypothesis prior
+
+
+def _per_class(prior, name: str) -> dict[int, float]:
+    """Cost (-log prior) per class number, from one prior or a dict of them."""
+    if isinstance(prior, dict):
+        prior = {int(k): float(v) for k, v in prior.items()}
+    else:
+        prior = {k: float(prior) for k in range(1, NUM_CLASSES + 1)}
+    bad = {k: v for k, v in prior.items() if not 0 < v < 1}
+    if bad:
+        raise ValueError(f"{name} must be probabilities in (0, 1), got {bad}")
+    return {k: -math.log(v) for k, v in prior.items()}
+
+
+def _build_slots(hyp: Hypothesis, n: int, gain_cost: dict, loss_cost: dict, unassigned_cost: float,
+                 max_extra: int) -> _Slots:
+    cls, kind, bias = [], [], []
+    constant = -math.log(hyp.prior)
+    for k in range(1, NUM_CLASSES + 1):
+        normal = hyp.ploidy if k in AUTOSOMES else (hyp.n_x if k == X else hyp.n_y)
+        extra = max_extra if k in AUTOSOMES else 0
+        # Sex-chromosome counts are set by the complement; an empty X or Y slot
+        # costs as much as the rarest complement change, so it is fitted, not left empty.
+        loss = loss_cost.get(k, max(loss_cost.values()))
+        constant += normal * loss
+        # Filling a normal slot earns back the loss penalty its emptiness would cost.
+        cls += [k] * (normal + extra)
+        kind += [0] * normal + [1] * extra
+        bias += [-loss] * normal + [gain_cost.get(k, 0.0)] * extra
+    cls += [0] * n
+    kind += [2] * n
+    bias += [unassigned_cost] * n
+    return _Slots(np.array(cls), np.array(kind), np.array(bias, float), constant)
+
+
+def _solve(obj_cost: np.ndarray, slots: _Slots) -> tuple[float, np.ndarray]:
+    """Best assignment; returns (total cost, slot index per object)."""
+    cost = _cost_matrix(obj_cost, slots)
+    rows, cols = linear_sum_assignment(cost)
+    slot_of = np.empty(len(obj_cost), int)
+    slot_of[rows] = cols
+    return float(cost[rows, cols].sum() + slots.constant), slot_of
+
+
+def _costs(log_probs, lengths, centromere_index, scale, *, temperature, length_sigma, ci_sigma,
+           length_weight, ci_weight) -> np.ndarray:
+    """Per-object per-class cost (n, 24): classifier NLL plus morphology penalties."""
+    cost = -log_probs / temperature
+    rel = np.array([CHROMOSOMES[k].relative_length for k in range(1, NUM_CLASSES + 1)])
+    # Y carries a large heterochromatic block of variable size: let its length vary more.
+    sigma = np.full(NUM_CLASSES, length_sigma)
+    sigma[Y - 1] *= 2.0
+    if length_weight and np.isfinite(scale) and scale > 0:
+        z = (np.log(np.maximum(lengths, 1e-6) / scale)[:, None] - np.log(rel)[None, :]) / sigma[None, :]
+        cost = cost + length_weight * 0.5 * z ** 2
+    if centromere_index is not None and ci_weight:
+        ci_ref = np.array([CHROMOSOMES[k].centromere_index for k in range(1, NUM_CLASSES + 1)])
+        z = (centromere_index[:, None] - ci_ref[None, :]) / ci_sigma
+        cost = cost + ci_weight * np.where(np.isfinite(z), 0.5 * z ** 2, 0.0)
+    return cost
+
+
+def _estimate_scale(lengths: np.ndarray, labels: np.ndarray) -> float:
+    """Pixels per relative-length unit: median over labelled objects, so a few wrong labels do not move it."""
+    ok = labels > 0
+    if not ok.any():
+        return float("nan")
+    rel = np.array([CHROMOSOMES[int(k)].relative_length for k in labels[ok]])
+    return float(np.median(lengths[ok] / rel))
+
+
+def _check(name, arr, n):
+    if arr.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},), got {arr.shape}")
+
+
+def assign_karyotype(
+    log_probs,
+    lengths,
+    centromere_index=None,
+    *,
+    polarity_confidence=None,
+    hypotheses: tuple[Hypothesis, ...] = HYPOTHESES,
+    gain_prior: float | dict[int, float] = GAIN_PRIOR,
+    loss_prior: float | dict[int, float] = LOSS_PRIOR,
+    unassigned_cost: float = UNASSIGNED_COST,
+    max_extra: int = 1,
+    temperature: float = 1.0,
+    length_sigma: float = 0.2,
+    ci_sigma: float = 0.1,
+    length_weight: float = 1.0,
+    ci_weight: float = 1.0,
+    uncertain_below: float = 0.8,
+    min_objects: int = MIN_OBJECTS,
+    max_objects: int = MAX_OBJECTS,
+) -> KaryotypeCall:
+    """Assign every chromosome of a cell to a class, jointly, and call the karyotype.
+
+    Parameters
+    ----------
+    log_probs : array_like, shape (n, 24)
+        Classifier log-probabilities per object; column ``k - 1`` is class ``k``.
+        Rows are renormalised (log-softmax), so logits are accepted too.
+    lengths : array_like, shape (n,)
+        Axis length of each object in pixels (one scale within the cell).
+    centromere_index : array_like, shape (n,), optional
+        p / (p + q) per object; NaN where unknown. Omitted: not used.
+    polarity_confidence : array_like, shape (n,), optional
+        Geometry's confidence that the p-arm is up; below 0.5 flags the object.
+    hypotheses : tuple of Hypothesis
+        Ploidy / sex complements considered, with their priors.
+    gain_prior, loss_prior : float or dict of int to float
+        Prior probability of one extra / one missing copy of an autosome, one
+        value or one per class number (defaults :data:`GAIN_PRIOR`, :data:`LOSS_PRIOR`).
+    unassigned_cost : float
+        Cost (nats) of leaving an object out of the karyotype: only an object
+        that fits no free class slot (debris, an overlap of two chromosomes,
+        a fragment, whose length fits nothing) is left out.
+    max_extra : int
+        Extra-copy slots per autosome.
+    temperature : float
+        Divides the classifier log-probabilities (>1 for an overconfident model).
+    length_sigma, ci_sigma : float
+        Spread of log relative length and of centromere index around the
+        reference values in :data:`karyopipe.classes.CHROMOSOMES`.
+    length_weight, ci_weight : float
+        Weights of the morphology terms (0 turns one off).
+    uncertain_below : float
+        Objects whose confidence is lower are flagged ``"uncertain"``.
+    min_objects, max_objects : int
+        Outside this range no karyotype is called (the labels are still given).
+
+    Returns
+    -------
+    KaryotypeCall
+    """
+    log_probs = np.asarray(log_probs, dtype=float)
+    if log_probs.ndim != 2 or log_probs.shape[1] != NUM_CLASSES:
+        raise ValueError(f"log_probs must have shape (n, {NUM_CLASSES}), got {log_probs.shape}")
+    n = len(log_probs)
+    lengths = np.asarray(lengths, dtype=float).reshape(-1)
+    _check("lengths", lengths, n)
+    if not np.all(np.isfinite(log_probs) | (log_probs == -np.inf)):
+        raise ValueError("log_probs contains NaN or +inf")
+    if np.any(~np.isfinite(lengths)) or np.any(lengths <= 0):
+        raise ValueError("lengths must be finite and positive")
+    if centromere_index is not None:
+        centromere_index = np.asarray(centromere_index, dtype=float).reshape(-1)
+        _check("centromere_index", centromere_index, n)
+    if polarity_confidence is not None:
+        polarity_confidence = np.asarray(polarity_confidence, dtype=float).reshape(-1)
+        _check("polarity_confidence", polarity_confidence, n)
+    if n == 0:
+        return KaryotypeCall(np.zeros(0, int), np.zeros(0), [], "", [], "", _statement_few(0, min_objects), {},
+                             callable=False)
+    log_probs = log_softmax(np.maximum(log_probs, -1e4), axis=1)
+    gain_cost, loss_cost = _per_class(gain_prior, "gain_prior"), _per_class(loss_prior, "loss_prior")
+    kw = dict(temperature=temperature, length_sigma=length_sigma, ci_sigma=ci_sigma,
+              length_weight=length_weight, ci_weight=ci_weight)
+
+    # Scale and assignment depend on each other: start from the classifier's top
+    # labels, then re-estimate the scale from the assignment and solve again.
+    scale = _estimate_scale(lengths, np.argmax(log_probs, axis=1) + 1)
+    slots = {h.name: _build_slots(h, n, gain_cost, loss_cost, unassigned_cost, max_extra) for h in hypotheses}
+    for _ in range(3):
+        obj_cost = _costs(log_probs, lengths, centromere_index, scale, **kw)
+        results = {name: _solve(obj_cost, s) for name, s in slots.items()}
+        best = min(results, key=lambda name: results[name][0])
+        labels = slots[best].cls[results[best][1]]
+        new_scale = _estimate_scale(lengths, labels)
+        if not np.isfinite(new_scale) or abs(new_scale - scale) < 1e-3 * scale:
+            break
+        scale = new_scale
+    hyp = next(h for h in hypotheses if h.name == best)
+    best_cost, slot_of = results[best]
+    s = slots[best]
+    labels = s.cls[slot_of].astype(int)
+    in_gain = s.kind[slot_of] == 1
+
+    confidence = _label_confidence(obj_cost, s, slot_of, best_cost)
+    counts = {k: int(np.sum(labels == k)) for k in range(1, NUM_CLASSES + 1)}
+    flags: list[list[str]] = [[] for _ in range(n)]
+    top = np.argmax(log_probs, axis=1) + 1
+    rel = np.array([CHROMOSOMES[k].relative_length for k in range(1, NUM_CLASSES + 1)])
+    for i in range(n):
+        if labels[i] == 0:
+            flags[i].append("unassigned")
+            continue
+        if confidence[i] < uncertain_below:
+            flags[i].append("uncertain")
+        if in_gain[i]:
+            flags[i].append("extra_copy")
+        if labels[i] != top[i]:
+            flags[i].append("reassigned")
+        if np.isfinite(scale) and abs(math.log(lengths[i] / (scale * rel[labels[i] - 1]))) > 3 * length_sigma:
+            flags[i].append("length_outlier")
+        if polarity_confidence is not None and polarity_confidence[i] < 0.5:
+            flags[i].append("polarity_uncertain")
+
+    pairs = {k: sorted(np.flatnonzero(labels == k).tolist(), key=lambda i: -lengths[i])
+             for k in range(1, NUM_CLASSES + 1) if counts[k]}
+    n_assigned = int(np.sum(labels > 0))
+    costs = {name: r[0] - best_cost for name, r in results.items()}
+    call_ok = min_objects <= n <= max_objects
+    sex = "X" * counts[X] + "Y" * counts[Y]
+    call = KaryotypeCall(labels, confidence, flags, "", [], sex, "", pairs, counts, hyp.ploidy, best,
+                         costs, scale, call_ok)
+    if not call_ok:
+        call.statement = _statement_few(n, min_objects) if n < min_objects else (
+            f"{n} objects: too many to call a karyotype (more than {max_objects}); the spread probably holds "
+            "debris, nuclei, a second cell or a fragmented segmentation. Labels are a best effort only.")
+        return call
+    assigned_counts = {k: v for k, v in counts.items()}
+    call.karyotype = karyotype_string(assigned_counts, ploidy=hyp.ploidy)
+    call.abnormalities = _abnormalities(obj_cost, results, slots, hyp, hypotheses, counts, best_cost)
+    call.statement = _statement(call, n, n_assigned)
+    return call
+
+
+def _cost_matrix(obj_cost: np.ndarray, s: _Slots) -> np.ndarray:
+    cls = np.clip(s.cls - 1, 0, None)
+    return np.where(s.cls[None, :] > 0, obj_cost[:, cls], 0.0) + s.bias[None, :]
+
+
+def _label_confidence(obj_cost, s: _Slots, slot_of, best_cost, n_alternatives: int = 6) -> np.ndarray:
+    """P(label right | cell) as a min-marginal: re-solve with object i forced into each rival class.
+
+    Only the ``n_alternatives`` cheapest rival classes of each object (and
+    "unassigned") are tried: the others lie many nats away and add nothing.
+    """
+    n = len(obj_cost)
+    base = _cost_matrix(obj_cost, s)
+    conf = np.ones(n)
+    for i in range(n):
+        own = s.cls[slot_of[i]]
+        order = [k + 1 for k in np.argsort(obj_cost[i]) if k + 1 != own][:n_alternatives]
+        rivals = order + ([0] if own != 0 else [])
+        total = 0.0
+        for k in rivals:
+            cost = base.copy()
+            cost[i, s.cls != k] = 1e9
+            rows, cols = linear_sum_assignment(cost)
+            delta = float(cost[rows, cols].sum() + s.constant) - best_cost
+            total += math.exp(-min(max(delta, 0.0), 700.0))
+        conf[i] = 1.0 / (1.0 + total)
+    return conf
+
+
+def _constrained_cost(obj_cost, s: _Slots, *, drop_gain: int | None = None, force_fill: int | None = None) -> float:
+    """Best cost without the gain slot of one class, or with its normal slots all filled."""
+    bias = s.bias.copy()
+    if drop_gain is not None:
+        bias[(s.cls == drop_gain) & (s.kind == 1)] = 1e6
+    if force_fill is not None:
+        bias[(s.cls == force_fill) & (s.kind == 0)] -= 1e6
+    constrained = _Slots(s.cls, s.kind, bias, s.constant)
+    cost, slot_of = _solve(obj_cost, constrained)
+    if force_fill is not None:
+        cost += 1e6 * int(np.sum((s.cls == force_fill) & (s.kind == 0)))
+    return cost
+
+
+def _sigmoid(delta: float) -> float:
+    return 1.0 / (1.0 + math.exp(-min(max(delta, -700.0), 700.0)))
+
+
+def _abnormalities(obj_cost, results, slots, hyp, hypotheses, counts, best_cost) -> list[Abnormality]:
+    out: list[Abnormality] = []
+    if hyp.ploidy != 2:
+        diploid = [r[0] for name, r in results.items() if next(h for h in hypotheses if h.name == name).ploidy == 2]
+        delta = (min(diploid) - best_cost) if diploid else float("inf")
+        out.append(Abnormality("3n", _sigmoid(delta), "ploidy"))
+    sex = "X" * hyp.n_x + "Y" * hyp.n_y
+    if sex not in _NORMAL:
+        same_ploidy = [r[0] for name, r in results.items()
+                       if (h := next(h for h in hypotheses if h.name == name)).ploidy == hyp.ploidy
+                       and "X" * h.n_x + "Y" * h.n_y in _NORMAL]
+        delta = (min(same_ploidy) - best_cost) if same_ploidy else float("inf")
+        out.append(Abnormality(sex or "--", _sigmoid(delta), "sex"))
+    s = slots[hyp.name]
+    for k in AUTOSOMES:
+        diff = counts[k] - hyp.ploidy
+        if diff > 0:
+            delta = _constrained_cost(obj_cost, s, drop_gain=k) - best_cost
+            out += [Abnormality(f"+{k}", _sigmoid(delta), "gain", k)] * diff
+        elif diff < 0:
+            delta = _constrained_cost(obj_cost, s, force_fill=k) - best_cost
+            out += [Abnormality(f"-{k}", _sigmoid(delta), "loss", k)] * -diff
+    return out
+
+
+_SEX_NAMES = {
+    "XX": "female", "XY": "male", "X": "Turner syndrome (monosomy X)", "XXY": "Klinefelter syndrome",
+    "XYY": "XYY syndrome", "XXX": "triple X",
+}
+_TRISOMY_NAMES = {21: "Down syndrome", 18: "Edwards syndrome", 13: "Patau syndrome"}
+
+
+def _statement_few(n: int, min_objects: int) -> str:
+    return (f"Only {n} objects: too few to call a karyotype (at least {min_objects} needed); the spread is "
+            "probably broken, partly imaged or under-segmented. Labels are a best effort only.")
+
+
+def _statement(call: KaryotypeCall, n: int, n_assigned: int) -> str:
+    ab = call.abnormalities
+    n_uncertain = sum("uncertain" in f for f in call.flags)
+    if not ab:
+        head = f"{call.karyotype}: normal {_SEX_NAMES.get(call.sex, '')} karyotype."
+    else:
+        words = []
+        for a in ab:
+            if a.kind == "ploidy":
+                words.append(f"triploidy (p={a.confidence:.2f})")
+            elif a.kind == "sex":
+                words.append(f"sex complement {a.description}, {_SEX_NAMES.get(a.description, 'abnormal')} "
+                             f"(p={a.confidence:.2f})")
+            elif a.kind == "gain":
+                name = _TRISOMY_NAMES.get(a.number, "")
+                words.append(f"gain of chromosome {a.number}" + (f", {name}" if name and call.ploidy == 2 else "")
+                             + f" (p={a.confidence:.2f})")
+            else:
+                words.append(f"loss of chromosome {a.number} (p={a.confidence:.2f}); a single missing "
+                             "chromosome is often lost in spreading: confirm on other cells")
+        head = f"{call.karyotype}: " + "; ".join(dict.fromkeys(words)) + "."
+    tail = f" {n} objects, {n_assigned} assigned"
+    if n - n_assigned:
+        tail += f", {n - n_assigned} left unassigned"
+    if n_uncertain:
+        tail += f", {n_uncertain} uncertain"
+    return head + tail + "."

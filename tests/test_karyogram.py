@@ -1,0 +1,154 @@
+"""Assignment, ISCN strings and statements on synthetic classifier outputs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from karyopipe.classes import CHROMOSOMES, X, Y
+from karyopipe.karyogram import assign_karyotype, karyotype_string, parse_karyotype
+from karyopipe.karyogram.simulate import karyotype_labels, synthetic_cell
+
+
+def _clean_cell(karyotype: str, rng, p_true: float = 0.97):
+    """Confident one-hot-ish scores and exact relative lengths."""
+    labels = karyotype_labels(parse_karyotype(karyotype))
+    labels = labels[rng.permutation(len(labels))]
+    log_probs = np.full((len(labels), 24), np.log((1 - p_true) / 23))
+    log_probs[np.arange(len(labels)), labels - 1] = np.log(p_true)
+    lengths = np.array([CHROMOSOMES[k].relative_length * 9.0 for k in labels])
+    return labels, log_probs, lengths
+
+
+@pytest.mark.parametrize("karyotype", ["46,XX", "46,XY", "47,XX,+21", "47,XY,+21", "47,XX,+18", "45,X",
+                                       "47,XXY", "47,XYY", "69,XXY", "45,XX,-22"])
+def test_clean_scores_give_exact_karyotype(karyotype):
+    labels, log_probs, lengths = _clean_cell(karyotype, np.random.default_rng(0))
+    call = assign_karyotype(log_probs, lengths)
+    assert call.karyotype == karyotype
+    np.testing.assert_array_equal(call.labels, labels)
+    assert call.callable
+
+
+@pytest.mark.parametrize("karyotype", ["46,XX", "46,XY", "47,XY,+21", "45,X", "47,XXY", "69,XXY"])
+def test_noisy_calibrated_scores_mostly_recover_karyotype(karyotype):
+    # ~93 % single-chromosome accuracy: assignment must do better than argmax.
+    rng = np.random.default_rng(1)
+    hits, single, assigned = 0, [], []
+    for _ in range(6):
+        cell = synthetic_cell(parse_karyotype(karyotype), rng, noise=0.35)
+        call = assign_karyotype(cell.log_probs, cell.lengths, cell.centromere_index)
+        hits += call.karyotype == karyotype
+        single.append(np.mean(cell.log_probs.argmax(1) + 1 == cell.labels))
+        assigned.append(np.mean(call.labels == cell.labels))
+    assert hits >= 5
+    assert np.mean(assigned) > np.mean(single)
+
+
+def test_repeated_label_confusion_is_fixed_by_assignment():
+    rng = np.random.default_rng(2)
+    labels, log_probs, lengths = _clean_cell("46,XX", rng)
+    # One chromosome 8 is scored as 9 by the classifier: argmax gives three 9s, one 8.
+    i = int(np.flatnonzero(labels == 8)[0])
+    log_probs[i] = np.log(np.full(24, 0.01 / 22))
+    log_probs[i, 8] = np.log(0.6)  # class 9
+    log_probs[i, 7] = np.log(0.39)  # class 8
+    assert np.sum(log_probs.argmax(1) + 1 == 9) == 3
+    call = assign_karyotype(log_probs, lengths)
+    assert call.karyotype == "46,XX"
+    assert call.labels[i] == 8
+    assert "reassigned" in call.flags[i]
+    assert call.abnormalities == []
+
+
+def test_real_trisomy_is_not_forced_into_46():
+    labels, log_probs, lengths = _clean_cell("47,XX,+21", np.random.default_rng(3))
+    call = assign_karyotype(log_probs, lengths)
+    assert call.karyotype == "47,XX,+21"
+    (ab,) = call.abnormalities
+    assert ab.description == "+21" and ab.kind == "gain" and ab.confidence > 0.99
+    assert sum("extra_copy" in f for f in call.flags) == 1
+    assert len(call.pairs[21]) == 3
+    assert "Down syndrome" in call.statement
+
+
+def test_pairs_are_ordered_longest_first_and_confidence_in_range():
+    labels, log_probs, lengths = _clean_cell("46,XY", np.random.default_rng(4))
+    lengths = lengths * np.random.default_rng(5).uniform(0.95, 1.05, len(lengths))
+    call = assign_karyotype(log_probs, lengths)
+    for k, members in call.pairs.items():
+        assert all(call.labels[i] == k for i in members)
+        assert list(lengths[members]) == sorted(lengths[members], reverse=True)
+    assert call.sex == "XY" and len(call.pairs[X]) == 1 and len(call.pairs[Y]) == 1
+    assert np.all((call.confidence > 0) & (call.confidence <= 1))
+
+
+def test_low_confidence_objects_are_flagged_not_hidden():
+    rng = np.random.default_rng(6)
+    labels, log_probs, lengths = _clean_cell("46,XX", rng)
+    i = int(np.flatnonzero(labels == 20)[0])
+    log_probs[i] = np.log(np.full(24, 1 / 24))  # the classifier has no idea
+    call = assign_karyotype(log_probs, lengths, polarity_confidence=np.where(np.arange(46) == i, 0.2, 0.9))
+    assert call.labels[i] > 0
+    assert "polarity_uncertain" in call.flags[i]
+    assert call.karyotype == "46,XX"
+
+
+def test_outsized_object_is_left_unassigned():
+    labels, log_probs, lengths = _clean_cell("46,XY", np.random.default_rng(7))
+    # A clump of two chromosomes, twice the length of chromosome 1, with vague scores.
+    log_probs = np.vstack([log_probs, np.log(np.full((1, 24), 1 / 24))])
+    lengths = np.append(lengths, 2.2 * CHROMOSOMES[1].relative_length * 9.0)
+    call = assign_karyotype(log_probs, lengths)
+    assert call.labels[-1] == 0 and "unassigned" in call.flags[-1]
+    assert call.karyotype == "46,XY"
+    assert "1 left unassigned" in call.statement
+
+
+def test_too_few_and_too_many_objects_give_a_statement_not_a_call():
+    labels, log_probs, lengths = _clean_cell("46,XX", np.random.default_rng(8))
+    few = assign_karyotype(log_probs[:20], lengths[:20])
+    assert few.karyotype == "" and not few.callable and "too few" in few.statement
+    assert len(few.labels) == 20
+    rng = np.random.default_rng(9)
+    many = assign_karyotype(np.log(rng.dirichlet(np.ones(24), 120)), rng.uniform(10, 80, 120))
+    assert many.karyotype == "" and "too many" in many.statement
+    empty = assign_karyotype(np.zeros((0, 24)), np.zeros(0))
+    assert empty.karyotype == "" and "too few" in empty.statement
+
+
+def test_bad_input_raises_clear_errors():
+    with pytest.raises(ValueError, match="log_probs must have shape"):
+        assign_karyotype(np.zeros((46, 23)), np.ones(46))
+    with pytest.raises(ValueError, match="lengths must have shape"):
+        assign_karyotype(np.zeros((46, 24)), np.ones(45))
+    with pytest.raises(ValueError, match="positive"):
+        assign_karyotype(np.zeros((46, 24)), np.zeros(46))
+
+
+@pytest.mark.parametrize("text", ["46,XX", "46,XY", "47,XY,+21", "45,X", "47,XXY", "47,XX,+18", "69,XXY",
+                                  "48,XY,+13,+21", "45,XX,-22", "70,XXY,+21", "47,XYY", "44,X,-21"])
+def test_iscn_round_trip(text):
+    assert karyotype_string(parse_karyotype(text)) == text
+
+
+def test_iscn_ordering_and_errors():
+    counts = {k: 2 for k in range(1, 23)} | {X: 1, Y: 1}
+    counts[21], counts[13], counts[7] = 3, 3, 1
+    assert karyotype_string(counts) == "47,XY,-7,+13,+21"
+    assert karyotype_string({k: 3 for k in range(1, 23)} | {X: 2, Y: 1}) == "69,XXY"
+    assert parse_karyotype("47,XY,+X") == parse_karyotype("47,XXY")
+    with pytest.raises(ValueError, match="disagrees"):
+        parse_karyotype("46,XX,+21")
+    with pytest.raises(ValueError, match="not an ISCN"):
+        parse_karyotype("XX")
+    with pytest.raises(ValueError, match="1..24"):
+        karyotype_string({25: 1})
+
+
+def test_call_to_dict_is_json_ready():
+    import json
+
+    labels, log_probs, lengths = _clean_cell("47,XXY", np.random.default_rng(10))
+    out = assign_karyotype(log_probs, lengths).to_dict()
+    text = json.dumps(out)
+    assert '"karyotype": "47,XXY"' in text and out["abnormalities"][0]["description"] == "XXY"
