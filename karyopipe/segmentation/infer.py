@@ -1,0 +1,322 @@
+"""Running a trained Mask R-CNN on whole spreads: scale, tiling, merging, filters.
+
+The network is trained at BioImLab scale (chromosomes ~``reference_width`` px
+wide). A spread from another microscope is first resized so that its
+estimated chromosome width matches, then cut into overlapping tiles if it is
+large, and the per-tile detections are merged back with mask NMS. Masks are
+returned at the input's full resolution.
+
+Examples
+--------
+>>> from karyopipe.segmentation import Segmenter           # doctest: +SKIP
+>>> seg = Segmenter.from_pretrained()                      # doctest: +SKIP
+>>> instances = seg(gray)          # list of karyopipe.data.Instance  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from karyopipe.data.model import Instance
+
+# Median chromosome width (px) of BioImLab metaphases by estimate_chromosome_width;
+# the shipped weights record their own value in their config.
+DEFAULT_REFERENCE_WIDTH = 8.0
+
+
+@dataclass
+class InferenceSettings:
+    """Thresholds and sizes of :class:`Segmenter` (all in working-scale pixels).
+
+    Attributes
+    ----------
+    score_thresh : float
+        Minimum detection score kept.
+    mask_thresh : float
+        Threshold on the mask head's probability.
+    nms_thresh : float
+        Mask IoU above which the lower-scored of two detections is dropped.
+        Box NMS inside the network is loose (0.7) because two crossing
+        chromosomes can have nearly the same box but different masks.
+    rescale : bool
+        Resize the spread so its chromosome width matches ``reference_width``.
+    rescale_tolerance : float
+        No resizing while the width ratio is within this factor: the width
+        estimate is noisy and training already covered scales 0.75-1.35.
+    reference_width : float
+        Chromosome width the network was trained at.
+    tile_size, tile_overlap : int
+        Images larger than ``tile_size`` (after rescaling) are cut into tiles;
+        the overlap must exceed the longest chromosome so each is whole in one tile.
+    min_area_widths2 : float
+        Objects smaller than this many ``width**2`` are debris.
+    max_thickness_widths : float
+        Objects thicker (2 x max inscribed radius) than this many widths are nuclei.
+    max_detections : int
+        Per tile.
+    """
+
+    score_thresh: float = 0.5
+    mask_thresh: float = 0.5
+    nms_thresh: float = 0.5
+    rescale: bool = True
+    reference_width: float = DEFAULT_REFERENCE_WIDTH
+    tile_size: int = 1024
+    tile_overlap: int = 192
+    min_area_widths2: float = 1.5
+    max_thickness_widths: float = 2.6
+    max_detections: int = 150
+    rescale_tolerance: float = 1.4
+    scale_bounds: tuple = field(default=(0.25, 4.0))
+
+
+def estimate_chromosome_width(gray: np.ndarray) -> float | None:
+    """Typical chromosome width in pixels of a canonical-polarity spread.
+
+    Otsu foreground, then twice the distance-transform value along each
+    object's skeleton; the median over objects ignores the few nuclei.
+
+    Parameters
+    ----------
+    gray : ndarray, shape (H, W), float in [0, 1], chromosomes bright
+
+    Returns
+    -------
+    float or None
+        None when no plausible objects are found.
+    """
+    from scipy import ndimage as ndi
+    from skimage.filters import threshold_otsu
+    from skimage.morphology import skeletonize
+
+    gray = np.asarray(gray, np.float32)
+    if gray.size == 0 or float(gray.max() - gray.min()) < 1e-6:
+        return None
+    smooth = cv2.GaussianBlur(gray, (0, 0), 1.0)
+    fg = smooth > threshold_otsu(smooth)
+    fg = ndi.binary_opening(fg, iterations=1)
+    labels, n = ndi.label(fg)
+    if n == 0:
+        return None
+    dist = ndi.distance_transform_edt(fg)
+    skel = skeletonize(fg)
+    sizes = np.bincount(labels.ravel())
+    widths = []
+    for k in range(1, n + 1):
+        if sizes[k] < 20:
+            continue
+        vals = dist[(labels == k) & skel] if n < 400 else None
+        if vals is None or not len(vals):
+            continue
+        widths.append(2.0 * float(np.median(vals)))
+    if not widths:
+        return None
+    return float(np.median(widths))
+
+
+def _tiles(h: int, w: int, size: int, overlap: int):
+    """Top-left corners of overlapping tiles covering an ``h`` x ``w`` image."""
+    def starts(n):
+        if n <= size:
+            return [0]
+        step = size - overlap
+        out = list(range(0, n - size, step))
+        return out + [n - size]
+
+    return [(y, x) for y in starts(h) for x in starts(w)]
+
+
+def mask_nms(masks: list, scores: np.ndarray, thresh: float) -> list[int]:
+    """Greedy NMS on mask IoU; ``masks`` are (y0, x0, bool crop) triples. Returns kept indices."""
+    order = np.argsort(-np.asarray(scores))
+    kept: list[int] = []
+    for i in order:
+        y0, x0, m = masks[i]
+        area = m.sum()
+        drop = False
+        for j in kept:
+            yj, xj, mj = masks[j]
+            ya, xa = max(y0, yj), max(x0, xj)
+            yb, xb = min(y0 + m.shape[0], yj + mj.shape[0]), min(x0 + m.shape[1], xj + mj.shape[1])
+            if ya >= yb or xa >= xb:
+                continue
+            inter = np.logical_and(m[ya - y0:yb - y0, xa - x0:xb - x0], mj[ya - yj:yb - yj, xa - xj:xb - xj]).sum()
+            union = area + mj.sum() - inter
+            # Also drop a detection mostly inside a better one: fragments of one chromosome.
+            if union and (inter / union > thresh or inter > 0.8 * min(area, mj.sum())):
+                drop = True
+                break
+        if not drop:
+            kept.append(int(i))
+    return kept
+
+
+@torch.no_grad()
+def predict_tile(model, image: np.ndarray, device="cpu") -> dict:
+    """Raw network output on one ``(H, W)`` float32 image: boxes, scores, masks ``(N, H, W)``."""
+    tensor = torch.from_numpy(np.ascontiguousarray(image, np.float32))[None].to(device)
+    out = model([tensor])[0]
+    return {
+        "boxes": out["boxes"].cpu().numpy(),
+        "scores": out["scores"].cpu().numpy(),
+        "masks": out["masks"][:, 0].cpu().numpy(),
+    }
+
+
+def _classify_shape(mask: np.ndarray, width: float, settings: InferenceSettings) -> str:
+    """``"chromosome"``, ``"nucleus"`` or ``"debris"`` from size and thickness."""
+    from scipy import ndimage as ndi
+
+    area = float(mask.sum())
+    if area < settings.min_area_widths2 * width * width:
+        return "debris"
+    thickness = 2.0 * float(ndi.distance_transform_edt(np.pad(mask, 1)).max())
+    if thickness > settings.max_thickness_widths * width:
+        return "nucleus"
+    return "chromosome"
+
+
+class Segmenter:
+    """Chromosome instance segmentation of whole spreads with a Mask R-CNN.
+
+    Parameters
+    ----------
+    model : torchvision MaskRCNN
+    settings : InferenceSettings, optional
+    device : str
+    """
+
+    def __init__(self, model, settings: InferenceSettings | None = None, device: str = "cpu", config: dict | None = None):
+        self.model = model.eval().to(device)
+        self.settings = settings or InferenceSettings()
+        self.device = device
+        self.config = dict(config or {})
+        self.model.roi_heads.nms_thresh = 0.7
+        self.model.roi_heads.score_thresh = min(self.settings.score_thresh, 0.05)
+        self.model.roi_heads.detections_per_img = self.settings.max_detections
+
+    @classmethod
+    def from_pretrained(cls, path=None, device: str = "cpu", **settings) -> "Segmenter":
+        """Load shipped weights (default ``weights/mask_rcnn_karyotype_best.pth``).
+
+        Keyword arguments override :class:`InferenceSettings` fields
+        (``score_thresh=0.3``, ``rescale=False``...).
+        """
+        from karyopipe.segmentation.model import build_maskrcnn
+        from karyopipe.weights import SEGMENTATION_WEIGHTS, default_weights, load_weights
+
+        path = Path(path) if path is not None else default_weights(SEGMENTATION_WEIGHTS)
+        state, config, _ = load_weights(path)
+        model_kwargs = dict(config.get("model", {}))
+        model = build_maskrcnn(**model_kwargs)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ValueError(f"{path}: weights do not fit the model in their config ({str(exc).splitlines()[0]})") from None
+        base = dict(config.get("inference", {}))
+        base.update(settings)
+        known = set(InferenceSettings.__dataclass_fields__)
+        unknown = set(settings) - known
+        if unknown:
+            raise TypeError(f"unknown Segmenter settings: {sorted(unknown)}")
+        return cls(model, InferenceSettings(**{k: v for k, v in base.items() if k in known}), device, config)
+
+    def working_scale(self, gray: np.ndarray) -> float:
+        """Factor that brings this spread to the training chromosome width."""
+        if not self.settings.rescale:
+            return 1.0
+        width = estimate_chromosome_width(gray)
+        if not width:
+            return 1.0
+        ratio = self.settings.reference_width / width
+        if 1.0 / self.settings.rescale_tolerance <= ratio <= self.settings.rescale_tolerance:
+            return 1.0
+        lo, hi = self.settings.scale_bounds
+        return float(np.clip(ratio, lo, hi))
+
+    def __call__(self, gray: np.ndarray, keep_rejected: bool = False) -> list[Instance]:
+        """Segment one spread.
+
+        Parameters
+        ----------
+        gray : ndarray, shape (H, W), float32 in [0, 1], canonical polarity
+        keep_rejected : bool
+            Also return objects rejected as ``"nucleus"`` or ``"debris"``
+            (with that ``category``); by default only chromosomes.
+
+        Returns
+        -------
+        list of Instance
+            Full-resolution bool ``mask``, ``bbox`` (x0, y0, x1, y1), ``score``,
+            ``category``; sorted by descending score. ``extra["scale"]`` is the
+            working scale used.
+        """
+        gray = np.asarray(gray, np.float32)
+        if gray.ndim != 2:
+            raise ValueError(f"Segmenter expects a (H, W) grey image, got shape {gray.shape}")
+        h, w = gray.shape
+        s = self.settings
+        scale = self.working_scale(gray)
+        work = gray if abs(scale - 1.0) < 0.05 else cv2.resize(
+            gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        )
+        scale_y, scale_x = work.shape[0] / h, work.shape[1] / w
+        wh, ww = work.shape
+        crops, scores = [], []
+        for ty, tx in _tiles(wh, ww, s.tile_size, s.tile_overlap):
+            tile = work[ty:ty + s.tile_size, tx:tx + s.tile_size]
+            out = predict_tile(self.model, tile, self.device)
+            th, tw = tile.shape
+            for box, score, prob in zip(out["boxes"], out["scores"], out["masks"]):
+                if score < s.score_thresh:
+                    continue
+                x0, y0, x1, y1 = box
+                # Objects cut by an inner tile edge are seen whole in the neighbouring tile.
+                margin = 2
+                if (tx > 0 and x0 < margin) or (ty > 0 and y0 < margin) or \
+                        (tx + tw < ww and x1 > tw - margin) or (ty + th < wh and y1 > th - margin):
+                    continue
+                cy0, cx0 = max(0, int(y0) - 2), max(0, int(x0) - 2)
+                cy1, cx1 = min(th, int(np.ceil(y1)) + 2), min(tw, int(np.ceil(x1)) + 2)
+                crops.append((ty + cy0, tx + cx0, prob[cy0:cy1, cx0:cx1]))
+                scores.append(float(score))
+        binary = [(y, x, p >= s.mask_thresh) for y, x, p in crops]
+        keep = [i for i in mask_nms(binary, np.array(scores), s.nms_thresh) if binary[i][2].any()]
+        instances = []
+        for i in keep:
+            wy, wx, prob = crops[i]
+            if scale_x == 1.0 and scale_y == 1.0:
+                y0, x0, m = wy, wx, prob >= s.mask_thresh
+            else:
+                y0, x0 = int(np.floor(wy / scale_y)), int(np.floor(wx / scale_x))
+                y1 = min(h, int(np.ceil((wy + prob.shape[0]) / scale_y)))
+                x1 = min(w, int(np.ceil((wx + prob.shape[1]) / scale_x)))
+                m = cv2.resize(prob, (max(1, x1 - x0), max(1, y1 - y0)), interpolation=cv2.INTER_LINEAR) >= s.mask_thresh
+            if not m.any():
+                continue
+            full = np.zeros((h, w), bool)
+            full[y0:y0 + m.shape[0], x0:x0 + m.shape[1]] = m[: h - y0, : w - x0]
+            category = _classify_shape(binary[i][2], s.reference_width, s)
+            if category != "chromosome" and not keep_rejected:
+                continue
+            ys, xs = np.nonzero(full)
+            instances.append(Instance(
+                mask=full,
+                bbox=(float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)),
+                score=scores[i],
+                category=category,
+                extra={"scale": scale},
+            ))
+        instances.sort(key=lambda inst: -inst.score)
+        return instances
+
+
+def settings_dict(settings: InferenceSettings) -> dict:
+    """JSON-ready settings, for configs and model cards."""
+    d = asdict(settings)
+    d["scale_bounds"] = list(d["scale_bounds"])
+    return d

@@ -1,0 +1,239 @@
+"""``karyopipe train-seg``: train the chromosome Mask R-CNN from scratch.
+
+Trains on random rotated/scaled crops of annotated spreads (labelme folders
+such as BioImLab metaphases, optionally plus synthetic COCO spreads), holds
+out whole cells for validation, scores validation mask AP with pycocotools
+after every epoch, keeps the best model (``save_weights``: fp16 + model card)
+and stops early when AP stops improving. ``--resume`` continues from the last
+checkpoint in ``--out``.
+
+Usage::
+
+    karyopipe train-seg /work/shared/data/bioimlab/metaphases --out runs/seg \\
+        --backbone resnet18 --fpn-channels 128 --crop 320 --time-budget 75
+    karyopipe train-seg DATA --out runs/seg --resume
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DEFAULT_DATA = "../shared/data/bioimlab/metaphases"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="karyopipe train-seg", description=__doc__.split("\n\n")[0])
+    p.add_argument("data", nargs="?", default=DEFAULT_DATA, help="labelme folder or COCO JSON of annotated spreads")
+    p.add_argument("--synthetic", action="append", default=[], help="extra COCO spreads for training only (repeatable)")
+    p.add_argument("--out", default="runs/seg", help="run folder: checkpoints, log, metrics JSON")
+    p.add_argument("--weights-out", default=None, help="where the best model is saved (default OUT/best.pth)")
+    p.add_argument("--backbone", default="resnet50", help="resnet18 | resnet34 | resnet50 | mobilenet_v3")
+    p.add_argument("--fpn-channels", type=int, default=256)
+    p.add_argument("--norm", default="group", choices=["group", "batch"])
+    p.add_argument("--crop", type=int, default=384, help="square training crop size (px)")
+    p.add_argument("--scale-min", type=float, default=0.75)
+    p.add_argument("--scale-max", type=float, default=1.35)
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--steps-per-epoch", type=int, default=100)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--warmup", type=int, default=100, help="linear warm-up steps")
+    p.add_argument("--patience", type=int, default=5, help="epochs without val mask AP gain before stopping")
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-val-images", type=int, default=0, help="score at most this many val images per epoch (0 = all)")
+    p.add_argument("--time-budget", type=float, default=0.0, help="stop after this many minutes (0 = no limit)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--limit-train", type=int, default=0, help="use only this many training images (tests, debugging)")
+    return p
+
+
+def _lr_factor(step: int, warmup: int, total: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def evaluate_model(model, samples, device="cpu", reference_width=None) -> dict:
+    """Validation metrics of a model on annotated spreads at their native scale."""
+    from karyopipe.segmentation.dataset import load_gray
+    from karyopipe.segmentation.evaluate import coco_scores, count_errors
+    from karyopipe.segmentation.infer import InferenceSettings, Segmenter
+
+    settings = InferenceSettings(score_thresh=0.05, rescale=False)
+    if reference_width:
+        settings.reference_width = float(reference_width)
+    was_training = model.training
+    seg = Segmenter(model, settings, device)
+    gts, preds, shapes = [], [], []
+    start = time.time()
+    for sample in samples:
+        gray = load_gray(sample)
+        preds.append(seg(gray))
+        gts.append(sample.instances)
+        shapes.append(gray.shape)
+    seconds = (time.time() - start) / max(1, len(samples))
+    model.train(was_training)
+    metrics = coco_scores(gts, preds, shapes, with_masks=True)
+    metrics |= count_errors(gts, preds, 0.5)
+    metrics["images"] = len(samples)
+    metrics["seconds_per_image"] = seconds
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from tqdm import tqdm
+
+    from karyopipe.segmentation.dataset import (SpreadTrainSet, collate, dataset_statistics, has_masks, load_gray,
+                                                load_spreads, split_cells)
+    from karyopipe.segmentation.infer import DEFAULT_REFERENCE_WIDTH, estimate_chromosome_width, settings_dict, InferenceSettings
+    from karyopipe.segmentation.model import build_maskrcnn, count_parameters, model_config
+    from karyopipe.weights import save_weights
+
+    torch.set_num_threads(max(1, args.threads))
+    torch.manual_seed(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    weights_out = Path(args.weights_out) if args.weights_out else out / "best.pth"
+    log = open(out / "train.log", "a")
+
+    def say(msg: str) -> None:
+        tqdm.write(msg)
+        log.write(msg + "\n")
+        log.flush()
+
+    dataset = load_spreads(args.data)
+    for problem in dataset.problems:
+        say(f"skipped {problem}")
+    train_cells, val_cells = split_cells(dataset.cells, args.val_fraction, args.seed)
+    train_samples = [s for s in dataset.samples if s.cell_id in set(train_cells) and has_masks(s)]
+    val_samples = [s for s in dataset.samples if s.cell_id in set(val_cells) and has_masks(s)]
+    if args.limit_train:
+        train_samples = train_samples[: args.limit_train]
+    extra = []
+    for coco in args.synthetic:
+        extra += [s for s in load_spreads(coco).samples if has_masks(s)]
+    if not train_samples and not extra:
+        raise ValueError(f"{args.data}: no training spreads with masks")
+    if args.max_val_images:
+        val_samples = val_samples[: args.max_val_images]
+    say(f"train: {len(train_samples)} images of {len(train_cells)} cells (+{len(extra)} synthetic); "
+        f"val: {len(val_samples)} images of {len(val_cells)} cells {val_cells}")
+
+    widths = [w for w in (estimate_chromosome_width(load_gray(s)) for s in train_samples) if w]
+    reference_width = float(np.median(widths)) if widths else DEFAULT_REFERENCE_WIDTH
+    model_kwargs = {
+        "backbone": args.backbone, "num_classes": 2, "norm": args.norm, "fpn_channels": args.fpn_channels,
+        "rpn_pre_nms_top_n_train": 1000, "rpn_post_nms_top_n_train": 600, "box_batch_size_per_image": 256,
+        "rpn_pre_nms_top_n_test": 1000, "rpn_post_nms_top_n_test": 600, "box_detections_per_img": 150,
+    }
+    model = build_maskrcnn(**model_kwargs).to(args.device)
+    say(f"model: Mask R-CNN {args.backbone}-FPN{args.fpn_channels}, {count_parameters(model) / 1e6:.1f} M parameters, "
+        f"reference chromosome width {reference_width:.2f} px")
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+    total_steps = args.epochs * args.steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, args.warmup, total_steps))
+    start_epoch, best_ap, history, bad_epochs, elapsed_before = 0, -1.0, [], 0, 0.0
+    last = out / "last.pt"
+    if args.resume:
+        if not last.is_file():
+            raise FileNotFoundError(f"{last}: no checkpoint to resume from")
+        ckpt = torch.load(last, map_location=args.device, weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        start_epoch, best_ap, history = ckpt["epoch"] + 1, ckpt["best_ap"], ckpt["history"]
+        bad_epochs, elapsed_before = ckpt.get("bad_epochs", 0), ckpt.get("elapsed", 0.0)
+        say(f"resumed from {last} at epoch {start_epoch}, best val mask AP {best_ap:.4f}")
+
+    train_set = SpreadTrainSet(train_samples + extra, crop_size=args.crop, scale_range=(args.scale_min, args.scale_max),
+                               length=args.steps_per_epoch * args.batch, seed=args.seed + start_epoch)
+    loader = torch.utils.data.DataLoader(train_set, batch_size=args.batch, shuffle=True, collate_fn=collate,
+                                         num_workers=0, generator=torch.Generator().manual_seed(args.seed + start_epoch))
+    t0 = time.time()
+    inference = settings_dict(InferenceSettings(reference_width=reference_width))
+    for epoch in range(start_epoch, args.epochs):
+        model.train()
+        sums: dict[str, float] = {}
+        bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, mininterval=30)
+        for images, targets in bar:
+            images = [im.to(args.device) for im in images]
+            targets = [{k: v.to(args.device) for k, v in t.items()} for t in targets]
+            losses = model(images, targets)
+            loss = sum(losses.values())
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss at epoch {epoch}: { {k: float(v) for k, v in losses.items()} }")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 10.0)
+            optimizer.step()
+            scheduler.step()
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+        steps = len(loader)
+        record = {"epoch": epoch, "lr": scheduler.get_last_lr()[0], **{k: v / steps for k, v in sums.items()}}
+        if val_samples:
+            record["val"] = evaluate_model(model, val_samples, args.device, reference_width)
+        elapsed = elapsed_before + time.time() - t0
+        record["elapsed_min"] = elapsed / 60
+        history.append(record)
+        val_ap = record.get("val", {}).get("segm_AP", -record["loss"])
+        improved = val_ap > best_ap
+        if improved:
+            best_ap, bad_epochs = val_ap, 0
+            card = {
+                "model": f"Mask R-CNN {args.backbone}-FPN ({args.fpn_channels} ch), GroupNorm, from scratch, 1 grey channel; "
+                         f"labels 0 = background (incl. nuclei, debris), 1 = chromosome",
+                "data": f"{args.data} ({dataset.format}): {dataset_statistics(train_samples)}"
+                        + (f" + {len(extra)} synthetic spreads" if extra else ""),
+                "split": f"by cell, md5 rank seed {args.seed}, val fraction {args.val_fraction}: "
+                         f"{len(val_cells)} val cells {val_cells}",
+                "training": f"epoch {epoch + 1}/{args.epochs} x {args.steps_per_epoch} steps, batch {args.batch}, "
+                            f"crops {args.crop}px scale {args.scale_min}-{args.scale_max}, AdamW lr {args.lr}, "
+                            f"{elapsed / 60:.0f} min on {args.device} ({args.threads} thread(s))",
+                "metrics": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.get("val", {}).items()},
+                "limitations": "trained on CPU in a short budget; a GPU run is pending. Q-banded BioImLab only: "
+                               "brightfield G-band spreads rely on polarity normalisation and rescaling.",
+            }
+            config = {"model": model_config(model_kwargs), "inference": inference, "val_cells": val_cells,
+                      "train_cells": train_cells, "data": str(args.data), "epoch": epoch}
+            save_weights(weights_out, model.state_dict(), config, card)
+        else:
+            bad_epochs += 1
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "epoch": epoch, "best_ap": best_ap, "history": history, "bad_epochs": bad_epochs,
+                    "elapsed": elapsed, "args": vars(args)}, last)
+        (out / "metrics.json").write_text(json.dumps(history, indent=1))
+        val = record.get("val", {})
+        say(f"epoch {epoch}: loss {record['loss']:.3f} "
+            + (f"val segm_AP {val['segm_AP']:.3f} AP50 {val['segm_AP50']:.3f} count_mae {val['count_mae']:.2f} " if val else "")
+            + f"{'*best* ' if improved else ''}{elapsed / 60:.1f} min")
+        if bad_epochs >= args.patience:
+            say(f"early stop: no val mask AP gain for {args.patience} epochs")
+            break
+        if args.time_budget and elapsed / 60 >= args.time_budget:
+            say(f"time budget of {args.time_budget} min reached")
+            break
+    say(f"best val mask AP {best_ap:.4f}; weights {weights_out}")
+    log.close()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import sys
+
+    sys.exit(main())
