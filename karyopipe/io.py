@@ -15,11 +15,13 @@ Examples
 >>> from karyopipe.io import normalize_polarity
 >>> g = np.full((64, 64), 230, np.uint8); g[20:40, 30:34] = 40   # dark object on light
 >>> img, polarity = normalize_polarity(g)
->>> polarity, int(img[30, 31]) > int(img[0, 0])
+>>> polarity, bool(img[30, 31] > img[0, 0])
 ('brightfield', True)
 """
 from __future__ import annotations
 
+import io
+import re
 import warnings
 from pathlib import Path
 
@@ -49,30 +51,48 @@ def is_image_path(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
-def _pil_read(path: Path) -> np.ndarray:
+def _pil_read(data: bytes) -> np.ndarray:
     from PIL import Image
 
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     with warnings.catch_warnings():
+        # Pillow warns about odd EXIF/TIFF tags; a failed read reports its own reason.
+        warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(data)) as im:
+            if _pil_would_drop_bits(im, data):
+                raise ValueError("PIL would reduce its 16-bit colour channels to 8 bits")
             im.load()
-            if im.mode == "P":
-                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-            elif im.mode in ("1", "LA", "CMYK", "YCbCr"):
-                im = im.convert("L" if im.mode in ("1", "LA") else "RGB")
+            if im.mode in ("P", "PA"):
+                im = im.convert("RGBA" if im.mode == "PA" or "transparency" in im.info else "RGB")
+            elif im.mode in ("1", "LA", "La", "CMYK", "YCbCr", "LAB", "HSV", "RGBX", "RGBa"):
+                im = im.convert("L" if im.mode in ("1", "LA", "La") else "RGB")
             elif im.mode.startswith("I;16"):
-                return np.asarray(im, dtype=np.uint16).copy()
+                return np.asarray(im).astype(np.uint16)
             elif im.mode == "I":
                 return np.asarray(im).astype(np.int64).clip(0, 65535).astype(np.uint16)
             return np.asarray(im).copy()
 
 
-def _cv2_read(path: Path) -> np.ndarray:
+def _pil_would_drop_bits(im, data: bytes) -> bool:
+    # Pillow opens 16-bit RGB(A) TIFF and PNG as 8-bit RGB(A) without a word;
+    # OpenCV keeps the 16 bits, so such files go to it instead.
+    if im.mode not in ("RGB", "RGBA"):
+        return False
+    if im.format == "TIFF":
+        bits = im.tag_v2.get(258, (8,))
+        bits = bits if isinstance(bits, tuple) else (bits,)
+        return max(bits) > 8
+    if im.format == "PNG" and len(data) > 24:
+        return data[24] == 16  # IHDR bit depth
+    return False
+
+
+def _cv2_read(data: bytes) -> np.ndarray:
     import cv2
 
-    data = np.fromfile(str(path), dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    _quiet_opencv()
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise ValueError("OpenCV could not decode it")
     if image.ndim == 3 and image.shape[2] == 3:
@@ -82,10 +102,21 @@ def _cv2_read(path: Path) -> np.ndarray:
     return image
 
 
-def _tifffile_read(path: Path) -> np.ndarray:
+def _quiet_opencv() -> None:
+    # OpenCV's TIFF decoder prints "[ WARN ]" lines for harmless tag oddities;
+    # the read either succeeds or our own error names the file.
+    import cv2
+
+    try:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    except AttributeError:
+        pass
+
+
+def _tifffile_read(data: bytes) -> np.ndarray:
     import tifffile
 
-    return np.asarray(tifffile.imread(str(path)))
+    return np.asarray(tifffile.imread(io.BytesIO(data)))
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -100,7 +131,8 @@ def read_image(path: str | Path) -> np.ndarray:
     -------
     image : ndarray
         ``(H, W)`` grey, ``(H, W, 3)`` RGB or ``(H, W, 4)`` RGBA, dtype uint8 or
-        uint16 as stored. Palette images are expanded to RGB(A).
+        uint16 as stored. Palette images are expanded to RGB(A); float and
+        signed images are brought to uint16.
 
     Raises
     ------
@@ -113,19 +145,44 @@ def read_image(path: str | Path) -> np.ndarray:
         raise ImageReadError(path, "file not found")
     if path.is_dir():
         raise ImageReadError(path, "is a folder, not an image")
-    if path.stat().st_size == 0:
-        raise ImageReadError(path, "empty file (0 bytes)")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageReadError(path, f"cannot read the file ({exc.strerror or exc})") from None
+    return decode_image(data, path)
+
+
+def decode_image(data: bytes, source: str | Path = "<bytes>") -> np.ndarray:
+    """Decode an encoded image (file bytes, labelme ``imageData``) like :func:`read_image`.
+
+    Parameters
+    ----------
+    data : bytes
+        The encoded file content (PNG, JPEG, BMP, TIFF...).
+    source : str or Path
+        Name used in error messages.
+
+    Returns
+    -------
+    image : ndarray
+        As :func:`read_image`.
+    """
+    if len(data) == 0:
+        raise ImageReadError(source, "empty file (0 bytes)")
     reasons = []
     readers = [("PIL", _pil_read), ("OpenCV", _cv2_read)]
-    if path.suffix.lower() in (".tif", ".tiff"):
+    if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+") or str(source).lower().endswith(
+        (".tif", ".tiff")
+    ):
         readers.append(("tifffile", _tifffile_read))
     for name, reader in readers:
         try:
-            image = reader(path)
+            image = reader(data)
         except Exception as exc:  # each backend fails in its own way; keep the reason
-            reasons.append(f"{name}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
             if "DecompressionBomb" in type(exc).__name__ or "exceeds limit" in str(exc):
-                raise ImageReadError(path, f"image too large (over {MAX_PIXELS} pixels)") from None
+                raise ImageReadError(source, f"image too large (over {MAX_PIXELS} pixels)") from None
+            text = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(exc)).strip()
+            reasons.append(f"{name}: {text.splitlines()[0] if text else type(exc).__name__}")
             continue
         image = _squeeze_channels(image)
         if image.size == 0 or image.ndim not in (2, 3):
@@ -133,12 +190,29 @@ def read_image(path: str | Path) -> np.ndarray:
             continue
         if image.shape[0] * image.shape[1] > MAX_PIXELS:
             raise ImageReadError(
-                path, f"image too large: {image.shape[1]}x{image.shape[0]} exceeds {MAX_PIXELS} pixels"
+                source, f"image too large: {image.shape[1]}x{image.shape[0]} exceeds {MAX_PIXELS} pixels"
             )
         if image.dtype not in (np.uint8, np.uint16):
             image = _to_uint16(image)
         return image
-    raise ImageReadError(path, "not a readable image (" + "; ".join(reasons) + ")")
+    raise ImageReadError(source, "not a readable image (" + "; ".join(reasons) + ")")
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """``(height, width)`` of an image file, from its header when PIL can parse it.
+
+    Cheaper than :func:`read_image` for readers that only need the size
+    (YOLO boxes are stored relative to it); falls back to a full read.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+            return int(height), int(width)
+    except Exception:
+        image = read_image(path)
+        return int(image.shape[0]), int(image.shape[1])
 
 
 def _squeeze_channels(image: np.ndarray) -> np.ndarray:
@@ -153,8 +227,16 @@ def _squeeze_channels(image: np.ndarray) -> np.ndarray:
 
 
 def _to_uint16(image: np.ndarray) -> np.ndarray:
+    # Float images already in [0, 1] keep their scale; anything else (signed
+    # integers, floats in counts) is stretched to the full 16-bit range.
     image = image.astype(np.float64)
-    lo, hi = np.nanmin(image), np.nanmax(image)
+    finite = image[np.isfinite(image)]
+    if finite.size == 0:
+        return np.zeros(image.shape, np.uint16)
+    lo, hi = float(finite.min()), float(finite.max())
+    image = np.nan_to_num(image, nan=lo, posinf=hi, neginf=lo)
+    if lo >= 0.0 and hi <= 1.0:
+        return (image * 65535.0 + 0.5).astype(np.uint16)
     scale = 65535.0 / (hi - lo) if hi > lo else 0.0
     return ((image - lo) * scale).astype(np.uint16)
 

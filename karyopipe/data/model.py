@@ -38,6 +38,8 @@ class Instance:
         ``"chromosome"``, ``"nucleus"`` or ``"debris"``.
     extra : dict
         Reader- or generator-specific fields (centromere point, axis, ...).
+        ``extra["rle"]`` may hold the mask as COCO RLE (COCO masks, pseudo
+        masks) instead of a full-image array; :meth:`get_mask` decodes it.
     """
 
     polygon: np.ndarray | None = None
@@ -60,12 +62,28 @@ class Instance:
         if self.mask is not None and self.mask.any():
             ys, xs = np.nonzero(self.mask)
             return float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)
+        if "rle" in self.extra:
+            from pycocotools import mask as mask_utils
+
+            x, y, w, h = mask_utils.toBbox(_rle_for_pycocotools(self.extra["rle"]))
+            return float(x), float(y), float(x + w), float(y + h)
         raise ValueError("instance has no box, polygon or mask")
 
     def get_mask(self, shape: tuple[int, int]) -> np.ndarray:
         """Full-image boolean mask of shape ``(H, W)``, rasterising the polygon if needed."""
         if self.mask is not None:
             return self.mask.astype(bool)
+        if "rle" in self.extra:
+            from pycocotools import mask as mask_utils
+
+            import warnings
+
+            with warnings.catch_warnings():  # pycocotools' numpy-2 copy= deprecation, harmless
+                warnings.simplefilter("ignore", DeprecationWarning)
+                mask = mask_utils.decode(_rle_for_pycocotools(self.extra["rle"])).astype(bool)
+            if mask.shape != tuple(shape):
+                raise ValueError(f"RLE mask is {mask.shape}, image is {tuple(shape)}")
+            return mask
         if self.polygon is not None:
             from skimage.draw import polygon as fill_polygon
 
@@ -76,6 +94,16 @@ class Instance:
             mask[rr, cc] = True
             return mask
         raise ValueError("instance has no mask or polygon (box-only annotation)")
+
+
+def _rle_for_pycocotools(rle: dict) -> dict:
+    # JSON keeps RLE counts as str; pycocotools wants bytes.
+    counts = rle["counts"]
+    if isinstance(counts, list):  # uncompressed RLE
+        from pycocotools import mask as mask_utils
+
+        return mask_utils.frPyObjects(rle, *rle["size"])
+    return {"size": list(rle["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
 
 
 @dataclass
