@@ -416,3 +416,46 @@ def test_real_gband612_and_giemsa_boxes(shared_data):
     assert all(i.label is None and i.category == "chromosome" for s in boxes.samples for i in s.instances)
     spreads = read_dataset(shared_data / "gband_spreads")
     assert spreads.format == "images" and len(spreads) == 12
+
+
+def test_coco_in_annotations_folder_is_not_mistaken_for_voc(labelme_dir, tmp_path):
+    ds = read_labelme(labelme_dir)
+    root = tmp_path / "cocoset"
+    write_coco(ds.samples[:1], root / "annotations" / "train.json", image_dir=root / "images")
+    assert detect_format(root) == "coco"
+    back = read_dataset(root)
+    assert len(back) == 1 and back.problems == [] and back.samples[0].load_image().shape == (H, W)
+    write_coco(ds.samples[:1], root / "annotations" / "val.json", image_dir=root / "images")
+    with pytest.raises(UnknownFormatError, match="2 COCO JSON files"):
+        read_dataset(root)
+
+
+def test_instance_mask_from_rle_extra():
+    from pycocotools import mask as mask_utils
+
+    from karyopipe.data import Instance
+
+    m = np.zeros((H, W), np.uint8)
+    m[3:9, 4:7] = 1
+    rle = mask_utils.encode(np.asfortranarray(m))
+    rle["counts"] = rle["counts"].decode()
+    inst = Instance(extra={"rle": rle})
+    assert np.array_equal(inst.get_mask((H, W)), m.astype(bool))
+    assert inst.get_bbox() == (4.0, 3.0, 7.0, 9.0)
+    with pytest.raises(ValueError, match="RLE mask"):
+        inst.get_mask((H + 1, W))
+
+
+def test_pseudo_mask_joins_sister_chromatids_and_drops_neighbour_corners():
+    from karyopipe.data._common import mask_to_polygon, pseudo_mask
+    from karyopipe.data import Instance
+
+    canonical = np.full((H, W), 0.1, np.float32)
+    canonical[10:40, 20:24] = 0.9  # chromatid 1
+    canonical[10:40, 30:34] = 0.9  # chromatid 2, 6 px apart
+    canonical[10:14, 40:44] = 0.9  # corner of a neighbour at the box edge
+    mask = pseudo_mask(canonical, (16, 6, 44, 44))
+    assert mask[20, 21] and mask[20, 31] and not mask[11, 42]
+    polygon = mask_to_polygon(mask)
+    again = Instance(polygon=polygon).get_mask((H, W))
+    assert again[20, 21] and again[20, 31] and np.array_equal(again, mask)

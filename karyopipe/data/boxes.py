@@ -20,7 +20,9 @@ A class name that is a chromosome class gives the label; any other name
 chromosome, the name kept in ``instance.extra["yolo_class"]``.
 
 With ``with_pseudo_masks=True`` each box gets a mask thresholded inside it
-(Otsu on the canonical-polarity image), flagged ``Instance.pseudo_mask``.
+(Otsu on the canonical-polarity image, largest blob, holes filled), stored
+as its outline in ``Instance.polygon`` and flagged ``Instance.pseudo_mask``:
+such outlines are not ground truth and must not be scored as it.
 """
 from __future__ import annotations
 
@@ -67,7 +69,7 @@ def read_voc(path: str | Path, *, with_pseudo_masks: bool = False) -> Dataset:
     -------
     Dataset
         ``format="voc"``, ``kind="spreads"``, instances with ``bbox`` only
-        (plus ``extra["rle"]`` pseudo masks when asked).
+        (plus pseudo-mask outlines in ``polygon`` when asked).
     """
     root = Path(path)
     problems: list[Problem] = []

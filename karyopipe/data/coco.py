@@ -5,9 +5,9 @@ Category names go through :func:`karyopipe.classes.parse_label`
 name their category, and any other name is read as an unlabelled chromosome
 with the name kept in ``instance.extra["coco_category"]``.
 
-Masks stay compact: a single-part polygon becomes ``Instance.polygon``;
-multi-part polygons and RLE become ``instance.extra["rle"]``, decoded by
-:meth:`karyopipe.data.model.Instance.get_mask` when needed.
+A single-part polygon becomes ``Instance.polygon``; multi-part polygons and
+RLE are decoded into the full-image ``Instance.mask`` (the contract every
+stage reads; about one byte per pixel per instance).
 
 Examples
 --------
@@ -53,7 +53,7 @@ def _category(name: str) -> tuple[int | None, str, bool]:
 
 def _find_image(json_path: Path, file_name: str, image_root: Path | None) -> Path:
     bases = [image_root] if image_root is not None else []
-    bases += [json_path.parent, json_path.parent / "images", json_path.parent.parent / "images"]
+    bases += [json_path.parent, json_path.parent / "images", json_path.parent.parent, json_path.parent.parent / "images"]
     name = str(file_name).replace("\\", "/")
     for base in bases:
         candidate = base / name
@@ -71,7 +71,8 @@ def read_coco(path: str | Path, image_root: str | Path | None = None) -> Dataset
         The annotation JSON.
     image_root : str or Path, optional
         Folder the ``file_name`` entries are relative to. By default the
-        JSON's folder, then ``images/`` beside it, then ``../images``.
+        JSON's folder, ``images/`` beside it, its parent, then ``../images``
+        (the ``annotations/*.json`` + ``images/`` layout).
 
     Returns
     -------
@@ -179,19 +180,31 @@ def _annotation_to_instance(ann, categories, width, height, where, problems) -> 
                 if not (width and height):
                     raise ValueError("multi-part polygon needs the image width and height")
                 rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
-                instance.extra["rle"] = _rle_to_json(rle)
+                instance.mask = _decode(rle)
         elif isinstance(seg, dict) and "counts" in seg:
             if isinstance(seg["counts"], list):
                 seg = mask_utils.frPyObjects(seg, *seg["size"])
-            instance.extra["rle"] = _rle_to_json(seg)
+            elif isinstance(seg["counts"], str):
+                seg = {"size": seg["size"], "counts": seg["counts"].encode("ascii")}
             if width and height and tuple(seg["size"]) != (height, width):
                 raise ValueError(f"RLE size {tuple(seg['size'])} differs from the image ({height}, {width})")
+            instance.mask = _decode(seg)
         elif instance.bbox is None:
             raise ValueError("annotation has neither segmentation nor bbox")
     except (ValueError, TypeError) as exc:
         add_problem(problems, where, str(exc))
         return None
     return instance
+
+
+def _decode(rle: dict) -> np.ndarray:
+    import warnings
+
+    from pycocotools import mask as mask_utils
+
+    with warnings.catch_warnings():  # pycocotools' numpy-2 copy= deprecation, harmless
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return mask_utils.decode(rle).astype(bool)
 
 
 def _rle_to_json(rle: dict) -> dict:

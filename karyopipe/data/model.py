@@ -169,7 +169,8 @@ class Dataset:
         The folder or file that was read.
     format : str
         ``labelme``, ``coco``, ``voc``, ``yolo``, ``crops-bioimlab``,
-        ``crops-clase``, ``crops-datanew`` or ``crops-generic``.
+        ``crops-clase``, ``crops-datanew``, ``crops-generic`` or ``images``
+        (unannotated spreads).
     kind : str
         ``"spreads"`` or ``"crops"``.
     samples : list of Sample

@@ -105,19 +105,28 @@ def detect_format(path: str | Path) -> str:
     )
 
 
+def _coco_files(path: Path) -> list[Path]:
+    """COCO JSONs in a folder or its ``annotations/`` sub-folder (the usual COCO layout)."""
+    found = []
+    for folder in (path, path / "annotations", path / "Annotations"):
+        if folder.is_dir():
+            found += [p for p in sorted(folder.glob("*.json"), key=lambda p: natural_key(p.name))[:20]
+                      if _json_kind(p) == "coco"]
+    return found
+
+
 def _detect_folder(path: Path) -> str | None:
     names = {p.name for p in path.iterdir()}
     if "images" in names and "labels" in names and (path / "labels").is_dir():
         return "yolo"
-    if names & set(VOC_ANNOTATION_DIRS) and names & set(VOC_IMAGE_DIRS):
+    ann_dirs = [path / n for n in VOC_ANNOTATION_DIRS if n in names and (path / n).is_dir()]
+    if ann_dirs and names & set(VOC_IMAGE_DIRS) and any(next(d.glob("*.xml"), None) for d in ann_dirs):
         return "voc"
+    if _coco_files(path):
+        return "coco"
     jsons = sorted(path.glob("*.json"), key=lambda p: natural_key(p.name))
-    if jsons:
-        kinds = [_json_kind(p) for p in jsons[:3]]
-        if "coco" in kinds:
-            return "coco"
-        if "labelme" in kinds:
-            return "labelme"
+    if any(_json_kind(p) == "labelme" for p in jsons[:3]):
+        return "labelme"
     crops = detect_crops_layout(path)
     if crops:
         return crops
@@ -173,7 +182,7 @@ def read_dataset(path: str | Path, format: str | None = None, *, with_pseudo_mas
         return read_labelme(path)
     if fmt == "coco":
         if path.is_dir():
-            candidates = [p for p in sorted(path.glob("*.json")) if _json_kind(p) == "coco"]
+            candidates = _coco_files(path)
             if len(candidates) != 1:
                 raise UnknownFormatError(
                     f"{path}: {len(candidates)} COCO JSON files here, pass the one to read"

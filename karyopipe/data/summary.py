@@ -138,7 +138,9 @@ def format_summary(info: dict, max_problems: int | None = None) -> str:
             f" ({info['readable_images']} readable)" if info.get("readable_images") is not None else ""
         ),
     ]
-    if not crops:
+    if info["format"] == "images":
+        lines.append("instances   none (unannotated images)")
+    elif not crops:
         lines.append(f"instances   {info['instances']} ({info['instances_per_image']} per image)")
         other = {k: v for k, v in info["categories"].items() if k != "chromosome"}
         if other:
