@@ -459,3 +459,12 @@ def test_pseudo_mask_joins_sister_chromatids_and_drops_neighbour_corners():
     polygon = mask_to_polygon(mask)
     again = Instance(polygon=polygon).get_mask((H, W))
     assert again[20, 21] and again[20, 31] and np.array_equal(again, mask)
+
+
+def test_samples_pickle_for_dataloader_workers(labelme_dir, tmp_path):
+    import pickle
+
+    ds = read_labelme(labelme_dir)
+    for sample in ds.samples:
+        clone = pickle.loads(pickle.dumps(sample))
+        assert np.array_equal(clone.load_image(), sample.load_image())
