@@ -152,3 +152,19 @@ def test_call_to_dict_is_json_ready():
     out = assign_karyotype(log_probs, lengths).to_dict()
     text = json.dumps(out)
     assert '"karyotype": "47,XXY"' in text and out["abnormalities"][0]["description"] == "XXY"
+
+
+def test_bench_synthetic_scorer_reports_metrics(tmp_path):
+    from karyopipe.karyogram.bench import main, run_bench
+
+    result = run_bench(("46,XX", "47,XY,+21"), n=3, seed=0, scorer="synthetic", noise=0.3, progress=False)
+    assert result["scorer"] == "synthetic" and "SYNTHETIC" in result["scorer_note"]
+    assert result["cells"] == 6
+    assert set(result["per_karyotype"]) == {"46,XX", "47,XY,+21"}
+    for key in ("karyotype_exact_rate", "normal_called_abnormal_rate", "accuracy_single", "accuracy_assigned"):
+        assert 0.0 <= result[key] <= 1.0
+    out = tmp_path / "bench.json"
+    assert main(["--n", "2", "--karyotypes", "46,XY", "--json", str(out), "--quiet"]) == 0
+    assert out.is_file() and '"karyotype_exact_rate"' in out.read_text()
+    with pytest.raises(ValueError, match="not an ISCN"):
+        main(["--n", "2", "--karyotypes", "XY", "--quiet"])
