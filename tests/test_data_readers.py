@@ -468,3 +468,9 @@ def test_samples_pickle_for_dataloader_workers(labelme_dir, tmp_path):
     for sample in ds.samples:
         clone = pickle.loads(pickle.dumps(sample))
         assert np.array_equal(clone.load_image(), sample.load_image())
+
+
+def test_forced_wrong_format_says_what_it_looks_like(tmp_path):
+    cv2.imwrite(str(tmp_path / "one.png"), spread())
+    ds = read_dataset(tmp_path, "labelme")
+    assert len(ds) == 0 and ds.problems[0].reason == "no labelme data found here; it looks like images"

@@ -148,9 +148,9 @@ def read_crops(path: str | Path, layout: str | None = None) -> Dataset:
 
 
 def _nested(root: Path) -> bool:
-    return detect_crops_layout(root) in (CLASE, GENERIC) and any(
-        subfolders(d) for d in subfolders(root)[:8]
-    )
+    """True for ``root/<cell>/<class>/`` trees, False for ``root/<class>/``."""
+    dirs = subfolders(root)[:8]
+    return 2 * sum(bool(subfolders(d)) for d in dirs) > len(dirs)
 
 
 def _report_loose_files(folder: Path, problems: list[Problem], why: str) -> None:

@@ -178,6 +178,17 @@ def read_dataset(path: str | Path, format: str | None = None, *, with_pseudo_mas
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder")
     fmt = format or detect_format(path)
+    dataset = _read(path, fmt, with_pseudo_masks)
+    if not dataset.samples and not dataset.problems:
+        try:
+            hint = f"; it looks like {detect_format(path)}" if format else ""
+        except (UnknownFormatError, OSError):
+            hint = ""
+        add_problem(dataset.problems, path, f"no {fmt} data found here{hint}")
+    return dataset
+
+
+def _read(path: Path, fmt: str, with_pseudo_masks: bool) -> Dataset:
     if fmt == "labelme":
         return read_labelme(path)
     if fmt == "coco":
