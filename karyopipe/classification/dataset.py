@@ -1,0 +1,306 @@
+"""Crop data sets for the classifier: discovery, per-cell cache, split, augmentation.
+
+Crops are read with :func:`karyopipe.data.read_dataset` when that reader exists;
+until then a FALLBACK glob reader handles the two real layouts:
+
+* BioImLab: ``<root>/<cell>/<cell> <k><a|b>.bmp``
+* clase folders (gband612): ``<root>/<cell>/clase<k>/clase<k>_<copy>_<cell>.tif[f]``
+  (``clase25`` and other unknown labels are reported as problems, never dropped silently)
+* generic: ``<root>/<cell>/<label>/*.png`` with any label :func:`karyopipe.classes.parse_label` reads.
+
+Every cell is preprocessed once (:func:`karyopipe.classification.preprocess.prepare_cell`)
+and cached as ``.cache/classification/<key>.npz`` so training epochs only read arrays.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from karyopipe.classes import UnknownLabelError, parse_bioimlab_name, parse_label
+from karyopipe.io import ImageReadError, is_image_path
+
+CACHE_DIR = Path(__file__).resolve().parents[2] / ".cache" / "classification"
+
+
+@dataclass
+class CropRecord:
+    """One labelled single-chromosome crop file."""
+
+    path: Path
+    cell_id: str
+    label: int
+    source: str = ""
+
+
+@dataclass
+class CellArrays:
+    """Preprocessed crops of a data set, grouped by cell.
+
+    Attributes
+    ----------
+    images : ndarray, shape (N, L, W), float32 in [0, 1]
+    features : ndarray, shape (N, F), float32
+    labels : ndarray, shape (N,), int64, class numbers 1..24
+    cells : ndarray, shape (N,), str, ``"<source>/<cell>"``
+    paths : list of str
+    problems : list of str
+    """
+
+    images: np.ndarray
+    features: np.ndarray
+    labels: np.ndarray
+    cells: np.ndarray
+    paths: list = field(default_factory=list)
+    problems: list = field(default_factory=list)
+
+    def subset(self, index) -> "CellArrays":
+        index = np.asarray(index)
+        return CellArrays(self.images[index], self.features[index], self.labels[index],
+                          self.cells[index], [self.paths[i] for i in index], list(self.problems))
+
+    @property
+    def unique_cells(self) -> list[str]:
+        return sorted(set(self.cells.tolist()))
+
+
+def source_name(root) -> str:
+    """Short data-set name of a crop folder: ``.../bioimlab/crops`` -> ``bioimlab``."""
+    root = Path(root).resolve()
+    return root.parent.name if root.name.lower() in ("crops", "images", "data") else root.name
+
+
+def _glob_crops(root: Path) -> tuple[list[CropRecord], list[str]]:
+    """FALLBACK crop reader used while ``karyopipe.data.read_dataset`` is missing."""
+    records, problems = [], []
+    source = source_name(root)
+    for cell_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for path in sorted(cell_dir.rglob("*")):
+            if not path.is_file():
+                continue
+            if not is_image_path(path):
+                problems.append(f"{path}: not an image file, skipped")
+                continue
+            parent = path.parent
+            try:
+                if parent == cell_dir:  # BioImLab: label in the file name
+                    name = parse_bioimlab_name(path.stem)
+                    label = name.number
+                else:
+                    label = parse_label(parent.name)
+            except UnknownLabelError as exc:
+                problems.append(f"{path}: {exc}, skipped")
+                continue
+            records.append(CropRecord(path, cell_dir.name, label, source))
+    return records, problems
+
+
+def find_crops(root) -> tuple[list[CropRecord], list[str]]:
+    """List the labelled crops under ``root`` and the problems met.
+
+    Returns
+    -------
+    records : list of CropRecord
+    problems : list of str
+        ``"<file>: <reason>"`` for every skipped item.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"{root}: data folder not found")
+    try:
+        from karyopipe.data import read_dataset  # noqa: F401  (lands with the data-layer issue)
+    except ImportError:
+        read_dataset = None
+    if read_dataset is not None:
+        dataset = read_dataset(root)
+        if dataset.kind != "crops":
+            raise ValueError(f"{root}: holds {dataset.kind}, not single-chromosome crops")
+        records = [CropRecord(Path(s.path), str(s.cell_id), int(s.label), source_name(root))
+                   for s in dataset.samples if s.label is not None]
+        problems = [str(p) for p in dataset.problems]
+        problems += [f"{s.path}: crop has no class label, skipped" for s in dataset.samples if s.label is None]
+        return records, problems
+    if root.is_dir() and (root / "crops").is_dir():
+        root = root / "crops"
+    return _glob_crops(root)
+
+
+def _cache_key(records: list[CropRecord], size, mode) -> str:
+    h = hashlib.sha1()
+    # v2: masks from karyopipe.geometry.mask_from_crop; bump when preprocessing changes.
+    h.update(json.dumps([list(size), mode, "v2"]).encode())
+    for r in records:
+        h.update(f"{r.path}|{r.label}|{r.path.stat().st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def build_arrays(root, size=(64, 32), mode="pca", cache_dir=CACHE_DIR, progress=True) -> CellArrays:
+    """Preprocess every crop under ``root`` cell by cell, with an npz cache.
+
+    Parameters
+    ----------
+    root : path
+        A crop folder (BioImLab, clase folders, generic ``<cell>/<label>/``).
+    size : (L, W)
+    mode : {"pca", "geometry"}
+    cache_dir : path or None
+        ``None`` disables the cache.
+    """
+    from karyopipe.classification.preprocess import prepare_cell
+    from karyopipe.io import load_canonical
+
+    records, problems = find_crops(root)
+    if not records:
+        raise ValueError(f"{root}: no labelled chromosome crops found")
+    cache = None
+    if cache_dir is not None:
+        cache = Path(cache_dir) / f"{Path(root).name}-{_cache_key(records, size, mode)}.npz"
+        if cache.is_file():
+            blob = np.load(cache, allow_pickle=False)
+            return CellArrays(blob["images"], blob["features"], blob["labels"], blob["cells"],
+                              blob["paths"].tolist(), blob["problems"].tolist())
+    by_cell: dict[str, list[CropRecord]] = {}
+    for r in records:
+        by_cell.setdefault(r.cell_id, []).append(r)
+    images, features, labels, cells, paths = [], [], [], [], []
+    cell_ids = sorted(by_cell)
+    if progress:
+        from tqdm import tqdm
+
+        cell_ids = tqdm(cell_ids, desc=f"preprocess {Path(root).name}", unit="cell")
+    for cell in cell_ids:
+        crops, kept = [], []
+        for r in by_cell[cell]:
+            try:
+                gray, _ = load_canonical(r.path)
+            except ImageReadError as exc:
+                problems.append(str(exc))
+                continue
+            crops.append((gray, None))
+            kept.append(r)
+        if not crops:
+            continue
+        im, ft = prepare_cell(crops, size=size, mode=mode)
+        images.append(im)
+        features.append(ft)
+        labels += [r.label for r in kept]
+        cells += [f"{r.source}/{r.cell_id}" for r in kept]
+        paths += [str(r.path) for r in kept]
+    arrays = CellArrays(np.concatenate(images), np.concatenate(features), np.asarray(labels, np.int64),
+                        np.asarray(cells), paths, problems)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(cache, images=arrays.images, features=arrays.features, labels=arrays.labels,
+                            cells=arrays.cells, paths=np.asarray(paths), problems=np.asarray(problems, dtype=str))
+    return arrays
+
+
+def concat_arrays(parts: list[CellArrays]) -> CellArrays:
+    return CellArrays(np.concatenate([p.images for p in parts]), np.concatenate([p.features for p in parts]),
+                      np.concatenate([p.labels for p in parts]), np.concatenate([p.cells for p in parts]),
+                      sum((p.paths for p in parts), []), sum((p.problems for p in parts), []))
+
+
+def split_cells(cells, val_fraction=0.15, test_fraction=0.15, seed=0) -> dict[str, list[str]]:
+    """Deterministic split of cell ids into train / val / test.
+
+    Uses :func:`karyopipe.data.split_by_cell` when it exists. Cells are sorted,
+    then shuffled with a fixed seed, so the split depends only on the cell ids.
+
+    Returns
+    -------
+    dict with keys ``"train"``, ``"val"``, ``"test"`` -> sorted cell ids
+    """
+    cells = sorted(set(cells))
+    rng = random.Random(seed)
+    order = cells[:]
+    rng.shuffle(order)
+    n_test = max(1, round(len(order) * test_fraction)) if len(order) >= 3 else 0
+    n_val = max(1, round(len(order) * val_fraction)) if len(order) >= 3 else 0
+    return {
+        "test": sorted(order[:n_test]),
+        "val": sorted(order[n_test: n_test + n_val]),
+        "train": sorted(order[n_test + n_val:]),
+    }
+
+
+def split_arrays(arrays: CellArrays, seed=0, val_fraction=0.15, test_fraction=0.15) -> dict[str, CellArrays]:
+    """Split by cell, per source folder, so each data set is split on its own."""
+    out = {"train": [], "val": [], "test": []}
+    sources = sorted({c.split("/", 1)[0] for c in arrays.cells.tolist()})
+    for source in sources:
+        cells = [c for c in arrays.unique_cells if c.split("/", 1)[0] == source]
+        split = split_cells(cells, val_fraction, test_fraction, seed)
+        for name, ids in split.items():
+            out[name] += ids
+    result = {}
+    for name, ids in out.items():
+        index = np.flatnonzero(np.isin(arrays.cells, ids))
+        result[name] = arrays.subset(index)
+    return result
+
+
+class CropDataset:
+    """Torch-style dataset over :class:`CellArrays` with optional augmentation.
+
+    ``__getitem__`` returns ``(image (1, L, W) float32, features (F,) float32, target int 0..23)``.
+    Augmentation: small rotation, translation, scale, gamma/contrast, Gaussian blur
+    (sigma 0.1..``blur_max``), and light feature jitter (measurement noise).
+    """
+
+    def __init__(self, arrays: CellArrays, augment=False, blur_max=5.0, blur_p=0.25, seed=None):
+        self.arrays = arrays
+        self.augment = augment
+        self.blur_max = blur_max
+        self.blur_p = blur_p
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self):
+        return len(self.arrays.labels)
+
+    def __getitem__(self, i):
+        import torch
+
+        image = torch.from_numpy(np.ascontiguousarray(self.arrays.images[i]))[None]
+        feats = torch.from_numpy(np.ascontiguousarray(self.arrays.features[i]))
+        if self.augment:
+            image, feats = self._augment(image, feats)
+        return image, feats, int(self.arrays.labels[i]) - 1
+
+    def _augment(self, image, feats):
+        import torch
+        import torchvision.transforms.v2.functional as TF
+
+        rng = self.rng
+        h, w = image.shape[-2:]
+        image = TF.affine(
+            image, angle=float(rng.uniform(-10, 10)),
+            translate=[float(rng.uniform(-0.08, 0.08) * w), float(rng.uniform(-0.06, 0.06) * h)],
+            scale=float(rng.uniform(0.9, 1.1)), shear=[0.0, 0.0],
+            interpolation=TF.InterpolationMode.BILINEAR,
+        )
+        if rng.random() < self.blur_p:
+            # log-uniform: most blurs are mild, a few are as strong as a badly focused slide
+            sigma = float(np.exp(rng.uniform(np.log(0.1), np.log(self.blur_max))))
+            k = int(2 * round(3 * sigma) + 1)
+            k = min(k, 2 * (min(h, w) // 2) - 1)
+            image = TF.gaussian_blur(image, [k, k], [sigma, sigma])
+        fg = image > 1e-3
+        gamma = float(np.exp(rng.uniform(-0.3, 0.3)))
+        contrast = float(rng.uniform(0.8, 1.2))
+        bright = float(rng.uniform(-0.1, 0.1))
+        image = torch.where(fg, (image.clamp(min=0) ** gamma) * contrast + bright, torch.zeros_like(image))
+        image = image.clamp(0, 1.5)
+        feats = feats * torch.from_numpy(rng.normal(1.0, 0.02, size=feats.shape).astype(np.float32))
+        return image, feats
+
+
+def class_balanced_weights(labels: np.ndarray) -> np.ndarray:
+    """Per-sample weights ``1 / count(class)`` for a WeightedRandomSampler."""
+    labels = np.asarray(labels)
+    counts = np.bincount(labels, minlength=25).astype(np.float64)
+    return 1.0 / np.maximum(counts[labels], 1.0)

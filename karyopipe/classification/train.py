@@ -1,0 +1,292 @@
+"""``karyopipe train-cls``: train the HybridResNet chromosome classifier from scratch.
+
+Data are split by cell (train / val / test, deterministic per data folder), the
+val split drives early stopping, and the test split is only scored once, with
+the best checkpoint, at the end. Everything goes into the run folder:
+``metrics.jsonl`` (one line per epoch), ``last.pt`` / ``best.pt`` (resumable),
+``curves.png``, ``confusion_test.png``, ``result.json`` and the fp16 weights
+with their model card.
+
+Usage::
+
+    karyopipe train-cls --data /path/bioimlab/crops --epochs 40 --width 32 --out runs/cls-bioimlab
+    karyopipe train-cls --data A B --resume runs/cls-bioimlab/last.pt
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+ABLATIONS = {"hybrid": (True, True), "cnn": (True, False), "features": (False, True)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="karyopipe train-cls", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", nargs="+", required=True, help="crop folder(s): BioImLab crops, gband612 clase folders, ...")
+    p.add_argument("--out", default=None, help="run folder (default runs/cls-<time>)")
+    p.add_argument("--save-weights", default=None, help="also write the best weights here (e.g. weights/karyotype_classifier_best.pth)")
+    p.add_argument("--mode", choices=sorted(ABLATIONS), default="hybrid", help="hybrid, CNN only or features only")
+    p.add_argument("--preprocess", choices=["pca", "geometry"], default="pca",
+                   help="straightening: PCA upright (fallback) or karyopipe.geometry medial axis")
+    p.add_argument("--size", nargs=2, type=int, default=[64, 32], metavar=("L", "W"))
+    p.add_argument("--arch", choices=["resnet18", "resnet34", "resnet50"], default="resnet18")
+    p.add_argument("--width", type=int, default=64, help="first-stage channels (64 = torchvision ResNet)")
+    p.add_argument("--stem", choices=["small", "imagenet"], default="small")
+    p.add_argument("--norm", choices=["batch", "group"], default="batch")
+    p.add_argument("--dropout", type=float, default=0.2)
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--optimizer", choices=["adam", "sgd", "rmsprop"], default="adam")
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--schedule", choices=["cosine", "onecycle", "none"], default="onecycle")
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--patience", type=int, default=10, help="early stopping: epochs without val improvement")
+    p.add_argument("--no-balance", action="store_true", help="plain shuffling instead of class-balanced sampling")
+    p.add_argument("--blur-max", type=float, default=5.0, help="largest Gaussian-blur sigma of the augmentation")
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--val-fraction", type=float, default=0.15)
+    p.add_argument("--test-fraction", type=float, default=0.15)
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-train-cells", type=int, default=None, help="use at most this many training cells per data folder")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--resume", default=None, help="checkpoint (last.pt) to continue from")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def _model_config(args, num_features, feature_mean, feature_std) -> dict:
+    use_image, use_features = ABLATIONS[args.mode]
+    return {
+        "num_features": num_features if use_features else 0, "arch": args.arch, "width": args.width,
+        "stem": args.stem, "norm": args.norm, "use_image": use_image, "dropout": args.dropout,
+        "feature_mean": [float(v) for v in feature_mean], "feature_std": [float(v) for v in feature_std],
+        "size": list(args.size), "preprocess": args.preprocess, "split_seed": args.split_seed,
+        "val_fraction": args.val_fraction, "test_fraction": args.test_fraction,
+    }
+
+
+def _limit_cells(arrays, max_cells, seed):
+    if not max_cells:
+        return arrays
+    keep = []
+    rng = np.random.default_rng(seed)
+    for source in sorted({c.split("/", 1)[0] for c in arrays.unique_cells}):
+        cells = [c for c in arrays.unique_cells if c.split("/", 1)[0] == source]
+        if len(cells) > max_cells:
+            cells = sorted(rng.choice(cells, max_cells, replace=False).tolist())
+        keep += cells
+    return arrays.subset(np.flatnonzero(np.isin(arrays.cells, keep)))
+
+
+def plot_curves(history: list[dict], path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [h["epoch"] for h in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    a.plot(ep, [h["train_loss"] for h in history], label="train")
+    a.plot(ep, [h["val_loss"] for h in history], label="val")
+    a.set_xlabel("epoch"), a.set_ylabel("loss"), a.legend()
+    b.plot(ep, [h["train_accuracy"] for h in history], label="train top-1")
+    b.plot(ep, [h["val_accuracy"] for h in history], label="val top-1")
+    b.plot(ep, [h["val_accuracy_assigned"] for h in history], label="val assigned")
+    b.set_xlabel("epoch"), b.set_ylabel("accuracy"), b.set_ylim(0, 1), b.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _make_optimizer(name, params, lr, wd):
+    import torch
+
+    if name == "adam":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=wd, nesterov=True)
+    return torch.optim.RMSprop(params, lr=lr, weight_decay=wd, momentum=0.9)
+
+
+def train(args, splits: dict | None = None) -> dict:
+    """Train per ``args`` (the parsed CLI namespace); returns the final result dict.
+
+    ``splits`` (``{"train","val","test"} -> CellArrays``) may be passed directly
+    (tests); otherwise ``args.data`` is read, cached and split by cell.
+    """
+    import torch
+    from torch.utils.data import DataLoader, WeightedRandomSampler
+
+    from karyopipe.classification.classifier import Classifier
+    from karyopipe.classification.dataset import (
+        CropDataset, build_arrays, class_balanced_weights, concat_arrays, split_arrays,
+    )
+    from karyopipe.classification.evaluate import plot_confusion, score_predictions
+    from karyopipe.classification.model import build_hybrid_resnet
+
+    torch.set_num_threads(max(1, args.threads))
+    torch.manual_seed(args.seed)
+    out = Path(args.out or f"runs/cls-{time.strftime('%Y%m%d-%H%M%S')}")
+    out.mkdir(parents=True, exist_ok=True)
+    problems = []
+    if splits is None:
+        parts = [build_arrays(root, tuple(args.size), args.preprocess, progress=not args.no_progress) for root in args.data]
+        arrays = concat_arrays(parts)
+        problems = arrays.problems
+        splits = split_arrays(arrays, args.split_seed, args.val_fraction, args.test_fraction)
+        splits["train"] = _limit_cells(splits["train"], args.max_train_cells, args.seed)
+    train_a, val_a, test_a = splits["train"], splits["val"], splits["test"]
+    (out / "split.json").write_text(json.dumps({k: v.unique_cells for k, v in splits.items()}, indent=1))
+    fmean = train_a.features.mean(axis=0)
+    fstd = train_a.features.std(axis=0) + 1e-6
+    config = _model_config(args, train_a.features.shape[1], fmean, fstd)
+    model = build_hybrid_resnet(**config).to(args.device)
+
+    dataset = CropDataset(train_a, augment=not args.no_augment, blur_max=args.blur_max, seed=args.seed)
+    generator = torch.Generator().manual_seed(args.seed)
+    if args.no_balance:
+        loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True, generator=generator, drop_last=len(dataset) > args.batch_size)
+    else:
+        sampler = WeightedRandomSampler(class_balanced_weights(train_a.labels), num_samples=len(dataset),
+                                        replacement=True, generator=generator)
+        loader = DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, drop_last=len(dataset) > args.batch_size)
+    optimizer = _make_optimizer(args.optimizer, model.parameters(), args.lr, args.weight_decay)
+    steps = max(1, len(loader)) * args.epochs
+    if args.schedule == "onecycle":
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=steps, pct_start=0.15)
+    elif args.schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    else:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    criterion = torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+
+    start_epoch, best, stale, history, train_time = 0, -1.0, 0, [], 0.0
+    if args.resume:
+        ckpt = torch.load(args.resume, map_location=args.device, weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start_epoch, best, stale = ckpt["epoch"] + 1, ckpt["best"], ckpt["stale"]
+        history, train_time = ckpt["history"], ckpt.get("train_time", 0.0)
+        dataset.rng = np.random.default_rng(args.seed + start_epoch)
+        generator.manual_seed(args.seed + start_epoch)
+        # Replay the schedule instead of loading its state, so --epochs may change on resume.
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for _ in range(min(start_epoch * max(1, len(loader)), steps)):
+                scheduler.step()
+
+    clf = Classifier(model, config, device=args.device)
+    progress = not args.no_progress
+    for epoch in range(start_epoch, args.epochs):
+        t0 = time.time()
+        model.train()
+        total, correct, loss_sum = 0, 0, 0.0
+        batches = loader
+        if progress:
+            from tqdm import tqdm
+
+            batches = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False)
+        for images, feats, target in batches:
+            images, feats, target = images.to(args.device), feats.to(args.device), target.to(args.device)
+            logits = model(images, feats)
+            loss = criterion(logits, target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler.last_epoch < steps:
+                scheduler.step()
+            loss_sum += float(loss.detach()) * len(target)
+            correct += int((logits.argmax(1) == target).sum())
+            total += len(target)
+        train_time += time.time() - t0
+        model.eval()
+        val_lp = clf.predict_arrays(val_a.images, val_a.features)
+        val = score_predictions(val_lp, val_a.labels, val_a.cells)
+        val_loss = float(criterion(torch.from_numpy(val_lp), torch.from_numpy(val_a.labels - 1)))
+        record = {"epoch": epoch + 1, "train_loss": loss_sum / max(total, 1), "train_accuracy": correct / max(total, 1),
+                  "val_loss": val_loss, "val_accuracy": val["accuracy"], "val_accuracy_assigned": val["accuracy_assigned"],
+                  "lr": optimizer.param_groups[0]["lr"], "seconds": time.time() - t0}
+        history.append(record)
+        with open(out / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        print(f"epoch {epoch + 1}: loss {record['train_loss']:.3f} train {record['train_accuracy']:.3f} "
+              f"val {val['accuracy']:.4f} assigned {val['accuracy_assigned']:.4f} ({record['seconds']:.0f}s)", flush=True)
+        # Early stopping on val top-1 with assigned accuracy as tie-break.
+        score = val["accuracy"] + 1e-3 * val["accuracy_assigned"]
+        if score > best:
+            best, stale = score, 0
+            torch.save({"model": model.state_dict(), "config": config, "epoch": epoch}, out / "best.pt")
+        else:
+            stale += 1
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "epoch": epoch, "best": best, "stale": stale, "history": history, "config": config,
+                    "train_time": train_time}, out / "last.pt")
+        plot_curves(history, out / "curves.png")
+        if stale >= args.patience:
+            print(f"early stop: val has not improved for {args.patience} epochs")
+            break
+
+    if (out / "best.pt").is_file():
+        model.load_state_dict(torch.load(out / "best.pt", map_location=args.device, weights_only=False)["model"])
+    model.eval()
+    result = {"config": config, "epochs_run": len(history), "train_seconds": round(train_time, 1),
+              "best_epoch": int(np.argmax([h["val_accuracy"] + 1e-3 * h["val_accuracy_assigned"] for h in history]) + 1) if history else 0,
+              "data": [str(d) for d in args.data],
+              "cells": {k: len(v.unique_cells) for k, v in splits.items()},
+              "crops": {k: int(len(v.labels)) for k, v in splits.items()}, "problems": problems}
+    for name, part in (("val", val_a), ("test", test_a)):
+        if len(part.labels) == 0:
+            continue
+        t0 = time.perf_counter()
+        lp = clf.predict_arrays(part.images, part.features)
+        speed = len(part.labels) / max(time.perf_counter() - t0, 1e-9)
+        res = score_predictions(lp, part.labels, part.cells)
+        res["crops_per_second"] = speed
+        per_source = {}
+        for source in sorted({c.split("/", 1)[0] for c in part.cells.tolist()}):
+            idx = np.flatnonzero(np.char.startswith(part.cells.astype(str), source + "/"))
+            r = score_predictions(lp[idx], part.labels[idx], part.cells[idx])
+            per_source[source] = {k: r[k] for k in ("n", "cells", "accuracy", "accuracy_assigned")}
+        res["per_source"] = per_source
+        plot_confusion(res.pop("confusion"), out / f"confusion_{name}.png",
+                       f"{name}: top-1 {res['accuracy']:.3f}, assigned {res['accuracy_assigned']:.3f}")
+        result[name] = res
+        print(f"{name}: " + ", ".join(f"{s} n={r['n']} top-1 {r['accuracy']:.4f} assigned {r['accuracy_assigned']:.4f}"
+                                      for s, r in per_source.items()))
+    (out / "result.json").write_text(json.dumps(result, indent=2, default=float))
+    card = {
+        "model": f"HybridResNet ({args.mode}) {args.arch} width {args.width}, {args.stem} stem, {args.norm} norm, "
+                 f"input {args.size[0]}x{args.size[1]} ({args.preprocess} straightening), trained from scratch",
+        "data": ", ".join(str(d) for d in args.data),
+        "split": f"by cell per data folder, seed {args.split_seed}, val {args.val_fraction}, test {args.test_fraction}; "
+                 f"cells {result['cells']}",
+        "training": f"{len(history)} epochs ({result['train_seconds']:.0f} s, {platform.processor() or platform.machine()}, "
+                    f"{args.threads} thread(s)), {args.optimizer} lr {args.lr} {args.schedule}, wd {args.weight_decay}, "
+                    f"label smoothing {args.label_smoothing}, batch {args.batch_size}, "
+                    f"{'class-balanced sampling' if not args.no_balance else 'shuffled'}, best epoch {result['best_epoch']}",
+        "metrics": {f"{split} {src} {k}": (round(v[k], 4) if isinstance(v[k], float) else v[k])
+                    for split in ("val", "test") if split in result
+                    for src, v in result[split]["per_source"].items() for k in ("n", "accuracy", "accuracy_assigned")},
+    }
+    clf.save(out / "weights.pth", card)
+    if args.save_weights:
+        clf.save(args.save_weights, card)
+        print(f"wrote {args.save_weights}")
+    return result
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    train(args)
+    return 0

@@ -1,0 +1,203 @@
+"""Tests of karyopipe.classification: model shapes, overfitting, weights roundtrip, CLI, real data."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from karyopipe.classification.assign import assign_cell
+from karyopipe.classification.classifier import Classifier
+from karyopipe.classification.dataset import CellArrays, CropDataset, find_crops, split_cells
+from karyopipe.classification.model import HybridResNet, build_hybrid_resnet
+from karyopipe.classification.preprocess import fit_canvas, prepare_cell, upright
+
+
+def banded_crop(k: int, rng, angle=0.0) -> np.ndarray:
+    """A toy chromosome of class k: length grows with k, band pattern depends on k."""
+    from skimage.transform import rotate
+
+    length, width = 14 + 3 * k, 7
+    profile = 0.45 + 0.4 * (np.sin(np.arange(length) * (0.25 + 0.09 * k)) > 0)
+    body = np.repeat(profile[:, None], width, axis=1).astype(np.float32)
+    body += rng.normal(0, 0.03, body.shape).astype(np.float32)
+    crop = np.zeros((length + 8, width + 8), np.float32)
+    crop[4:-4, 4:-4] = np.clip(body, 0.2, 1)
+    if angle:
+        crop = rotate(crop, angle, resize=True, order=1).astype(np.float32)
+    return crop
+
+
+def toy_cell(rng, classes=range(1, 9)):
+    return [(banded_crop(k, rng, angle=float(rng.uniform(-20, 20))), None) for k in classes], np.array(list(classes))
+
+
+def test_forward_shapes_all_modes():
+    x, f = torch.rand(3, 1, 64, 32), torch.rand(3, 6)
+    for kwargs in ({}, {"num_features": 0}, {"use_image": False}, {"arch": "resnet34", "norm": "group"},
+                   {"arch": "resnet50", "stem": "imagenet"}):
+        net = build_hybrid_resnet(**{"num_features": 6, "width": 8, **kwargs}).eval()
+        assert net(x, f).shape == (3, 24)
+    with pytest.raises(ValueError):
+        HybridResNet(num_features=0, use_image=False)
+
+
+def test_preprocess_uprights_and_relative_features():
+    rng = np.random.default_rng(0)
+    crop = banded_crop(5, rng, angle=35.0)
+    g, m = upright(crop, crop > 0.1)
+    assert g.shape[0] > 2 * g.shape[1]  # major axis now vertical
+    assert fit_canvas(g, (64, 32)).shape == (64, 32)
+    crops, labels = toy_cell(rng)
+    images, feats = prepare_cell(crops, size=(48, 24))
+    assert images.shape == (8, 48, 24) and feats.shape == (8, 6)
+    assert np.argmax(feats[:, 0]) == 7 and np.argmin(feats[:, 0]) == 0  # rel_length follows class length
+    assert feats[:, 4].min() == 0.0 and feats[:, 4].max() == 1.0
+
+
+def test_tiny_hybrid_overfits_eight_crops():
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    crops, labels = toy_cell(rng)
+    images, feats = prepare_cell(crops, size=(48, 24))
+    x = torch.from_numpy(images)[:, None]
+    f = torch.from_numpy(feats)
+    y = torch.from_numpy(labels - 1)
+    net = build_hybrid_resnet(num_features=6, width=8, dropout=0.0)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(60):
+        net.train()
+        loss = torch.nn.functional.cross_entropy(net(x, f), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    net.eval()
+    with torch.no_grad():
+        acc = float((net(x, f).argmax(1) == y).float().mean())
+    assert losses[-1] < 0.2 * losses[0]
+    assert acc == 1.0
+
+
+def test_classifier_roundtrip_identical(tmp_path):
+    rng = np.random.default_rng(1)
+    crops, _ = toy_cell(rng)
+    net = build_hybrid_resnet(num_features=6, width=8).eval()
+    with torch.no_grad():  # fp16 storage: make the reference exactly representable
+        for p in net.state_dict().values():
+            if p.is_floating_point():
+                p.copy_(p.half().float())
+    clf = Classifier(net, {"num_features": 6, "width": 8, "size": [48, 24], "preprocess": "pca"})
+    before = clf.predict_cell(crops)
+    path = clf.save(tmp_path / "cls.pth", {"data": "toy"})
+    assert path.with_suffix(".md").is_file()
+    loaded = Classifier.from_pretrained(path)
+    after = loaded.predict_cell(crops)
+    assert before.shape == (8, 24)
+    np.testing.assert_allclose(np.exp(before).sum(1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(before, after)
+
+
+def test_assign_cell_respects_copy_numbers():
+    lp = np.full((5, 24), -10.0)
+    lp[:3, 0] = -0.1  # three chromosomes all look like chromosome 1
+    lp[2, 1] = -0.5   # ... the third one a little like 2
+    lp[3, 22], lp[4, 23] = -0.1, -0.1
+    out = assign_cell(lp)
+    assert sorted(out[:3].tolist()) == [1, 1, 2] and out[2] == 2
+    assert out[3] == 23 and out[4] == 24
+    # More chromosomes than slots still get a class each.
+    assert len(assign_cell(np.log(np.full((50, 24), 1 / 24)))) == 50
+
+
+def test_split_cells_deterministic_and_disjoint():
+    cells = [str(i) for i in range(40)]
+    a, b = split_cells(cells), split_cells(list(reversed(cells)))
+    assert a == b
+    assert not set(a["train"]) & set(a["test"]) and not set(a["val"]) & set(a["test"])
+    assert len(a["train"]) + len(a["val"]) + len(a["test"]) == 40
+
+
+def test_augmentation_keeps_shapes():
+    arrays = CellArrays(np.random.rand(4, 48, 24).astype(np.float32), np.random.rand(4, 6).astype(np.float32),
+                        np.array([1, 2, 3, 24]), np.array(["a/1"] * 4), ["x"] * 4)
+    ds = CropDataset(arrays, augment=True, blur_p=1.0, seed=0)
+    for i in range(4):
+        image, feats, target = ds[i]
+        assert image.shape == (1, 48, 24) and feats.shape == (6,) and torch.isfinite(image).all()
+    assert ds[3][2] == 23
+
+
+def _write_toy_folder(root: Path, cells=6):
+    from PIL import Image
+
+    rng = np.random.default_rng(2)
+    for c in range(cells):
+        for k in range(1, 9):
+            d = root / f"cell{c}" / str(k)
+            d.mkdir(parents=True, exist_ok=True)
+            crop = banded_crop(k, rng, angle=float(rng.uniform(-15, 15)))
+            Image.fromarray((np.clip(crop, 0, 1) * 255).astype(np.uint8)).save(d / f"c{c}_{k}.png")
+    (root / "cell0" / "25").mkdir()
+    (root / "cell0" / "25" / "stray.png").write_bytes(b"")  # unknown class: reported, not dropped silently
+
+
+def test_train_and_eval_cli_on_toy_folder(tmp_path, capsys):
+    from karyopipe.classification import evaluate, train
+
+    data = tmp_path / "toy"
+    _write_toy_folder(data)
+    records, problems = find_crops(data)
+    assert len(records) == 48 and any("stray.png" in p for p in problems)
+    run = tmp_path / "run"
+    argv = ["--data", str(data), "--width", "8", "--size", "32", "16", "--epochs", "2", "--batch-size", "16",
+            "--out", str(run), "--no-progress", "--val-fraction", "0.2", "--test-fraction", "0.2"]
+    assert train.main(argv) == 0
+    assert (run / "last.pt").is_file() and (run / "curves.png").is_file() and (run / "weights.pth").is_file()
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+    # Resume continues from epoch 3 instead of starting over.
+    assert train.main(argv[:argv.index("--epochs") + 1] + ["3"] + argv[argv.index("--epochs") + 2:]
+                      + ["--resume", str(run / "last.pt")]) == 0
+    assert [json.loads(l)["epoch"] for l in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    out = tmp_path / "eval" / "metrics.json"
+    assert evaluate.main([str(data), "--weights", str(run / "weights.pth"), "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    for key in ("accuracy", "accuracy_assigned", "n", "cells", "per_class", "crops_per_second"):
+        assert key in report
+    assert report["n"] == 48 and report["cells"] == 6
+    assert any("stray.png" in p for p in report["problems"])
+    assert (out.parent / "metrics_confusion.png").is_file()
+    assert evaluate.main([str(data), "--weights", str(run / "weights.pth"), "--split", "test"]) == 0
+    assert "n=8 cells=1" in capsys.readouterr().out  # 0.2 of 6 cells rounds to 1 held-out test cell
+
+
+def test_cli_reports_missing_data_on_one_line(tmp_path, capsys):
+    from karyopipe.cli import main
+
+    assert main(["eval-cls", str(tmp_path / "nope"), "--weights", str(tmp_path / "w.pth")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and ("nope" in err[0] or "w.pth" in err[0])
+
+
+def test_real_bioimlab_cell(shared_data):
+    from karyopipe.classes import parse_bioimlab_name
+    from karyopipe.io import load_canonical
+
+    cell = shared_data / "bioimlab" / "crops" / "10"
+    if not cell.is_dir():
+        pytest.skip("bioimlab crops of cell 10 absent")
+    files = sorted(cell.glob("*.bmp"))
+    crops = [(load_canonical(p)[0], None) for p in files]
+    labels = np.array([parse_bioimlab_name(p.stem).number for p in files])
+    images, feats = prepare_cell(crops)
+    assert images.shape == (len(files), 64, 32) and np.isfinite(feats).all()
+    # Relative length separates the largest from the smallest autosomes.
+    assert feats[labels == 1, 0].min() > feats[np.isin(labels, [19, 20, 21, 22]), 0].max()
+    weights = Path(__file__).resolve().parents[1] / "weights" / "karyotype_classifier_best.pth"
+    if weights.is_file():
+        lp = Classifier.from_pretrained(weights).predict_cell(crops)
+        assert np.mean(lp.argmax(1) + 1 == labels) > 0.7
+        assert np.mean(assign_cell(lp) == labels) > 0.7
