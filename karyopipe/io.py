@@ -103,20 +103,29 @@ def _cv2_read(data: bytes) -> np.ndarray:
 
 
 def _quiet_opencv() -> None:
-    # OpenCV's TIFF decoder prints "[ WARN ]" lines for harmless tag oddities;
-    # the read either succeeds or our own error names the file.
+    # OpenCV logs "[ WARN ]"/"[ ERROR ]" lines for tag oddities and truncated
+    # files; the read either succeeds or our own error names the file and reason.
     import cv2
 
     try:
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     except AttributeError:
         pass
 
 
 def _tifffile_read(data: bytes) -> np.ndarray:
+    import logging
+
     import tifffile
 
-    return np.asarray(tifffile.imread(io.BytesIO(data)))
+    # tifffile logs its own complaint before raising; ours carries the file name.
+    log = logging.getLogger("tifffile")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        return np.asarray(tifffile.imread(io.BytesIO(data)))
+    finally:
+        log.setLevel(level)
 
 
 def read_image(path: str | Path) -> np.ndarray:

@@ -474,3 +474,25 @@ def test_forced_wrong_format_says_what_it_looks_like(tmp_path):
     cv2.imwrite(str(tmp_path / "one.png"), spread())
     ds = read_dataset(tmp_path, "labelme")
     assert len(ds) == 0 and ds.problems[0].reason == "no labelme data found here; it looks like images"
+
+
+def test_real_files_in_a_datanew_tree_and_truncated_copies(shared_data, tmp_path):
+    import shutil
+
+    from karyopipe.data.summary import summarize
+
+    cell = next(p for p in sorted((shared_data / "gband612").iterdir()) if (p / "clase7").is_dir())
+    root = tmp_path / "DataNew"
+    for k in (7, 23):
+        for src in sorted((cell / f"clase{k}").glob("*.tiff"))[:2]:
+            (root / str(k)).mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, root / str(k) / src.name)
+    good = next((root / "7").glob("*.tiff"))
+    (root / "7" / "cut.tiff").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    ds = read_dataset(root)
+    assert ds.format == "crops-datanew"
+    # ids from the clase-style names; a name without one is its own cell
+    assert {s.cell_id for s in ds.samples} == {cell.name.removesuffix(".tiff"), "7/cut"}
+    info = summarize(ds, progress=False)
+    assert [Path(p["path"]).name for p in info["problems"]] == ["cut.tiff"]
+    assert info["readable_images"] == len(ds) - 1
