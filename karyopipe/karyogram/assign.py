@@ -514,4 +514,7 @@ def _statement(call: KaryotypeCall, n: int, n_assigned: int) -> str:
         tail += f", {n - n_assigned} left unassigned"
     if n_uncertain:
         tail += f", {n_uncertain} uncertain"
-    return head + tail + "."
+    tail += "."
+    if n_uncertain > 0.25 * max(n_assigned, 1):
+        tail += " Low confidence: review the karyogram before reporting."
+    return head + tail

@@ -213,14 +213,15 @@ def draw_karyogram(straightened, call, *, centromere_t=None, banding: str = "g",
     tray_w = sum(scaled[i].width + pair_gap for i in unassigned)
     margin = 24
     title_h = 56
-    width = int(max([r[3] for r in rows] + [tray_w, 600]) + 2 * margin)
+    head = title if title is not None else (call.karyotype or "no karyotype call")
+    sub = call.statement if len(call.statement) < 160 else call.statement[:157] + "..."
+    text_w = max(_font(24).getlength(head), _font(12).getlength(sub))
+    width = int(max([r[3] for r in rows] + [tray_w, 600, text_w]) + 2 * margin)
     height = int(title_h + sum(a + b + label_h + 18 for _, a, b, _ in rows) + tray_h + margin)
 
     canvas = Image.new("RGB", (width, height), bg)
     draw = ImageDraw.Draw(canvas)
-    head = title if title is not None else (call.karyotype or "no karyotype call")
     draw.text((width / 2, 8), head, fill=fg, font=_font(24), anchor="ma")
-    sub = call.statement if len(call.statement) < 160 else call.statement[:157] + "..."
     draw.text((width / 2, 36), sub, fill=fg, font=_font(12), anchor="ma")
 
     y = title_h
