@@ -113,4 +113,4 @@ def test_cli_bad_path_is_one_line_without_traceback(tmp_path, args, expect):
 def test_summary_on_real_spreads(shared_data):
     info = summarize(read_dataset(shared_data / "giemsa_boxes"), progress=False)
     assert (info["images"], info["instances"], info["problems"]) == (8, 465, [])
-    assert info["image_types"] == {"uint8 RGB": 8}
+    assert info["image_types"] == {"uint8 RGB": 8} and info["polarity"] == {"brightfield": 8}

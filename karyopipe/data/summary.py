@@ -27,7 +27,9 @@ from pathlib import Path
 
 from karyopipe.classes import CLASS_NAMES
 from karyopipe.data.model import CROPS, Dataset
-from karyopipe.io import ImageReadError
+from karyopipe.io import ImageReadError, detect_polarity, to_gray
+
+POLARITY_SAMPLES = 200
 
 
 def _class_key(name: str):
@@ -50,7 +52,8 @@ def summarize(dataset: Dataset, *, read_images: bool = True, progress: bool | No
     dict
         Keys ``root, format, kind, images, instances, instances_per_image,
         cells, classes, unlabelled, categories, pseudo_masks, image_types,
-        height_range, width_range, problems, read_seconds``.
+        polarity, height_range, width_range, problems, read_seconds``.
+        ``polarity`` counts detected polarities on up to 200 evenly spaced images.
     """
     from tqdm import tqdm
 
@@ -77,12 +80,17 @@ def summarize(dataset: Dataset, *, read_images: bool = True, progress: bool | No
                 classes[CLASS_NAMES[inst.label - 1]] += 1
 
     image_types: Counter = Counter()
+    polarity: Counter = Counter()
+    # Polarity costs ~3 ms an image; a spread of up to POLARITY_SAMPLES says enough.
+    polarity_every = max(1, -(-len(dataset.samples) // POLARITY_SAMPLES))
     heights, widths = [], []
     unreadable = 0
     start = time.perf_counter()
     if read_images:
         show = sys.stderr.isatty() if progress is None else progress
-        for sample in tqdm(dataset.samples, desc="reading images", unit="img", disable=not show, leave=False):
+        for index, sample in enumerate(
+            tqdm(dataset.samples, desc="reading images", unit="img", disable=not show, leave=False)
+        ):
             try:
                 image = sample.load_image()
             except ImageReadError as exc:
@@ -98,6 +106,9 @@ def summarize(dataset: Dataset, *, read_images: bool = True, progress: bool | No
             else:
                 channels = {3: "RGB", 4: "RGBA"}.get(image.shape[2], f"{image.shape[2]}-channel")
             image_types[f"{image.dtype} {channels}"] += 1
+            if index % polarity_every == 0:
+                step = max(1, max(image.shape[:2]) // 256)  # polarity is global; a thumbnail will do
+                polarity[detect_polarity(to_gray(image[::step, ::step]))[0]] += 1
             heights.append(image.shape[0])
             widths.append(image.shape[1])
             want = (sample.meta.get("height"), sample.meta.get("width"))
@@ -121,6 +132,7 @@ def summarize(dataset: Dataset, *, read_images: bool = True, progress: bool | No
         "categories": dict(categories),
         "pseudo_masks": pseudo,
         "image_types": dict(image_types.most_common()),
+        "polarity": dict(polarity.most_common()),
         "height_range": [min(heights), max(heights)] if heights else None,
         "width_range": [min(widths), max(widths)] if widths else None,
         "problems": problems,
@@ -158,6 +170,12 @@ def format_summary(info: dict, max_problems: int | None = None) -> str:
         lines.append("pixels      " + ", ".join(f"{k} {v}" for k, v in info["image_types"].items()))
         (h0, h1), (w0, w1) = info["height_range"], info["width_range"]
         lines.append(f"size        height {h0}..{h1}, width {w0}..{w1}")
+    if info.get("polarity"):
+        sampled = sum(info["polarity"].values())
+        lines.append(
+            "polarity    " + ", ".join(f"{k} {v}" for k, v in info["polarity"].items())
+            + (f" (of {sampled} sampled images)" if sampled < info["images"] else "")
+        )
     problems = info["problems"]
     lines.append(f"problems    {len(problems)}" + (" (skipped or unreadable, with reasons)" if problems else ""))
     shown = problems if max_problems is None else problems[:max_problems]
