@@ -35,6 +35,7 @@ from karyopipe.data._common import (
     check_polygon,
     file_loader,
     map_label,
+    natural_key,
 )
 from karyopipe.data.model import CROPS, SPREADS, Dataset, Instance, Problem, Sample
 
@@ -112,7 +113,7 @@ def read_coco(path: str | Path, image_root: str | Path | None = None) -> Dataset
     for cat in coco.cats.values():
         label, category, known = _category(cat.get("name", ""))
         categories[cat["id"]] = (label, category, known, cat.get("name", ""))
-    for image_id in sorted(coco.imgs, key=lambda i: str(i)):
+    for image_id in sorted(coco.imgs, key=natural_key):
         info = coco.imgs[image_id]
         file_name = info.get("file_name")
         if not file_name:
