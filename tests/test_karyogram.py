@@ -168,3 +168,17 @@ def test_bench_synthetic_scorer_reports_metrics(tmp_path):
     assert out.is_file() and '"karyotype_exact_rate"' in out.read_text()
     with pytest.raises(ValueError, match="not an ISCN"):
         main(["--n", "2", "--karyotypes", "XY", "--quiet"])
+
+
+def test_bench_classifier_scorer_without_weights_says_so(tmp_path):
+    from karyopipe.karyogram.bench import run_bench
+
+    with pytest.raises((FileNotFoundError, RuntimeError), match="weights|needs"):
+        run_bench(("46,XX",), n=1, scorer="classifier", weights=tmp_path / "none.pth", progress=False)
+
+
+def test_lengths_are_optional():
+    labels, log_probs, _ = _clean_cell("47,XY,+21", np.random.default_rng(11))
+    call = assign_karyotype(log_probs)
+    assert call.karyotype == "47,XY,+21"
+    np.testing.assert_array_equal(call.classes, labels)

@@ -25,12 +25,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 
 
-def held_out_cells(crops_root: Path, split_seed: int) -> list[str]:
+def held_out_cells(crops_root: Path, split_seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.15) -> list[str]:
     """Test-split cell ids of the classifier (split by cell, per data folder)."""
     from karyopipe.classification.dataset import split_cells
 
     cells = sorted(p.name for p in crops_root.iterdir() if p.is_dir())
-    test = split_cells([f"bioimlab/{c}" for c in cells], 0.15, 0.15, split_seed)["test"]
+    test = split_cells([f"bioimlab/{c}" for c in cells], val_fraction, test_fraction, split_seed)["test"]
     return [c.split("/", 1)[1] for c in test]
 
 
@@ -59,8 +59,9 @@ def main(argv=None) -> int:
         from karyopipe.classification import Classifier
 
         classifier = Classifier.from_pretrained(weights)
-    split_seed = int(classifier.config.get("split_seed", 0)) if classifier else 0
-    cell = args.cell or held_out_cells(crops_root, split_seed)[0]
+    config = classifier.config if classifier else {}
+    cell = args.cell or held_out_cells(crops_root, int(config.get("split_seed", 0)), float(config.get("val_fraction", 0.15)),
+                                       float(config.get("test_fraction", 0.15)))[0]
 
     paths = sorted((crops_root / cell).glob("*.bmp"))
     if not paths:

@@ -168,6 +168,11 @@ class KaryotypeCall:
     scale: float = float("nan")
     callable: bool = True
 
+    @property
+    def classes(self) -> np.ndarray:
+        """Alias of :attr:`labels`."""
+        return self.labels
+
     def to_dict(self) -> dict:
         """JSON-ready dict (arrays as lists)."""
         out = asdict(self)
@@ -263,7 +268,7 @@ def _check(name, arr, n):
 
 def assign_karyotype(
     log_probs,
-    lengths,
+    lengths=None,
     centromere_index=None,
     *,
     polarity_confidence=None,
@@ -288,8 +293,9 @@ def assign_karyotype(
     log_probs : array_like, shape (n, 24)
         Classifier log-probabilities per object; column ``k - 1`` is class ``k``.
         Rows are renormalised (log-softmax), so logits are accepted too.
-    lengths : array_like, shape (n,)
+    lengths : array_like, shape (n,), optional
         Axis length of each object in pixels (one scale within the cell).
+        Omitted: no length term, and homologs keep their input order.
     centromere_index : array_like, shape (n,), optional
         p / (p + q) per object; NaN where unknown. Omitted: not used.
     polarity_confidence : array_like, shape (n,), optional
@@ -325,6 +331,8 @@ def assign_karyotype(
     if log_probs.ndim != 2 or log_probs.shape[1] != NUM_CLASSES:
         raise ValueError(f"log_probs must have shape (n, {NUM_CLASSES}), got {log_probs.shape}")
     n = len(log_probs)
+    if lengths is None:
+        lengths, length_weight = np.ones(n), 0.0
     lengths = np.asarray(lengths, dtype=float).reshape(-1)
     _check("lengths", lengths, n)
     if not np.all(np.isfinite(log_probs) | (log_probs == -np.inf)):
@@ -379,19 +387,19 @@ def assign_karyotype(
             flags[i].append("extra_copy")
         if labels[i] != top[i]:
             flags[i].append("reassigned")
-        if np.isfinite(scale) and abs(math.log(lengths[i] / (scale * rel[labels[i] - 1]))) > 3 * length_sigma:
+        if length_weight and np.isfinite(scale) and abs(math.log(lengths[i] / (scale * rel[labels[i] - 1]))) > 3 * length_sigma:
             flags[i].append("length_outlier")
         if polarity_confidence is not None and polarity_confidence[i] < 0.5:
             flags[i].append("polarity_uncertain")
 
-    pairs = {k: sorted(np.flatnonzero(labels == k).tolist(), key=lambda i: -lengths[i])
+    pairs = {k: sorted(np.flatnonzero(labels == k).tolist(), key=lambda i: (-lengths[i], i))
              for k in range(1, NUM_CLASSES + 1) if counts[k]}
     n_assigned = int(np.sum(labels > 0))
     costs = {name: r[0] - best_cost for name, r in results.items()}
     call_ok = min_objects <= n <= max_objects
     sex = "X" * counts[X] + "Y" * counts[Y]
     call = KaryotypeCall(labels, confidence, flags, "", [], sex, "", pairs, counts, hyp.ploidy, best,
-                         costs, scale, call_ok)
+                         costs, scale if length_weight else float("nan"), call_ok)
     if not call_ok:
         call.statement = _statement_few(n, min_objects) if n < min_objects else (
             f"{n} objects: too many to call a karyotype (more than {max_objects}); the spread probably holds "

@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scorer", choices=("synthetic", "classifier"), default="synthetic",
                         help="where log-probabilities come from (default synthetic)")
     parser.add_argument("--noise", type=float, default=0.38,
-                        help="synthetic scorer confusion; 0.30 / 0.38 / 0.45 give ~95 / 90 / 85 %% argmax accuracy")
+                        help="synthetic scorer confusion; 0.30 / 0.38 / 0.45 give ~97 / 91 / 85 %% argmax accuracy")
     parser.add_argument("--weights", help="classifier weights (default: the shipped ones)")
     parser.add_argument("--karyotypes", nargs="+", default=list(DEFAULT_KARYOTYPES), metavar="ISCN",
                         help="karyotypes to simulate (default: %(default)s)")
