@@ -447,7 +447,7 @@ def test_instance_mask_from_rle_extra():
 
 
 def test_pseudo_mask_joins_sister_chromatids_and_drops_neighbour_corners():
-    from karyopipe.data._common import mask_to_polygon, pseudo_mask
+    from karyopipe.data.pseudo import mask_to_polygon, pseudo_mask
     from karyopipe.data import Instance
 
     canonical = np.full((H, W), 0.1, np.float32)
@@ -496,3 +496,18 @@ def test_real_files_in_a_datanew_tree_and_truncated_copies(shared_data, tmp_path
     info = summarize(ds, progress=False)
     assert [Path(p["path"]).name for p in info["problems"]] == ["cut.tiff"]
     assert info["readable_images"] == len(ds) - 1
+
+
+def test_score_pseudo_masks_against_outlines(labelme_dir, tmp_path):
+    from karyopipe.data.pseudo import main as pseudo_main
+    from karyopipe.data.pseudo import score_pseudo_masks
+
+    root = tmp_path / "two"
+    root.mkdir()
+    (root / "s.json").write_text(json.dumps(labelme_doc([shape("chr", RECT_A), shape("chr", RECT_B)])))
+    scores = score_pseudo_masks(read_labelme(root))
+    assert scores["instances"] == 2 and scores["mean_iou"] > 0.9
+    assert pseudo_main([str(root)]) == 0
+    (root / "s.json").write_text(json.dumps(labelme_doc([shape("chr", [[10, 10], [20, 30]], "rectangle")])))
+    with pytest.raises(ValueError, match="no annotated outlines"):
+        score_pseudo_masks(read_labelme(root))

@@ -35,7 +35,6 @@ from karyopipe.classes import UnknownLabelError, bioimlab_cell_id
 from karyopipe.data._common import (
     CHROMOSOME,
     add_problem,
-    add_pseudo_masks,
     check_box,
     file_loader,
     map_label,
@@ -91,6 +90,8 @@ def read_voc(path: str | Path, *, with_pseudo_masks: bool = False) -> Dataset:
         if stem not in used and not (ann_dir / f"{stem}.xml").exists():
             add_problem(problems, image_path, "no annotation XML for this image")
     if with_pseudo_masks:
+        from karyopipe.data.pseudo import add_pseudo_masks
+
         add_pseudo_masks(dataset, problems)
     return dataset
 
@@ -247,6 +248,8 @@ def read_yolo(path: str | Path, *, with_pseudo_masks: bool = False) -> Dataset:
         if label_path not in matched:
             add_problem(problems, label_path, "label file has no image")
     if with_pseudo_masks:
+        from karyopipe.data.pseudo import add_pseudo_masks
+
         add_pseudo_masks(dataset, problems)
     return dataset
 
