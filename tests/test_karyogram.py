@@ -182,3 +182,22 @@ def test_lengths_are_optional():
     call = assign_karyotype(log_probs)
     assert call.karyotype == "47,XY,+21"
     np.testing.assert_array_equal(call.classes, labels)
+
+
+def test_bench_real_crops_with_a_tiny_classifier(shared_data, tmp_path):
+    # An untrained classifier: checks the real-data path (reading, geometry, truth
+    # karyotype from the crop labels), not accuracy.
+    torch = pytest.importorskip("torch")
+    from karyopipe.classification.classifier import Classifier
+    from karyopipe.classification.model import build_hybrid_resnet
+    from karyopipe.karyogram.bench import run_real
+
+    torch.manual_seed(0)
+    config = {"num_features": 0, "arch": "resnet18", "width": 4, "use_image": True, "size": [64, 32],
+              "preprocess": "geometry"}
+    weights = Classifier(build_hybrid_resnet(**config), config).save(tmp_path / "tiny.pth", card={"data": "none"})
+    result = run_real(shared_data / "bioimlab" / "crops", weights, split="test", limit=1, progress=False)
+    assert result["cells"] == 1 and result["scorer"] == "classifier-real"
+    (row,) = result["per_cell"]
+    assert row["truth"] in ("46,XX", "46,XY")
+    assert 0.0 <= row["assigned"] <= 1.0
