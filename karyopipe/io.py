@@ -253,9 +253,10 @@ def _to_uint16(image: np.ndarray) -> np.ndarray:
 def to_gray(image: np.ndarray) -> np.ndarray:
     """Convert any image from :func:`read_image` to a float32 grey image in [0, 1].
 
-    RGBA alpha is used as a matte: fully transparent pixels become background
-    (the bright side is decided later by :func:`normalize_polarity`, so
-    transparent pixels take the image's median, not a fixed value).
+    RGBA alpha is used as a matte: transparent pixels (alpha < 0.5) become one
+    flat value, the median grey of what lies under them, so hidden colour
+    noise there cannot look like structure. Which side is bright is decided
+    later by :func:`normalize_polarity`, so no fixed background value is assumed.
 
     Returns
     -------

@@ -184,3 +184,14 @@ def test_real_images_and_polarity(shared_data):
     assert normalize_polarity(read_image(bio))[1] == FLUORESCENCE
     image = read_image(spread)
     assert image.shape == (1200, 1600) and normalize_polarity(image)[1] == BRIGHTFIELD
+
+
+def test_transparent_pixels_are_flattened():
+    rgba = np.zeros((6, 6, 4), np.uint8)
+    rgba[..., :3] = RNG.integers(0, 256, (6, 6, 3), dtype=np.uint8)  # noise under the matte
+    rgba[2:4, 2:4, :3] = 250
+    rgba[2:4, 2:4, 3] = 255
+    gray = to_gray(rgba)
+    outside = np.ones((6, 6), bool)
+    outside[2:4, 2:4] = False
+    assert np.ptp(gray[outside]) == 0 and np.allclose(gray[2:4, 2:4], 250 / 255, atol=1e-3)
