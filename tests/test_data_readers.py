@@ -511,3 +511,14 @@ def test_score_pseudo_masks_against_outlines(labelme_dir, tmp_path):
     (root / "s.json").write_text(json.dumps(labelme_doc([shape("chr", [[10, 10], [20, 30]], "rectangle")])))
     with pytest.raises(ValueError, match="no annotated outlines"):
         score_pseudo_masks(read_labelme(root))
+
+
+def test_yolo_split_subfolders(tmp_path):
+    root = tmp_path / "y"
+    for split in ("train", "val"):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        cv2.imwrite(str(root / "images" / split / f"{split}1.jpg"), spread(True))
+        (root / "labels" / split / f"{split}1.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    ds = read_dataset(root)
+    assert ds.format == "yolo" and [len(s.instances) for s in ds.samples] == [1, 1] and ds.problems == []
