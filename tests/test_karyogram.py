@@ -29,19 +29,21 @@ def test_clean_scores_give_exact_karyotype(karyotype):
     assert call.callable
 
 
-@pytest.mark.parametrize("karyotype", ["46,XX", "46,XY", "47,XY,+21", "45,X", "47,XXY", "69,XXY"])
-def test_noisy_calibrated_scores_mostly_recover_karyotype(karyotype):
-    # ~93 % single-chromosome accuracy: assignment must do better than argmax.
+def test_noisy_calibrated_scores_mostly_recover_karyotypes():
+    # Calibrated scores at ~95 % single-chromosome accuracy: the joint assignment
+    # must beat per-chromosome argmax and call nearly every cell right.
     rng = np.random.default_rng(1)
     hits, single, assigned = 0, [], []
-    for _ in range(6):
-        cell = synthetic_cell(parse_karyotype(karyotype), rng, noise=0.35)
-        call = assign_karyotype(cell.log_probs, cell.lengths, cell.centromere_index)
-        hits += call.karyotype == karyotype
-        single.append(np.mean(cell.log_probs.argmax(1) + 1 == cell.labels))
-        assigned.append(np.mean(call.labels == cell.labels))
-    assert hits >= 5
-    assert np.mean(assigned) > np.mean(single)
+    karyotypes = ["46,XX", "46,XY", "47,XY,+21", "45,X", "47,XXY", "69,XXY"]
+    for karyotype in karyotypes:
+        for _ in range(5):
+            cell = synthetic_cell(parse_karyotype(karyotype), rng, noise=0.33)
+            call = assign_karyotype(cell.log_probs, cell.lengths, cell.centromere_index)
+            hits += call.karyotype == karyotype
+            single.append(np.mean(cell.log_probs.argmax(1) + 1 == cell.labels))
+            assigned.append(np.mean(call.labels == cell.labels))
+    assert hits >= 26, hits  # of 30
+    assert np.mean(assigned) > np.mean(single) + 0.02
 
 
 def test_repeated_label_confusion_is_fixed_by_assignment():

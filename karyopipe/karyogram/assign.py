@@ -16,7 +16,9 @@ Costs are negative log-likelihoods in nats, so penalties are log priors:
   and on its centromere index;
 * an empty normal slot (a lost copy): ``-log loss_prior``;
 * a filled gain slot (an extra copy): ``-log gain_prior``;
-* an object left unassigned: ``unassigned_cost``;
+* an object left unassigned (junk): ``-log junk_prior``, plus what the
+  classifier and morphology say about a junk object (no class preferred,
+  any length), on the same scale as the chromosome costs;
 * a sex complement or ploidy: ``-log`` of its prior.
 
 Confidences are min-marginals: the cost of the best solution that avoids the
@@ -70,8 +72,11 @@ GAIN_PRIOR: dict[int, float] = {k: 1e-5 for k in AUTOSOMES} | {21: 1.4e-3, 18: 2
 # A constitutional autosomal monosomy is lethal, but a chromosome lost while
 # spreading the cell is common (a few percent of cells): ~1e-3 per chromosome.
 LOSS_PRIOR: dict[int, float] = {k: 1e-3 for k in AUTOSOMES}
-# An object the segmenter called a chromosome that fits no class slot at all.
-UNASSIGNED_COST = 12.0
+# An object the segmenter passed as a chromosome that is not one (debris, a
+# clump of two, a fragment): 1e-4 per object after the segmenter's own filter.
+JUNK_PRIOR = 1e-4
+# Junk lengths: spread evenly in log length over ~30-fold (a speck to two chromosome 1s).
+_JUNK_LOG_LENGTH_RANGE = math.log(30.0)
 
 
 @dataclass(frozen=True)
@@ -234,8 +239,20 @@ def _solve(obj_cost: np.ndarray, slots: _Slots) -> tuple[float, np.ndarray]:
     return float(cost[rows, cols].sum() + slots.constant), slot_of
 
 
+def _robust_penalty(r: np.ndarray, sigma, sigma_out: float, outlier_rate: float) -> np.ndarray:
+    """``-log`` of a Gaussian + broad-Gaussian mixture density of the residual ``r``, zero at ``r = 0``.
+
+    Measured residuals have heavy tails (a bent chromosome measured short, a
+    centromere found on the wrong side), so one bad measurement costs a
+    bounded few nats instead of overruling the classifier.
+    """
+    inlier = (1 - outlier_rate) / sigma * np.exp(-0.5 * (r / sigma) ** 2)
+    outlier = outlier_rate / sigma_out * np.exp(-0.5 * (r / sigma_out) ** 2)
+    return np.log((1 - outlier_rate) / sigma + outlier_rate / sigma_out) - np.log(inlier + outlier + 1e-300)
+
+
 def _costs(log_probs, lengths, centromere_index, scale, *, temperature, length_sigma, ci_sigma,
-           length_weight, ci_weight) -> np.ndarray:
+           length_weight, ci_weight, outlier_rate=0.1) -> np.ndarray:
     """Per-object per-class cost (n, 24): classifier NLL plus morphology penalties."""
     cost = -log_probs / temperature
     rel = np.array([CHROMOSOMES[k].relative_length for k in range(1, NUM_CLASSES + 1)])
@@ -243,12 +260,13 @@ def _costs(log_probs, lengths, centromere_index, scale, *, temperature, length_s
     sigma = np.full(NUM_CLASSES, length_sigma)
     sigma[Y - 1] *= 2.0
     if length_weight and np.isfinite(scale) and scale > 0:
-        z = (np.log(np.maximum(lengths, 1e-6) / scale)[:, None] - np.log(rel)[None, :]) / sigma[None, :]
-        cost = cost + length_weight * 0.5 * z ** 2
+        r = np.log(np.maximum(lengths, 1e-6) / scale)[:, None] - np.log(rel)[None, :]
+        cost = cost + length_weight * _robust_penalty(r, sigma[None, :], 3.5 * length_sigma, outlier_rate)
     if centromere_index is not None and ci_weight:
         ci_ref = np.array([CHROMOSOMES[k].centromere_index for k in range(1, NUM_CLASSES + 1)])
-        z = (centromere_index[:, None] - ci_ref[None, :]) / ci_sigma
-        cost = cost + ci_weight * np.where(np.isfinite(z), 0.5 * z ** 2, 0.0)
+        r = centromere_index[:, None] - ci_ref[None, :]
+        cost = cost + ci_weight * np.where(np.isfinite(r), _robust_penalty(np.nan_to_num(r), ci_sigma,
+                                                                            3.5 * ci_sigma, outlier_rate), 0.0)
     return cost
 
 
@@ -275,11 +293,12 @@ def assign_karyotype(
     hypotheses: tuple[Hypothesis, ...] = HYPOTHESES,
     gain_prior: float | dict[int, float] = GAIN_PRIOR,
     loss_prior: float | dict[int, float] = LOSS_PRIOR,
-    unassigned_cost: float = UNASSIGNED_COST,
+    junk_prior: float = JUNK_PRIOR,
+    unassigned_cost: float | None = None,
     max_extra: int = 1,
     temperature: float = 1.0,
-    length_sigma: float = 0.2,
-    ci_sigma: float = 0.1,
+    length_sigma: float = 0.10,
+    ci_sigma: float = 0.06,
     length_weight: float = 1.0,
     ci_weight: float = 1.0,
     uncertain_below: float = 0.8,
@@ -305,17 +324,25 @@ def assign_karyotype(
     gain_prior, loss_prior : float or dict of int to float
         Prior probability of one extra / one missing copy of an autosome, one
         value or one per class number (defaults :data:`GAIN_PRIOR`, :data:`LOSS_PRIOR`).
-    unassigned_cost : float
-        Cost (nats) of leaving an object out of the karyotype: only an object
-        that fits no free class slot (debris, an overlap of two chromosomes,
-        a fragment, whose length fits nothing) is left out.
+    junk_prior : float
+        Prior that an object is not a chromosome (debris, a clump of two, a
+        fragment). Only an object that fits no free class slot, typically by
+        its length, is left out of the karyotype.
+    unassigned_cost : float, optional
+        Override the cost (nats) of leaving an object out, which is otherwise
+        derived from ``junk_prior``: ``-log junk_prior + log 24`` (a junk
+        object's scores favour no class) plus the log ratio of the inlier
+        length density peak to a log-uniform junk length density.
     max_extra : int
         Extra-copy slots per autosome.
     temperature : float
         Divides the classifier log-probabilities (>1 for an overconfident model).
     length_sigma, ci_sigma : float
         Spread of log relative length and of centromere index around the
-        reference values in :data:`karyopipe.classes.CHROMOSOMES`.
+        reference values in :data:`karyopipe.classes.CHROMOSOMES`. Defaults
+        are the robust spreads measured by geometry on real training cells
+        (``docs/scripts/calibrate_karyogram.py``: 0.065-0.10 and 0.06); a
+        10 % outlier component 3.5 times as wide keeps the tails cheap.
     length_weight, ci_weight : float
         Weights of the morphology terms (0 turns one off).
     uncertain_below : float
@@ -350,6 +377,11 @@ def assign_karyotype(
                              callable=False)
     log_probs = log_softmax(np.maximum(log_probs, -1e4), axis=1)
     gain_cost, loss_cost = _per_class(gain_prior, "gain_prior"), _per_class(loss_prior, "loss_prior")
+    if unassigned_cost is None:
+        unassigned_cost = -math.log(junk_prior) + math.log(NUM_CLASSES)
+        if length_weight:
+            peak = 0.9 / length_sigma + 0.1 / (3.5 * length_sigma)
+            unassigned_cost += length_weight * math.log(peak * _JUNK_LOG_LENGTH_RANGE)
     kw = dict(temperature=temperature, length_sigma=length_sigma, ci_sigma=ci_sigma,
               length_weight=length_weight, ci_weight=ci_weight)
 
