@@ -331,8 +331,8 @@ def assign_karyotype(
     unassigned_cost : float, optional
         Override the cost (nats) of leaving an object out, which is otherwise
         derived from ``junk_prior``: ``-log junk_prior + log 24`` (a junk
-        object's scores favour no class) plus the log ratio of the inlier
-        length density peak to a log-uniform junk length density.
+        object's scores favour no class) plus the log ratios of the peak
+        length and centromere densities to flat junk densities.
     max_extra : int
         Extra-copy slots per autosome.
     temperature : float
@@ -379,9 +379,14 @@ def assign_karyotype(
     gain_cost, loss_cost = _per_class(gain_prior, "gain_prior"), _per_class(loss_prior, "loss_prior")
     if unassigned_cost is None:
         unassigned_cost = -math.log(junk_prior) + math.log(NUM_CLASSES)
+        # Peak of the chromosome density over the junk density: the morphology
+        # terms are zero at their peak, so junk pays this to stand on the same scale.
         if length_weight:
-            peak = 0.9 / length_sigma + 0.1 / (3.5 * length_sigma)
+            peak = (0.9 / length_sigma + 0.1 / (3.5 * length_sigma)) / math.sqrt(2 * math.pi)
             unassigned_cost += length_weight * math.log(peak * _JUNK_LOG_LENGTH_RANGE)
+        if centromere_index is not None and ci_weight:
+            peak = (0.9 / ci_sigma + 0.1 / (3.5 * ci_sigma)) / math.sqrt(2 * math.pi)
+            unassigned_cost += ci_weight * math.log(peak * 0.5)  # junk: any index in [0, 0.5]
     kw = dict(temperature=temperature, length_sigma=length_sigma, ci_sigma=ci_sigma,
               length_weight=length_weight, ci_weight=ci_weight)
 

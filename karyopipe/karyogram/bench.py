@@ -102,10 +102,12 @@ def run_bench(karyotypes=DEFAULT_KARYOTYPES, n: int = 100, seed: int = 0, scorer
     score_fn = _ClassifierScorer(weights) if scorer == "classifier" else None
     rows = {}
     all_single, all_assigned, exact, normals, normal_abn = [], [], 0, 0, 0
+    flag_counts = [0, 0, 0, 0]  # errors, errors flagged, flagged, objects
     start = time.time()
     for kt in karyotypes:
         counts = parse_karyotype(kt)
-        row = {"n": 0, "exact": 0, "single": [], "assigned": [], "calls": Counter(), "called_abnormal": 0}
+        row = {"n": 0, "exact": 0, "single": [], "assigned": [], "calls": Counter(), "called_abnormal": 0,
+               "errors": 0, "errors_flagged": 0, "flagged": 0, "objects": 0}
         for c in range(n):
             banding = "g" if c % 2 == 0 else "q"
             if score_fn is None:
@@ -121,11 +123,21 @@ def run_bench(karyotypes=DEFAULT_KARYOTYPES, n: int = 100, seed: int = 0, scorer
             row["assigned"].append(float(np.mean(call.labels == labels)))
             row["calls"][call.karyotype or "(no call)"] += 1
             row["called_abnormal"] += bool(call.abnormalities) or not call.callable
+            flagged = np.array([("uncertain" in f) or ("unassigned" in f) for f in call.flags])
+            wrong = call.labels != labels
+            row["errors"] += int(wrong.sum())
+            row["errors_flagged"] += int((wrong & flagged).sum())
+            row["flagged"] += int(flagged.sum())
+            row["objects"] += len(labels)
         if progress:
             print(f"  {kt:<12} exact {row['exact'] / row['n']:.3f}  ({time.time() - start:.0f} s)", file=sys.stderr)
         exact += row["exact"]
         all_single += row["single"]
         all_assigned += row["assigned"]
+        flag_counts[0] += row["errors"]
+        flag_counts[1] += row["errors_flagged"]
+        flag_counts[2] += row["flagged"]
+        flag_counts[3] += row["objects"]
         if kt in NORMAL_KARYOTYPES:
             normals += row["n"]
             normal_abn += row["called_abnormal"]
@@ -150,6 +162,8 @@ def run_bench(karyotypes=DEFAULT_KARYOTYPES, n: int = 100, seed: int = 0, scorer
         "normal_called_abnormal_rate": (normal_abn / normals) if normals else None,
         "accuracy_single": float(np.mean(all_single)),
         "accuracy_assigned": float(np.mean(all_assigned)),
+        "errors_flagged_rate": flag_counts[1] / max(flag_counts[0], 1),
+        "flagged_rate": flag_counts[2] / max(flag_counts[3], 1),
         "seconds": round(time.time() - start, 1),
         "per_karyotype": rows,
     }
@@ -286,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"overall: exact {result['karyotype_exact_rate']:.3f}, normal called abnormal "
           f"{result['normal_called_abnormal_rate']:.3f}, single {result['accuracy_single']:.3f}, "
           f"assigned {result['accuracy_assigned']:.3f} ({result['cells']} cells, {result['seconds']} s)")
+    print(f"flags: {result['flagged_rate']:.3f} of chromosomes flagged uncertain/unassigned, holding "
+          f"{result['errors_flagged_rate']:.3f} of the wrong labels")
     _write_json(args.json, result)
     return 0
 

@@ -64,19 +64,25 @@ class SyntheticCell:
 
 
 def synthetic_cell(counts: dict[int, int], rng: np.random.Generator, *, noise: float = 0.45,
-                   length_noise: float = 0.08, ci_noise: float = 0.04,
+                   length_noise: float = 0.07, ci_noise: float = 0.05, outlier_rate: float = 0.1,
                    scale: float | None = None, prototypes: np.ndarray | None = None) -> SyntheticCell:
     """Objects of one cell with synthetic scores, lengths and centromere indices, in random order.
 
-    Lengths are ``scale * relative_length * exp(N(0, length_noise))``: the
-    homologs of a real spread differ by ~5-10 % in condensation and
-    measurement. Y varies twice as much (its heterochromatin is polymorphic).
+    Lengths are ``scale * relative_length * exp(e)`` and centromere indices
+    ``reference + e'``, with Gaussian ``e``, ``e'`` (sd ``length_noise``,
+    ``ci_noise``) and, for a fraction ``outlier_rate`` of objects, four times
+    wider: the spreads geometry shows on real training cells
+    (``docs/scripts/calibrate_karyogram.py``: robust sd 0.065-0.10 and 0.06,
+    heavy tails). Y varies twice as much (its heterochromatin is polymorphic).
     """
     labels = karyotype_labels(counts)
-    labels = labels[rng.permutation(len(labels))]
+    n = len(labels)
+    labels = labels[rng.permutation(n)]
     scale = float(rng.uniform(6.0, 14.0)) if scale is None else scale
     rel = np.array([CHROMOSOMES[int(k)].relative_length for k in labels])
-    sd = np.where(labels == Y, 2 * length_noise, length_noise)
-    lengths = scale * rel * np.exp(rng.normal(size=len(labels)) * sd)
-    ci = np.array([CHROMOSOMES[int(k)].centromere_index for k in labels]) + ci_noise * rng.normal(size=len(labels))
+    wide = np.where(rng.random(n) < outlier_rate, 4.0, 1.0)
+    sd = np.where(labels == Y, 2 * length_noise, length_noise) * wide
+    lengths = scale * rel * np.exp(rng.normal(size=n) * sd)
+    wide = np.where(rng.random(n) < outlier_rate, 4.0, 1.0)
+    ci = np.array([CHROMOSOMES[int(k)].centromere_index for k in labels]) + ci_noise * wide * rng.normal(size=n)
     return SyntheticCell(labels, synthetic_log_probs(labels, rng, noise, prototypes), lengths, np.clip(ci, 0.02, 0.5))
