@@ -224,14 +224,20 @@ def load_gray(sample: Sample) -> np.ndarray:
 def split_cells(cells, val_fraction: float = 0.2, seed: int = 0) -> tuple[list[str], list[str]]:
     """Deterministic split of cell ids into (train, val), independent of listing order.
 
-    Cells are ranked by an MD5 hash of ``"{seed}:{cell}"``, so adding cells
-    never moves an existing cell across the split.
+    The project-wide :func:`karyopipe.data.split_by_cell` (hash of cell id and
+    seed), so segmentation holds out the same cells as the classifier; a
+    FALLBACK MD5 ranking is used only if that module is missing.
     """
     cells = sorted({str(c) for c in cells})
-    ranked = sorted(cells, key=lambda c: hashlib.md5(f"{seed}:{c}".encode()).hexdigest())
-    n_val = max(1, int(round(val_fraction * len(cells)))) if len(cells) > 1 else 0
-    val = set(ranked[:n_val])
-    return [c for c in cells if c not in val], [c for c in cells if c in val]
+    try:
+        from karyopipe.data.split import split_by_cell
+    except ImportError:
+        ranked = sorted(cells, key=lambda c: hashlib.md5(f"{seed}:{c}".encode()).hexdigest())
+        n_val = max(1, int(round(val_fraction * len(cells)))) if len(cells) > 1 else 0
+        val = set(ranked[:n_val])
+        return [c for c in cells if c not in val], [c for c in cells if c in val]
+    train, val = split_by_cell(cells, val_fraction=val_fraction, seed=seed)
+    return list(train), list(val)
 
 
 def has_masks(sample: Sample) -> bool:
@@ -245,6 +251,8 @@ def has_masks(sample: Sample) -> bool:
 class SpreadTrainSet:
     """Random augmented crops of annotated spreads as Mask R-CNN training pairs.
 
+    With ``reference_width``, each spread is first scaled so its estimated
+    chromosome width matches it (then ``scale_range`` jitters around that).
     Images are decoded once and kept as float32 grey; polygons are transformed
     with the image and rasterised after augmentation, so masks stay sharp at
     any rotation or scale and memory stays small.
@@ -253,8 +261,9 @@ class SpreadTrainSet:
     ``labels (N,)`` int64 (1 = chromosome) and ``masks (N, S, S)`` uint8.
     """
 
-    def __init__(self, samples, crop_size: int = 384, scale_range=(0.75, 1.35), length: int | None = None,
-                 seed: int = 0, augment: bool = True):
+    def __init__(self, samples, crop_size: int = 384, scale_range=(0.8, 1.25), length: int | None = None,
+                 seed: int = 0, augment: bool = True, reference_width: float | None = None):
+        from karyopipe.segmentation.infer import estimate_chromosome_width
         from karyopipe.segmentation.transforms import prepare_polygons
 
         self.items = []
@@ -262,7 +271,12 @@ class SpreadTrainSet:
             if not has_masks(sample):
                 continue
             gray = load_gray(sample)
-            self.items.append((gray, prepare_polygons(sample.instances, gray.shape)))
+            base = 1.0
+            if reference_width:
+                # Bring every spread to the reference chromosome width, as Segmenter does.
+                width = estimate_chromosome_width(gray)
+                base = float(np.clip(reference_width / width, 0.25, 4.0)) if width else 1.0
+            self.items.append((gray, prepare_polygons(sample.instances, gray.shape), base))
         if not self.items:
             raise ValueError("no spreads with chromosome masks to train on")
         self.crop_size = crop_size
@@ -277,8 +291,9 @@ class SpreadTrainSet:
     def __getitem__(self, index: int):
         from karyopipe.segmentation.transforms import augment_sample, to_target
 
-        gray, polys = self.items[index % len(self.items)]
-        image, out_polys = augment_sample(gray, polys, self.rng, self.crop_size, self.scale_range, self.augment)
+        gray, polys, base = self.items[index % len(self.items)]
+        scale_range = (base * self.scale_range[0], base * self.scale_range[1])
+        image, out_polys = augment_sample(gray, polys, self.rng, self.crop_size, scale_range, self.augment)
         return to_target(image, out_polys)
 
 

@@ -120,3 +120,120 @@ def count_errors(ground_truth: list, predictions: list, score_thresh: float) -> 
         "count_within_1": float((np.abs(errors) <= 1).mean()) if len(errors) else None,
         "count_bias": float(errors.mean()) if len(errors) else None,
     }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="karyopipe eval-seg", description="Score chromosome segmentation with COCO metrics.")
+    p.add_argument("data", help="labelme folder/file, COCO JSON, or YOLO/VOC box folder")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--weights", default=None, help="Mask R-CNN weights (default: the shipped ones)")
+    how.add_argument("--baseline", action="store_true", help="score the threshold + watershed baseline instead")
+    p.add_argument("--format", default=None, help="force the data format (labelme, coco, voc, yolo)")
+    p.add_argument("--split", default="all", choices=["all", "train", "val"],
+                   help="evaluate the held-out cells of the deterministic split (val), the others, or all")
+    p.add_argument("--json", default=None, help="write the metrics here")
+    p.add_argument("--count-thresh", type=float, default=None,
+                   help="score threshold for counting (default: the segmenter's own, 0.5)")
+    p.add_argument("--no-rescale", action="store_true", help="do not resize spreads to the training chromosome width")
+    p.add_argument("--limit", type=int, default=0, help="score only the first N images")
+    p.add_argument("--device", default="cpu")
+    return p
+
+
+def _split_cells(args, dataset) -> tuple[set | None, str]:
+    from karyopipe.segmentation.dataset import split_cells
+
+    if args.split == "all":
+        return None, "all images"
+    config = {}
+    weights = args.weights
+    if weights is None:
+        from karyopipe.weights import SEGMENTATION_WEIGHTS, default_weights
+
+        weights = default_weights(SEGMENTATION_WEIGHTS)
+    if Path(weights).is_file():
+        from karyopipe.weights import load_weights
+
+        _, config, _ = load_weights(weights)
+    key = f"{args.split}_cells"
+    if config.get(key):
+        return set(config[key]), f"{args.split} cells recorded in {weights}"
+    train, val = split_cells(dataset.cells)
+    return set(val if args.split == "val" else train), f"{args.split} cells of split_cells(seed 0, 0.2)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    import torch
+
+    from karyopipe.segmentation.dataset import has_masks, load_gray, load_spreads
+
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    dataset = load_spreads(args.data, args.format)
+    cells, split_note = _split_cells(args, dataset)
+    samples = [s for s in dataset.samples if cells is None or s.cell_id in cells]
+    if args.limit:
+        samples = samples[: args.limit]
+    if not samples:
+        raise ValueError(f"{args.data}: no images in the {args.split} split")
+    with_masks = all(has_masks(s) for s in samples)
+    if args.baseline:
+        from karyopipe.segmentation.baseline import segment_watershed
+
+        method, count_thresh = "watershed baseline", 0.0
+
+        def predict(gray):
+            return segment_watershed(gray)
+    else:
+        from karyopipe.segmentation.infer import Segmenter
+
+        overrides = {"score_thresh": 0.05}
+        if args.no_rescale:
+            overrides["rescale"] = False
+        segmenter = Segmenter.from_pretrained(args.weights, device=args.device, **overrides)
+        method, count_thresh = f"Mask R-CNN {args.weights or 'shipped weights'}", 0.5
+        predict = segmenter
+    if args.count_thresh is not None:
+        count_thresh = args.count_thresh
+    gts, preds, shapes, problems = [], [], [], [f"{p.path}: {p.reason}" for p in dataset.problems]
+    seconds = 0.0
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover
+        def tqdm(x, **_):
+            return x
+    for sample in tqdm(samples, desc="eval-seg", leave=False, mininterval=10):
+        try:
+            gray = load_gray(sample)
+        except Exception as exc:
+            problems.append(str(exc) if str(sample.path) in str(exc) else f"{sample.path}: {exc}")
+            continue
+        start = time.perf_counter()
+        preds.append(predict(gray))
+        seconds += time.perf_counter() - start
+        gts.append(sample.instances)
+        shapes.append(gray.shape)
+    if not gts:
+        raise ValueError(f"{args.data}: none of the images could be read")
+    metrics = {"method": method, "data": str(args.data), "split": split_note}
+    metrics |= coco_scores(gts, preds, shapes, with_masks=with_masks)
+    metrics |= count_errors(gts, preds, count_thresh)
+    metrics |= {"images": len(gts), "instances": int(sum(len(g) for g in gts)),
+                "seconds_per_image": seconds / len(gts), "count_thresh": count_thresh,
+                "masks_scored": with_masks, "problems": problems}
+    for key, value in metrics.items():
+        if key == "problems":
+            continue
+        print(f"{key:>18}: {value:.4f}" if isinstance(value, float) else f"{key:>18}: {value}")
+    if problems:
+        print(f"{len(problems)} problem(s):", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(metrics, indent=1))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -37,8 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fpn-channels", type=int, default=256)
     p.add_argument("--norm", default="group", choices=["group", "batch"])
     p.add_argument("--crop", type=int, default=384, help="square training crop size (px)")
-    p.add_argument("--scale-min", type=float, default=0.75)
-    p.add_argument("--scale-max", type=float, default=1.35)
+    p.add_argument("--work-scale", type=float, default=1.0,
+                   help="train at this fraction of the training set's median chromosome width (0.7 = faster)")
+    p.add_argument("--scale-min", type=float, default=0.8, help="scale jitter around the working scale")
+    p.add_argument("--scale-max", type=float, default=1.25)
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--steps-per-epoch", type=int, default=100)
@@ -70,7 +72,7 @@ def evaluate_model(model, samples, device="cpu", reference_width=None) -> dict:
     from karyopipe.segmentation.evaluate import coco_scores, count_errors
     from karyopipe.segmentation.infer import InferenceSettings, Segmenter
 
-    settings = InferenceSettings(score_thresh=0.05, rescale=False)
+    settings = InferenceSettings(score_thresh=0.05, rescale=bool(reference_width))
     if reference_width:
         settings.reference_width = float(reference_width)
     was_training = model.training
@@ -132,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         f"val: {len(val_samples)} images of {len(val_cells)} cells {val_cells}")
 
     widths = [w for w in (estimate_chromosome_width(load_gray(s)) for s in train_samples) if w]
-    reference_width = float(np.median(widths)) if widths else DEFAULT_REFERENCE_WIDTH
+    reference_width = args.work_scale * (float(np.median(widths)) if widths else DEFAULT_REFERENCE_WIDTH)
     model_kwargs = {
         "backbone": args.backbone, "num_classes": 2, "norm": args.norm, "fpn_channels": args.fpn_channels,
         "rpn_pre_nms_top_n_train": 1000, "rpn_post_nms_top_n_train": 600, "box_batch_size_per_image": 256,
@@ -159,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         say(f"resumed from {last} at epoch {start_epoch}, best val mask AP {best_ap:.4f}")
 
     train_set = SpreadTrainSet(train_samples + extra, crop_size=args.crop, scale_range=(args.scale_min, args.scale_max),
-                               length=args.steps_per_epoch * args.batch, seed=args.seed + start_epoch)
+                               length=args.steps_per_epoch * args.batch, seed=args.seed + start_epoch,
+                               reference_width=reference_width)
     loader = torch.utils.data.DataLoader(train_set, batch_size=args.batch, shuffle=True, collate_fn=collate,
                                          num_workers=0, generator=torch.Generator().manual_seed(args.seed + start_epoch))
     t0 = time.time()
@@ -167,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     for epoch in range(start_epoch, args.epochs):
         model.train()
         sums: dict[str, float] = {}
+        steps = 0
         bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, mininterval=30)
         for images, targets in bar:
             images = [im.to(args.device) for im in images]
@@ -183,8 +187,11 @@ def main(argv: list[str] | None = None) -> int:
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
             sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+            steps += 1
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
-        steps = len(loader)
+            if args.time_budget and (elapsed_before + time.time() - t0) / 60 >= args.time_budget:
+                break  # score and save what we have rather than overrun the budget
+        steps = max(1, steps)
         record = {"epoch": epoch, "lr": scheduler.get_last_lr()[0], **{k: v / steps for k, v in sums.items()}}
         if val_samples:
             record["val"] = evaluate_model(model, val_samples, args.device, reference_width)
@@ -203,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
                 "split": f"by cell, md5 rank seed {args.seed}, val fraction {args.val_fraction}: "
                          f"{len(val_cells)} val cells {val_cells}",
                 "training": f"epoch {epoch + 1}/{args.epochs} x {args.steps_per_epoch} steps, batch {args.batch}, "
-                            f"crops {args.crop}px scale {args.scale_min}-{args.scale_max}, AdamW lr {args.lr}, "
+                            f"crops {args.crop}px at working width {reference_width:.2f}px (x{args.scale_min}-{args.scale_max}), AdamW lr {args.lr}, "
                             f"{elapsed / 60:.0f} min on {args.device} ({args.threads} thread(s))",
                 "metrics": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.get("val", {}).items()},
                 "limitations": "trained on CPU in a short budget; a GPU run is pending. Q-banded BioImLab only: "

@@ -82,7 +82,8 @@ def augment_sample(gray, polys, rng: np.random.Generator, size: int = 384, scale
     polys : list
         From :func:`prepare_polygons`.
     augment : bool
-        If False, a centred crop at scale 1 without photometric changes.
+        If False, a centred crop at the middle of ``scale_range`` without
+        photometric changes.
 
     Returns
     -------
@@ -102,7 +103,8 @@ def augment_sample(gray, polys, rng: np.random.Generator, size: int = 384, scale
         scale = float(np.exp(rng.uniform(*np.log(scale_range))))
         flip = bool(rng.random() < 0.5)
     else:
-        center, angle, scale, flip = np.array([w / 2 - 0.5, h / 2 - 0.5]), 0.0, 1.0, False
+        center, angle, flip = np.array([w / 2 - 0.5, h / 2 - 0.5]), 0.0, False
+        scale = float(np.sqrt(scale_range[0] * scale_range[1]))
     matrix = _affine(center, angle, scale, flip, size)
     background = float(np.percentile(gray, 20))
     image = cv2.warpAffine(gray, matrix, (size, size), flags=cv2.INTER_LINEAR,
