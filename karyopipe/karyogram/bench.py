@@ -103,6 +103,7 @@ def run_bench(karyotypes=DEFAULT_KARYOTYPES, n: int = 100, seed: int = 0, scorer
     rows = {}
     all_single, all_assigned, exact, normals, normal_abn = [], [], 0, 0, 0
     flag_counts = [0, 0, 0, 0]  # errors, errors flagged, flagged, objects
+    conf_all, right_all = [], []
     start = time.time()
     for kt in karyotypes:
         counts = parse_karyotype(kt)
@@ -129,6 +130,8 @@ def run_bench(karyotypes=DEFAULT_KARYOTYPES, n: int = 100, seed: int = 0, scorer
             row["errors_flagged"] += int((wrong & flagged).sum())
             row["flagged"] += int(flagged.sum())
             row["objects"] += len(labels)
+            conf_all.append(call.confidence)
+            right_all.append(~wrong)
         if progress:
             print(f"  {kt:<12} exact {row['exact'] / row['n']:.3f}  ({time.time() - start:.0f} s)", file=sys.stderr)
         exact += row["exact"]
@@ -150,6 +153,13 @@ def run_bench(karyotypes=DEFAULT_KARYOTYPES, n: int = 100, seed: int = 0, scorer
             "calls": dict(row["calls"].most_common(5)),
         }
     total = sum(r["n"] for r in rows.values())
+    conf_all, right_all = np.concatenate(conf_all), np.concatenate(right_all)
+    reliability = []
+    for lo, hi in ((0.0, 0.5), (0.5, 0.8), (0.8, 0.9), (0.9, 0.95), (0.95, 0.99), (0.99, 1.01)):
+        m = (conf_all >= lo) & (conf_all < hi)
+        if m.any():
+            reliability.append({"confidence": [lo, min(hi, 1.0)], "n": int(m.sum()),
+                                "mean_confidence": float(conf_all[m].mean()), "accuracy": float(right_all[m].mean())})
     return {
         "scorer": scorer,
         "scorer_note": ("calibrated SYNTHETIC log-probabilities (no classifier): measures the assignment only"
@@ -164,6 +174,7 @@ def run_bench(karyotypes=DEFAULT_KARYOTYPES, n: int = 100, seed: int = 0, scorer
         "accuracy_assigned": float(np.mean(all_assigned)),
         "errors_flagged_rate": flag_counts[1] / max(flag_counts[0], 1),
         "flagged_rate": flag_counts[2] / max(flag_counts[3], 1),
+        "reliability": reliability,
         "seconds": round(time.time() - start, 1),
         "per_karyotype": rows,
     }
@@ -302,6 +313,9 @@ def main(argv: list[str] | None = None) -> int:
           f"assigned {result['accuracy_assigned']:.3f} ({result['cells']} cells, {result['seconds']} s)")
     print(f"flags: {result['flagged_rate']:.3f} of chromosomes flagged uncertain/unassigned, holding "
           f"{result['errors_flagged_rate']:.3f} of the wrong labels")
+    print("confidence reliability: " + "; ".join(
+        f"[{r['confidence'][0]:.2f},{r['confidence'][1]:.2f}) n={r['n']} conf {r['mean_confidence']:.3f} "
+        f"acc {r['accuracy']:.3f}" for r in result["reliability"]))
     _write_json(args.json, result)
     return 0
 
