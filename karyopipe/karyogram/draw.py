@@ -97,8 +97,8 @@ def _draw_ideogram(draw: ImageDraw.ImageDraw, x: int, y_cen: float, length: floa
 def _trim_columns(img: np.ndarray) -> np.ndarray:
     """Drop empty columns either side (straightening pads to a fixed width); rows stay, so the centromere does."""
     cols = np.flatnonzero(img.max(axis=0) > 0.02) if img.size else []
-    if len(cols) == 0:
-        return img
+    if len(cols) == 0:  # blank (degenerate geometry): keep its length, one column wide
+        return img[:, :1]
     lo, hi = max(cols[0] - 1, 0), min(cols[-1] + 2, img.shape[1])
     return img[:, lo:hi]
 
@@ -173,7 +173,8 @@ def draw_karyogram(straightened, call, *, centromere_t=None, banding: str = "g",
             continue
         h, w = max(1, round(im.shape[0] * s)), max(1, round(im.shape[1] * s))
         scaled.append(Image.fromarray(_display(im, banding)).resize((w, h), Image.Resampling.LANCZOS))
-    chrom_w = max([im.width for im in scaled if im is not None] + [8])
+    # Median, not max: one degenerate (blank, wide) object must not widen every slot.
+    chrom_w = int(np.median([im.width for im in scaled if im is not None] or [8]))
     gap = max(3, chrom_w // 6)
     ideo_w = max(7, chrom_w // 2) if ideogram else 0
     pair_gap = max(14, chrom_w // 2)
