@@ -134,7 +134,7 @@ def pca_axis(mask: np.ndarray) -> np.ndarray:
 
 def _skeleton_graph(skeleton: np.ndarray):
     """Sparse 8-neighbour graph of skeleton pixels with Euclidean edge weights."""
-    from scipy.sparse import coo_matrix
+    from scipy.sparse import csr_matrix
 
     ys, xs = np.nonzero(skeleton)
     index = -np.ones(skeleton.shape, np.int64)
@@ -149,8 +149,8 @@ def _skeleton_graph(skeleton: np.ndarray):
         weights.append(np.full(ok.sum(), np.hypot(dy, dx)))
     rows, cols, weights = map(np.concatenate, (rows, cols, weights))
     n = len(ys)
-    graph = coo_matrix((weights, (rows, cols)), shape=(n, n)).tocsr()
-    graph = graph + graph.T
+    both = (np.concatenate([rows, cols]), np.concatenate([cols, rows]))
+    graph = csr_matrix((np.concatenate([weights, weights]), both), shape=(n, n))
     degree = np.diff(graph.indptr)
     return graph, np.stack([xs, ys], 1).astype(np.float64), degree
 
