@@ -27,8 +27,8 @@ def segment_watershed(
     gray: np.ndarray,
     width: float | None = None,
     h: float | None = None,
-    min_area_widths2: float = 1.5,
-    max_thickness_widths: float = 2.6,
+    min_area_widths2: float = 0.5,
+    max_thickness_widths: float = 2.0,
     keep_rejected: bool = False,
 ) -> list[Instance]:
     """Segment a canonical-polarity spread by threshold and watershed.

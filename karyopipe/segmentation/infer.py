@@ -53,9 +53,13 @@ class InferenceSettings:
         Images larger than ``tile_size`` (after rescaling) are cut into tiles;
         the overlap must exceed the longest chromosome so each is whole in one tile.
     min_area_widths2 : float
-        Objects smaller than this many ``width**2`` are debris.
+        Objects smaller than this many ``width**2`` are debris. ``width`` is
+        :func:`estimate_chromosome_width`'s, which reads about 1.3-1.5x the
+        true width on real spreads, so 0.5 keeps the smallest G-group
+        chromosomes (about 2 x 3 true widths).
     max_thickness_widths : float
-        Objects thicker (2 x max inscribed radius) than this many widths are nuclei.
+        Objects thicker (2 x max inscribed radius) than this many widths are
+        nuclei: a chromosome, even where two cross, is at most ~1.5 true widths thick.
     max_detections : int
         Per tile.
     """
@@ -67,8 +71,8 @@ class InferenceSettings:
     reference_width: float = DEFAULT_REFERENCE_WIDTH
     tile_size: int = 1024
     tile_overlap: int = 192
-    min_area_widths2: float = 1.5
-    max_thickness_widths: float = 2.6
+    min_area_widths2: float = 0.5
+    max_thickness_widths: float = 2.0
     max_detections: int = 150
     rescale_tolerance: float = 1.1
     scale_bounds: tuple = field(default=(0.25, 4.0))
