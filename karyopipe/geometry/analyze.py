@@ -155,7 +155,8 @@ def analyze_chromosome(mask: np.ndarray, gray: np.ndarray | None = None, *,
 
     normals = axis_normals(axis, span=3)
     half_width = float(distance_to_background(body).max())
-    width, density = width_and_density(body, gray, axis, normals, half_range=2.0 * half_width + 2.0)
+    width, density = width_and_density(body, gray, axis, normals, half_range=2.0 * half_width + 2.0,
+                                       core=1.1 * half_width)
     cen = find_centromere(width, density)
     if cen.confidence == 0.0:
         flags.append("no_constriction")
@@ -169,7 +170,8 @@ def analyze_chromosome(mask: np.ndarray, gray: np.ndarray | None = None, *,
     centromere_xy = np.array([np.interp(c_len, s, axis[:, 0]), np.interp(c_len, s, axis[:, 1])])
     pol_conf = polarity_confidence(t, cen.confidence)
     # Flip the normals back to (t_y, -t_x) after a reversal so the image is not mirrored.
-    straightened, straight_mask = straighten(gray, body, axis, axis_normals(axis, span=3), straight_width)
+    straightened, straight_mask = straighten(gray, body, axis, axis_normals(axis, span=3), straight_width,
+                                            core=1.1 * half_width)
 
     confidence = 0.5 + 0.5 * cen.confidence
     if "pca_axis" in flags:

@@ -13,9 +13,11 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-# Below this elongation (sqrt of the PCA eigenvalue ratio) a skeleton is mostly
-# noise; a straight major axis describes the shape better.
-ROUND_ELONGATION = 1.35
+# Below this elongation (sqrt of the PCA eigenvalue ratio) a shape is a disc; so
+# is one whose skeleton is shorter than its width. A skeleton is then mostly
+# noise and a straight major axis describes the shape better. (A folded
+# chromosome can be as round as a disc by PCA but has a long skeleton.)
+ROUND_ELONGATION = 1.1
 # Masks smaller than this are "tiny": fewer pixels than a 4x4 square.
 TINY_AREA = 16
 
@@ -78,24 +80,27 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
 
 
 def clean_mask(mask: np.ndarray) -> np.ndarray:
-    """Close, fill and keep the largest component, so split chromatids read as one body.
+    """One solid body: holes filled, sister chromatids that fell apart joined again.
 
-    The closing radius follows the chromosome's own half-width (the largest
-    distance-transform value), so it bridges a chromatid gap without merging
-    the two arms of a tightly bent chromosome.
+    Only when the mask is in several sizeable pieces (each at least a fifth of
+    the largest) is it closed, with a radius from the chromosome's own
+    half-width; a closing on every mask would also weld the two arms of a
+    folded chromosome together. Otherwise the largest piece is kept.
     """
     import cv2
 
-    mask = largest_component(np.asarray(mask, bool))
-    if mask.sum() < TINY_AREA:
-        return mask
-    half_width = float(distance_to_background(mask).max())
-    radius = int(np.clip(round(0.4 * half_width), 1, 4))
-    pad = radius + 1
-    padded = np.pad(mask, pad).astype(np.uint8)
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    closed = cv2.morphologyEx(padded, cv2.MORPH_CLOSE, kernel)[pad:-pad, pad:-pad] > 0
-    return largest_component(fill_holes(closed | mask))
+    mask = np.asarray(mask, bool)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    if n > 2 and areas.max() >= TINY_AREA and (areas >= 0.2 * areas.max()).sum() > 1:
+        keep = np.isin(labels, 1 + np.nonzero(areas >= 0.2 * areas.max())[0])
+        half_width = float(distance_to_background(keep).max())
+        radius = int(np.clip(round(0.8 * half_width), 2, 8))
+        pad = radius + 1
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+        closed = cv2.morphologyEx(np.pad(keep, pad).astype(np.uint8), cv2.MORPH_CLOSE, kernel)
+        mask = (closed[pad:-pad, pad:-pad] > 0) | keep
+    return largest_component(fill_holes(largest_component(mask)))
 
 
 def principal_axis(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
@@ -247,20 +252,34 @@ def _end_tangent(path: np.ndarray, span: int) -> np.ndarray:
     return direction / norm if norm > 1e-9 else np.array([0.0, 1.0])
 
 
-def extend_to_tips(path: np.ndarray, mask: np.ndarray, span: int) -> np.ndarray:
-    """Extend both ends of a path straight along their tangents to the mask boundary."""
+def extend_to_tips(path: np.ndarray, mask: np.ndarray, span: int, spread: float = 0.0) -> np.ndarray:
+    """Extend both ends of a path straight along their tangents to the mask boundary.
+
+    With ``spread > 0`` two more rays, ``spread`` px to either side of the end,
+    march in parallel and the longest one sets the tip: the prongs of split
+    sister chromatids reach further than the seam between them. A rounded tip
+    is longest on its centre ray, so it is unaffected.
+    """
     mask_f = mask.astype(np.float32)
     limit = float(np.hypot(*mask.shape))
     out = path
     for _ in range(2):
         tangent = _end_tangent(out, span)
-        distance = _march_to_boundary(mask_f, out[-1], tangent, limit)
+        normal = np.array([tangent[1], -tangent[0]])
+        offsets = (0.0, -spread, spread) if spread > 0 else (0.0,)
+        distance = max(_march_to_boundary(mask_f, out[-1] + o * normal, tangent, limit)
+                       if o == 0.0 or mask_f[_clip_index(out[-1] + o * normal, mask.shape)] > 0 else 0.0
+                       for o in offsets)
         if distance > 0.05:
             steps = np.arange(1, int(np.ceil(distance)) + 1, dtype=np.float64)
             steps[-1] = distance
             out = np.concatenate([out, out[-1] + steps[:, None] * tangent[None, :]])
         out = out[::-1]
     return out
+
+
+def _clip_index(xy: np.ndarray, shape: tuple[int, int]) -> tuple[int, int]:
+    return (int(np.clip(round(xy[1]), 0, shape[0] - 1)), int(np.clip(round(xy[0]), 0, shape[1] - 1)))
 
 
 def medial_axis(mask: np.ndarray, *, smooth_sigma: float | None = None) -> tuple[np.ndarray, list[str]]:
@@ -298,7 +317,7 @@ def medial_axis(mask: np.ndarray, *, smooth_sigma: float | None = None) -> tuple
     smooth_mask = largest_component(smooth_mask) if smooth_mask.any() else mask
     skeleton = skeletonize(np.pad(smooth_mask, 1))[1:-1, 1:-1]
     path, degree = longest_skeleton_path(skeleton)
-    if len(path) < 3:
+    if len(path) < 3 or arc_length(path)[-1] < 1.2 * half_width:
         return pca_axis(mask), ["pca_axis"]
     if (degree > 2).any():
         flags.append("branched")
@@ -307,7 +326,7 @@ def medial_axis(mask: np.ndarray, *, smooth_sigma: float | None = None) -> tuple
     s = arc_length(path)
     total = s[-1]
     cut = max(0.6 * half_width, 1.0)
-    reach = min(2.5 * half_width, 0.3 * total)
+    reach = min(3.0 * half_width, 0.3 * total)
     junctions = np.nonzero(degree > 2)[0]
     lo_cut, hi_cut = cut, total - cut
     if len(junctions):
@@ -326,5 +345,11 @@ def medial_axis(mask: np.ndarray, *, smooth_sigma: float | None = None) -> tuple
     sigma = smooth_sigma if smooth_sigma is not None else max(1.5, 0.5 * half_width)
     core = smooth_path(core, min(sigma, max(len(core) / 4.0, 0.5)))
     span = int(np.clip(round(1.5 * half_width), 3, max(3, len(core) // 2)))
-    axis = resample(extend_to_tips(core, mask, span), 1.0)
+    # March to the tips over a closed mask: split sister chromatids fork at the
+    # tips, and the seam between the prongs must not stop the extension short.
+    radius = int(np.clip(round(0.5 * half_width), 1, 6))
+    pad = radius + 1
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    closed = cv2.morphologyEx(np.pad(mask, pad).astype(np.uint8), cv2.MORPH_CLOSE, kernel)
+    axis = resample(extend_to_tips(core, closed[pad:-pad, pad:-pad] > 0, span, 0.5 * half_width), 1.0)
     return axis, flags

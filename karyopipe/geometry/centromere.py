@@ -1,11 +1,18 @@
 """Centromere (primary constriction) from the width and density profiles.
 
-The centromere is where the chromosome is narrowest *between two wider parts*:
-a valley of the combined width/density score, measured by its depth below the
-lower of the two highest points on either side. That depth ignores the
-natural taper of the rounded tips (a tip has no higher point beyond it) yet
-still finds the constriction of an acrocentric close to one end, as long as
-its short arm is wider than the constriction.
+The centromere is where the chromosome is narrowest relative to its arms:
+
+1. the width is divided by the width a rod with half-disc caps would have at
+   that point, so the natural taper of the tips is no constriction;
+2. a little of the (normalised) density profile is added, since centromeric
+   chromatin is often paler;
+3. the deepest valley of that score wins, its depth measured below the lower
+   of the highest points on its two sides, with the trusted ends of the
+   profile standing in for arm-wide tips (an acrocentric's short arm is often
+   no wider than its constriction: a shoulder rather than a valley).
+
+Polarity follows: the p-arm is the shorter one, with a confidence that is 0 for
+a centromere at mid-length.
 """
 from __future__ import annotations
 
@@ -22,6 +29,9 @@ SURE_DEPTH = 0.25
 # The centromere search skips the tips where a capped rod is narrower than this
 # fraction of its arm width: measured widths there are too noisy to divide by.
 TRUSTED_TAPER = 0.8
+# Treat the trusted ends as arm-wide, so a short arm no wider than its
+# constriction (a "shoulder", common in acrocentrics) still scores as a valley.
+SHOULDERS = True
 # Centromere index band around 0.5 inside which p and q are too alike to orient.
 POLARITY_MARGIN = 0.08
 
@@ -60,6 +70,19 @@ def cap_taper(n: int, arm_width: float) -> np.ndarray:
     return np.sqrt(np.clip(1.0 - (1.0 - u) ** 2, 0.0, 1.0))
 
 
+def _smoothed_width_and_taper(width: np.ndarray, sigma: float) -> tuple[np.ndarray, float, np.ndarray]:
+    """Smoothed width, arm width (75th percentile of the central 60%) and cap model, smoothed alike."""
+    n = len(width)
+    w = ndi.gaussian_filter1d(np.asarray(width, np.float64), sigma, mode="nearest")
+    k = n // 5
+    core = w[k:n - k] if n - 2 * k >= 3 else w
+    arm = max(float(np.percentile(core, 75)) if core.size else 1.0, 1e-6)
+    # The model is smoothed like the measurement, or the blur of the caps would
+    # itself read as a constriction.
+    taper = ndi.gaussian_filter1d(cap_taper(n, arm), sigma, mode="constant")
+    return w, arm, taper
+
+
 def constriction_score(width: np.ndarray, density: np.ndarray,
                        density_weight: float | None = None) -> np.ndarray:
     """Combined profile ``(N,)``: tip-compensated relative width plus weighted relative density.
@@ -72,14 +95,9 @@ def constriction_score(width: np.ndarray, density: np.ndarray,
     """
     n = len(width)
     sigma = max(1.0, 0.015 * n)
-    w = ndi.gaussian_filter1d(np.asarray(width, np.float64), sigma, mode="nearest")
-    d = ndi.gaussian_filter1d(np.asarray(density, np.float64), sigma, mode="nearest")
-    k = n // 5
-    core = w[k:n - k] if n - 2 * k >= 3 else w
-    arm = float(np.percentile(core, 75)) if core.size else 1.0
-    arm = max(arm, 1e-6)
-    taper = cap_taper(n, arm)
+    w, arm, taper = _smoothed_width_and_taper(width, sigma)
     ratio = np.minimum(w / (arm * np.maximum(taper, TRUSTED_TAPER)), 1.0)
+    d = ndi.gaussian_filter1d(np.asarray(density, np.float64), sigma, mode="nearest")
     d_ref = float(np.median(d[d > 0])) if (d > 0).any() else 1.0
     if density_weight is None:
         density_weight = DENSITY_WEIGHT
@@ -113,13 +131,17 @@ def find_centromere(width: np.ndarray, density: np.ndarray,
     if density_weight is None:
         density_weight = DENSITY_WEIGHT
     score = constriction_score(width, density, density_weight)
-    k = n // 5
-    core = np.asarray(width, np.float64)[k:n - k] if n - 2 * k >= 3 else np.asarray(width, np.float64)
-    arm = max(float(np.percentile(core, 75)), 1e-6)
-    trusted = np.nonzero(cap_taper(n, arm) >= TRUSTED_TAPER)[0]
+    _, _, taper = _smoothed_width_and_taper(width, max(1.0, 0.015 * n))
+    trusted = np.nonzero(taper >= TRUSTED_TAPER)[0]
     lo, hi = (int(trusted[0]), int(trusted[-1]) + 1) if len(trusted) >= 3 else (0, n)
     depth = np.zeros(n)
-    depth[lo:hi] = valley_depth(score[lo:hi])
+    if SHOULDERS:
+        # The trusted ends stand in for arm-wide tips: an acrocentric's short arm
+        # is often no wider than its centromere, a shoulder rather than a valley.
+        level = float(np.percentile(score[lo:hi], 75))
+        depth[lo:hi] = valley_depth(np.concatenate([[level], score[lo:hi], [level]]))[1:-1]
+    else:
+        depth[lo:hi] = valley_depth(score[lo:hi])
     # Within a valley, prefer its deepest point; among valleys, the deepest one.
     # A mild pull towards the middle breaks ties between equal valleys without
     # biasing a clear acrocentric constriction.
@@ -128,13 +150,19 @@ def find_centromere(width: np.ndarray, density: np.ndarray,
     i = int(np.argmax(objective))
     if depth[i] <= 1e-6:
         return Centromere((n - 1) / 2.0, 0.5, 0.0, score)
-    # Parabolic sub-sample refinement of the score minimum.
-    index = float(i)
-    if 0 < i < n - 1:
-        a, b, c = score[i - 1], score[i], score[i + 1]
-        denom = a - 2 * b + c
-        if denom > 1e-9:
-            index = i + float(np.clip(0.5 * (a - c) / denom, -0.5, 0.5))
+    # The centre of the constriction: depth-weighted mean position over the
+    # valley floor (depth above half its maximum). For a symmetric pinch this is
+    # its deepest point; for a shoulder it moves in from the taper towards the
+    # point where the width climbs back to the arms.
+    floor = depth >= 0.5 * depth[i]
+    a = i
+    while a - 1 >= lo and floor[a - 1]:
+        a -= 1
+    b = i
+    while b + 1 < hi and floor[b + 1]:
+        b += 1
+    weights = depth[a:b + 1]
+    index = float((weights * np.arange(a, b + 1)).sum() / weights.sum())
     confidence = float(np.clip(depth[i] / SURE_DEPTH, 0.0, 1.0))
     return Centromere(index, index / (n - 1), confidence, score)
 

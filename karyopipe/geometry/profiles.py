@@ -66,9 +66,31 @@ def central_run(inside: np.ndarray) -> np.ndarray:
     return np.concatenate([left[:, :-1], right], axis=1) if m > 1 else inside.copy()
 
 
+def body_run(inside: np.ndarray, offsets: np.ndarray, core: float | None) -> np.ndarray:
+    """Samples that belong to this chromosome along each normal.
+
+    The run connected to the axis, plus anything inside within ``core`` px of
+    the axis: split sister chromatids leave a seam on the axis near the tips,
+    which must not cut the row off, while a neighbouring arm further out
+    (folds, touching chromosomes) stays excluded.
+    """
+    run = central_run(inside) if inside.shape[1] % 2 else _even_run(inside)
+    if core is not None and core > 0:
+        run |= inside & (np.abs(offsets) <= core)[None, :]
+    return run
+
+
+def _even_run(inside: np.ndarray) -> np.ndarray:
+    # No column sits on the axis: grow the run outwards from the two central columns.
+    half = inside.shape[1] // 2
+    left = np.cumprod(inside[:, :half][:, ::-1], axis=1).astype(bool)[:, ::-1]
+    right = np.cumprod(inside[:, half:], axis=1).astype(bool)
+    return np.concatenate([left, right], 1)
+
+
 def width_and_density(mask: np.ndarray, gray: np.ndarray, axis: np.ndarray,
-                      normals: np.ndarray, half_range: float, step: float = 0.5
-                      ) -> tuple[np.ndarray, np.ndarray]:
+                      normals: np.ndarray, half_range: float, step: float = 0.5,
+                      core: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Width (px) and mean canonical intensity across the chromosome at each axis point.
 
     Parameters
@@ -78,6 +100,9 @@ def width_and_density(mask: np.ndarray, gray: np.ndarray, axis: np.ndarray,
     axis, normals : ndarray, shape (N, 2)
     half_range : float
         How far along each normal to look, in pixels.
+    core : float, optional
+        Half-width of the band around the axis counted even across a gap
+        (see :func:`body_run`); typically the chromosome's half-width.
 
     Returns
     -------
@@ -88,8 +113,13 @@ def width_and_density(mask: np.ndarray, gray: np.ndarray, axis: np.ndarray,
     k = int(np.ceil(half_range / step))
     offsets = np.arange(-k, k + 1) * step
     inside = sample_along_normals(mask.astype(np.float32), axis, normals, offsets) >= 0.5
-    run = central_run(inside)
-    width = run.sum(1).astype(np.float32) * step
+    run = body_run(inside, offsets, core)
+    # Width is the extent of the body across the normal, not its pixel count:
+    # the seam between split sister chromatids is inside the chromosome's outline.
+    any_in = run.any(1)
+    first = np.argmax(run, axis=1)
+    last = run.shape[1] - 1 - np.argmax(run[:, ::-1], axis=1)
+    width = np.where(any_in, (last - first + 1) * step, 0.0).astype(np.float32)
     values = sample_along_normals(gray, axis, normals, offsets)
     count = run.sum(1)
     density = np.where(count > 0, (values * run).sum(1) / np.maximum(count, 1), 0.0)
@@ -97,7 +127,7 @@ def width_and_density(mask: np.ndarray, gray: np.ndarray, axis: np.ndarray,
 
 
 def straighten(gray: np.ndarray, mask: np.ndarray, axis: np.ndarray, normals: np.ndarray,
-               width: int = 32) -> tuple[np.ndarray, np.ndarray]:
+               width: int = 32, core: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Curved planar reformation of a chromosome along its axis.
 
     Parameters
@@ -108,24 +138,19 @@ def straighten(gray: np.ndarray, mask: np.ndarray, axis: np.ndarray, normals: np
     normals : ndarray, shape (L, 2)
     width : int
         Output columns, one pixel apart, centred on the axis.
+    core : float, optional
+        See :func:`body_run`.
 
     Returns
     -------
     straightened : ndarray, shape (L, width), float32
         ``gray`` inside the chromosome, 0 (canonical background) outside it.
     straightened_mask : ndarray, shape (L, width), bool
-        Only the part connected to the axis, so a neighbouring arm or a
-        touching chromosome does not leak into the picture.
+        Only the part belonging to this chromosome (:func:`body_run`), so a
+        neighbouring arm or a touching chromosome does not leak into the picture.
     """
     offsets = np.arange(width, dtype=np.float64) - (width - 1) / 2.0
     inside = sample_along_normals(mask.astype(np.float32), axis, normals, offsets) >= 0.5
-    if width % 2 == 0:
-        # No column sits on the axis: grow the run outwards from the two central columns.
-        half = width // 2
-        left = np.cumprod(inside[:, :half][:, ::-1], axis=1).astype(bool)[:, ::-1]
-        right = np.cumprod(inside[:, half:], axis=1).astype(bool)
-        run = np.concatenate([left, right], 1)
-    else:
-        run = central_run(inside)
+    run = body_run(inside, offsets, core)
     values = sample_along_normals(gray, axis, normals, offsets)
     return np.where(run, values, 0.0).astype(np.float32), run
