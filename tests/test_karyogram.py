@@ -123,6 +123,8 @@ def test_bad_input_raises_clear_errors():
         assign_karyotype(np.zeros((46, 23)), np.ones(46))
     with pytest.raises(ValueError, match="lengths must have shape"):
         assign_karyotype(np.zeros((46, 24)), np.ones(45))
+    with pytest.raises(ValueError, match="look like probabilities"):
+        assign_karyotype(np.full((46, 24), 1 / 24), np.ones(46))
     with pytest.raises(ValueError, match="positive"):
         assign_karyotype(np.zeros((46, 24)), np.zeros(46))
 

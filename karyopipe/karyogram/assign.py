@@ -366,6 +366,8 @@ def assign_karyotype(
     _check("lengths", lengths, n)
     if not np.all(np.isfinite(log_probs) | (log_probs == -np.inf)):
         raise ValueError("log_probs contains NaN or +inf")
+    if n and np.all(log_probs >= 0) and np.allclose(log_probs.sum(axis=1), 1.0, atol=1e-3):
+        raise ValueError("log_probs look like probabilities (rows >= 0 summing to 1): pass their log")
     if np.any(~np.isfinite(lengths)) or np.any(lengths <= 0):
         raise ValueError("lengths must be finite and positive")
     if centromere_index is not None:

@@ -104,6 +104,7 @@ def run_bench(karyotypes=DEFAULT_KARYOTYPES, n: int = 100, seed: int = 0, scorer
     all_single, all_assigned, exact, normals, normal_abn, exact_argmax = [], [], 0, 0, 0, 0
     flag_counts = [0, 0, 0, 0]  # errors, errors flagged, flagged, objects
     conf_all, right_all = [], []
+    review = [[0, 0], [0, 0]]  # [cells, with an abnormality below 0.9 confidence] for right, wrong calls
     start = time.time()
     for kt in karyotypes:
         counts = parse_karyotype(kt)
@@ -126,6 +127,9 @@ def run_bench(karyotypes=DEFAULT_KARYOTYPES, n: int = 100, seed: int = 0, scorer
             row["assigned"].append(float(np.mean(call.labels == labels)))
             row["calls"][call.karyotype or "(no call)"] += 1
             row["called_abnormal"] += bool(call.abnormalities) or not call.callable
+            low = min((a.confidence for a in call.abnormalities), default=1.0) < 0.9
+            review[0 if hit else 1][0] += 1
+            review[0 if hit else 1][1] += low
             flagged = np.array([("uncertain" in f) or ("unassigned" in f) for f in call.flags])
             wrong = call.labels != labels
             row["errors"] += int(wrong.sum())
@@ -181,6 +185,8 @@ def run_bench(karyotypes=DEFAULT_KARYOTYPES, n: int = 100, seed: int = 0, scorer
         "errors_flagged_rate": flag_counts[1] / max(flag_counts[0], 1),
         "flagged_rate": flag_counts[2] / max(flag_counts[3], 1),
         "reliability": reliability,
+        "right_calls_low_confidence_rate": review[0][1] / max(review[0][0], 1),
+        "wrong_calls_low_confidence_rate": review[1][1] / max(review[1][0], 1),
         "seconds": round(time.time() - start, 1),
         "per_karyotype": rows,
     }
@@ -324,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{result['karyotype_exact_rate_argmax']:.3f} of cells")
     print(f"flags: {result['flagged_rate']:.3f} of chromosomes flagged uncertain/unassigned, holding "
           f"{result['errors_flagged_rate']:.3f} of the wrong labels")
+    print(f"abnormality confidence < 0.9 in {result['wrong_calls_low_confidence_rate']:.3f} of wrong calls, "
+          f"{result['right_calls_low_confidence_rate']:.3f} of right calls")
     print("confidence reliability: " + "; ".join(
         f"[{r['confidence'][0]:.2f},{r['confidence'][1]:.2f}) n={r['n']} conf {r['mean_confidence']:.3f} "
         f"acc {r['accuracy']:.3f}" for r in result["reliability"]))
