@@ -207,6 +207,51 @@ def run_real(root: Path, limit: int | None = None, progress: bool = True) -> dic
     }
 
 
+def draw_figure(out: Path, seed: int = 0) -> None:
+    """Synthetic examples: raw | truth (yellow) and our axis (cyan), centromeres | straightened."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from karyopipe.io import normalize_polarity
+    from karyopipe.synth import render_chromosome
+
+    rng = np.random.default_rng(seed)
+    cases = [(1, "g", "gentle", 0.0), (7, "q", "strong", 0.0), (13, "g", "straight", 0.0),
+             (2, "q", "fold", 0.0), (9, "g", "gentle", 0.6), (18, "q", "strong", 0.5),
+             (21, "g", "straight", 0.0), (23, "q", "fold", 0.5)]
+    fig, axes = plt.subplots(2, 12, figsize=(14, 5.2))
+    for ax in axes.ravel():
+        ax.axis("off")
+    for k, (number, banding, bend, split) in enumerate(cases):
+        syn = render_chromosome(number, rng, banding=banding, bend=bend, chromatid_split=split)
+        gray, _ = normalize_polarity(syn.image, "brightfield" if banding == "g" else "fluorescence")
+        geom = analyze_chromosome(np.asarray(syn.mask, bool), gray)
+        row, col = divmod(k, 4)
+        a0, a1, a2 = axes[row, 3 * col:3 * col + 3]
+        a0.imshow(syn.image, cmap="gray", vmin=0, vmax=1)
+        a0.set_title(f"chr{number} {banding.upper()} {bend}" + (" split" if split else ""), fontsize=6)
+        a1.imshow(gray, cmap="gray", vmin=0, vmax=1)
+        a1.plot(*np.asarray(syn.axis).T, "y-", lw=1.2)
+        a1.plot(*geom.axis.T, "c--", lw=1.0)
+        a1.plot(*geom.axis[0], "go", ms=3)
+        a1.plot(*syn.centromere_xy, "yx", ms=6)
+        a1.plot(*geom.centromere_xy, "r+", ms=7)
+        a1.set_title(f"CI {geom.centromere_index:.2f} (true {syn.centromere_index:.2f})\n"
+                     f"L {geom.length_px:.0f} (true {syn.length_px:.0f})", fontsize=6)
+        a2.imshow(geom.straightened, cmap="gray", vmin=0, vmax=1)
+        a2.axhline(geom.p_length, color="r", lw=0.7)
+        a2.set_title("straightened", fontsize=6)
+    fig.suptitle("karyopipe.geometry on synthetic chromosomes: yellow = truth axis/centromere, "
+                 "cyan = ours, green dot = our p-tip, red + = our centromere", fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    print(f"wrote {out}")
+
+
 def _print_summary(result: dict) -> None:
     s = result["summary"]
     print(f"bench-geometry: {s['n']} synthetic chromosomes (seed {result['seed']})")
@@ -234,9 +279,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--real", type=Path, metavar="DATA",
                         help="instead: run every crop under DATA (bioimlab/, gband612/) and count failures")
     parser.add_argument("--limit", type=int, help="with --real: only the first N crops")
+    parser.add_argument("--figure", type=Path, metavar="PNG",
+                        help="instead: draw synthetic examples (truth vs ours, straightened) to PNG")
     args = parser.parse_args(argv)
     if args.n < 1:
         parser.error("--n must be at least 1")
+    if args.figure is not None:
+        draw_figure(args.figure, args.seed)
+        return 0
     if args.real is not None:
         if not args.real.is_dir():
             raise FileNotFoundError(f"{args.real}: data folder not found")
