@@ -566,4 +566,6 @@ def _statement(call: KaryotypeCall, n: int, n_assigned: int) -> str:
     tail += "."
     if n_uncertain > 0.25 * max(n_assigned, 1):
         tail += " Low confidence: review the karyogram before reporting."
+    elif any(a.confidence < 0.9 for a in ab):
+        tail += " An abnormality is below 0.9 confidence: confirm on more cells."
     return head + tail
