@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from karyopipe.geometry.axis import (
     TINY_AREA, arc_length, clean_mask, distance_to_background, fill_holes, medial_axis,
@@ -49,7 +48,8 @@ class ChromosomeGeometry:
     flags : list of str
         ``"degenerate"`` (empty or no length), ``"tiny"``, ``"pca_axis"``
         (too round for a skeleton), ``"branched"`` (skeleton pruned),
-        ``"no_constriction"``, ``"low_confidence"``.
+        ``"no_constriction"``, ``"wider_than_straightened"`` (the straightened
+        image, one pixel per column, cuts the sides off), ``"low_confidence"``.
     confidence : float
         0..1 overall trust in the axis and centromere.
     """
@@ -162,17 +162,19 @@ def analyze_chromosome(mask: np.ndarray, gray: np.ndarray | None = None, *,
         flags.append("no_constriction")
     t = cen.t
     if t > 0.5:  # p-arm (the shorter one) goes first
-        axis, normals = axis[::-1].copy(), -normals[::-1]
+        axis = axis[::-1].copy()
         width, density = width[::-1].copy(), density[::-1].copy()
         t = 1.0 - t
     s = arc_length(axis)
     c_len = t * length
     centromere_xy = np.array([np.interp(c_len, s, axis[:, 0]), np.interp(c_len, s, axis[:, 1])])
     pol_conf = polarity_confidence(t, cen.confidence)
-    # Flip the normals back to (t_y, -t_x) after a reversal so the image is not mirrored.
+    # Normals of the p -> q axis: after a reversal the picture turns 180 degrees, never mirrors.
     straightened, straight_mask = straighten(gray, body, axis, axis_normals(axis, span=3), straight_width,
                                             core=1.1 * half_width)
 
+    if float(np.percentile(width, 90)) > straight_width:
+        flags.append("wider_than_straightened")
     confidence = 0.5 + 0.5 * cen.confidence
     if "pca_axis" in flags:
         confidence *= 0.8

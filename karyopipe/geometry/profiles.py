@@ -7,7 +7,6 @@ arc length), so the straightened chromosome keeps its true length.
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage as ndi
 
 
 def axis_normals(axis: np.ndarray, span: int = 3) -> np.ndarray:
