@@ -258,7 +258,7 @@ def run_real(root, weights=None, split: str = "test", limit: int | None = None, 
     normal = [r for r in rows if r["truth"] in NORMAL_KARYOTYPES]
     return {
         "scorer": "classifier-real",
-        "scorer_note": f"shipped classifier ({path.name}) on REAL crops of {source}, {split} cells",
+        "scorer_note": f"classifier {path} on REAL crops of {source}, {split} cells",
         "cells": len(rows),
         "karyotype_exact_rate": float(np.mean([r["call"] == r["truth"] for r in rows])),
         "normal_called_abnormal_rate": float(np.mean([r["called_abnormal"] for r in normal])) if normal else None,
