@@ -39,6 +39,7 @@ def main(argv=None) -> int:
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("KARYOPIPE_DATA", REPO.parent / "shared" / "data")))
     parser.add_argument("--cell", help="BioImLab cell id (default: the first held-out test cell)")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "real")
+    parser.add_argument("--weights", type=Path, help="classifier weights (default: the shipped ones)")
     args = parser.parse_args(argv)
 
     from karyopipe.classes import parse_bioimlab_name
@@ -53,7 +54,7 @@ def main(argv=None) -> int:
     if not crops_root.is_dir():
         print(f"{crops_root}: BioImLab crops not found (use --data)", file=sys.stderr)
         return 2
-    weights = default_weights(CLASSIFICATION_WEIGHTS)
+    weights = args.weights or default_weights(CLASSIFICATION_WEIGHTS)
     classifier = None
     if weights.is_file():
         from karyopipe.classification import Classifier
@@ -81,7 +82,7 @@ def main(argv=None) -> int:
     if classifier is not None:
         items = geoms if classifier.preprocess == "geometry" else crops
         log_probs = classifier.predict_cell(items)
-        source = "shipped classifier"
+        source = f"classifier {weights.name}"
     else:
         log_probs = np.full((len(geoms), 24), -np.log(24.0))
         source = "NO classifier weights: length + centromere only"
