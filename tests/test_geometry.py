@@ -195,6 +195,16 @@ def test_mask_from_crop_on_synthetic_crop():
     assert not mask_from_crop(np.zeros((8, 8), np.float32)).any()
 
 
+def test_mask_from_crop_keeps_pale_bands_of_cutouts():
+    # A cut-out crop: exact-zero background; the chromosome has bands down to 0.1.
+    mask, _, _, _ = tube(60, 12, 0.3)
+    rows = np.arange(mask.shape[0])[:, None]
+    bands = np.where((rows // 6) % 2 == 0, 0.8, 0.1).astype(np.float32)
+    gray = np.where(mask, np.broadcast_to(bands, mask.shape), 0.0).astype(np.float32)
+    found = mask_from_crop(gray)
+    assert (found & mask).sum() / (found | mask).sum() > 0.9
+
+
 def test_cell_features_relative_size_and_names():
     geoms = [analyze_chromosome(*tube(length, 10, ci)[:2]) for length, ci in ((40, 0.45), (60, 0.3), (90, 0.2))]
     feats = cell_features(geoms)

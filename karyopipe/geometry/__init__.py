@@ -10,12 +10,13 @@
 from karyopipe.geometry.analyze import ChromosomeGeometry, analyze_chromosome
 from karyopipe.geometry.axis import clean_mask, mask_from_crop, medial_axis
 from karyopipe.geometry.centromere import find_centromere
-from karyopipe.geometry.features import FEATURE_NAMES, N_FEATURES, cell_features, feature_vector
+from karyopipe.geometry.features import FEATURE_NAMES, N_FEATURES, cell_features, cell_totals, feature_vector
 
 __all__ = [
     "FEATURE_NAMES",
     "N_FEATURES",
     "cell_features",
+    "cell_totals",
     "feature_vector",
     "ChromosomeGeometry",
     "analyze_chromosome",

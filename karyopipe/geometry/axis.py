@@ -18,6 +18,8 @@ from scipy import ndimage as ndi
 # noise and a straight major axis describes the shape better. (A folded
 # chromosome can be as round as a disc by PCA but has a long skeleton.)
 ROUND_ELONGATION = 1.1
+# A crop whose darkest value covers at least this fraction is a cut-out on a flat background.
+CUTOUT_FRACTION = 0.05
 # Masks smaller than this are "tiny": fewer pixels than a 4x4 square.
 TINY_AREA = 16
 
@@ -25,7 +27,9 @@ TINY_AREA = 16
 def mask_from_crop(gray: np.ndarray) -> np.ndarray:
     """Chromosome mask of a single-chromosome crop in canonical polarity.
 
-    Otsu threshold, largest connected component, holes filled.
+    Otsu threshold, largest connected component, holes filled. Cut-out crops
+    (a flat background value on at least 5% of the pixels) are thresholded
+    just above that value instead, so pale bands stay inside the chromosome.
 
     Parameters
     ----------
@@ -45,7 +49,16 @@ def mask_from_crop(gray: np.ndarray) -> np.ndarray:
     if gray.size == 0 or not np.isfinite(gray).all() or float(gray.max() - gray.min()) < 1e-6:
         return np.zeros(gray.shape, bool)
     smooth = ndi.gaussian_filter(gray, 0.7)
-    mask = smooth > threshold_otsu(smooth)
+    threshold = float(threshold_otsu(smooth))
+    low = float(gray.min())
+    if (gray <= low + 1e-3).mean() >= CUTOUT_FRACTION:
+        # A cut-out crop (karyogram tiles, BioImLab crops): the background is one
+        # flat value and everything above it is chromosome. Otsu would split
+        # the chromosome at its pale bands instead.
+        threshold = min(threshold, low + max(0.03, 0.1 * (threshold - low)))
+        mask = ndi.binary_opening(gray > threshold, np.ones((2, 2), bool))
+    else:
+        mask = smooth > threshold
     return largest_component(fill_holes(mask))
 
 
