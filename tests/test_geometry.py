@@ -267,3 +267,12 @@ def test_real_crop_sample(shared_data):
         lengths.append(geom.length_px)
     # Crops are single chromosomes: nearly all get a real axis.
     assert np.mean(np.array(lengths) > 10) > 0.9
+
+
+def test_real_sweep_cli_on_a_few_crops(shared_data, capsys):
+    from karyopipe.geometry.bench import run_real
+
+    result = run_real(shared_data, limit=20, progress=False)
+    assert result["crops"] == 20 and result["failures"] == 0
+    assert result["analysed"] + len(result["unreadable"]) == 20
+    assert result["ci_vs_class_reference"]["bioimlab"]["n"] == result["analysed"]

@@ -16,7 +16,9 @@ renderer's mask, and is scored:
   orientation first (so this scores straightening, not polarity).
 
 ``--real DIR`` instead sweeps every BioImLab and gband612 crop under DIR through
-:func:`mask_from_crop` and :func:`analyze_chromosome` and counts exceptions.
+:func:`mask_from_crop` and :func:`analyze_chromosome`, counts exceptions and
+flags, and compares each measured CI with its class's textbook CI (a loose
+plausibility check: real crops have no true centromere).
 """
 from __future__ import annotations
 
@@ -176,7 +178,12 @@ def run_real(root: Path, limit: int | None = None, progress: bool = True) -> dic
         (root / "gband612").glob("*/clase*/*.tif*"))
     if limit:
         paths = paths[:limit]
+    from karyopipe.classes import CHROMOSOMES, parse_bioimlab_name, parse_label
+
     failures, unreadable, flag_counts, ms = [], [], {}, []
+    # No real crop has a true centromere; the class's textbook CI (karyopipe.classes)
+    # is a loose check that the measured CI is plausible, per data set.
+    ci_gap: dict[str, list[float]] = {"bioimlab": [], "gband612": []}
     iterator = paths
     if progress:
         from tqdm import tqdm
@@ -198,7 +205,22 @@ def run_real(root: Path, limit: int | None = None, progress: bool = True) -> dic
             continue
         for flag in geom.flags:
             flag_counts[flag] = flag_counts.get(flag, 0) + 1
+        try:
+            if path.suffix.lower() == ".bmp":
+                number, which = parse_bioimlab_name(path.stem).number, "bioimlab"
+            else:
+                number, which = parse_label(path.parent.name), "gband612"
+        except ValueError:
+            continue
+        ci_gap[which].append(abs(geom.centromere_index - CHROMOSOMES[number].centromere_index))
+    ci_check = {
+        name: {"n": len(v), "median_abs_gap": float(np.median(v)),
+               "within_0.05": float(np.mean(np.array(v) <= 0.05)),
+               "within_0.10": float(np.mean(np.array(v) <= 0.10))}
+        for name, v in ci_gap.items() if v
+    }
     return {
+        "ci_vs_class_reference": ci_check,
         "crops": len(paths), "analysed": len(ms), "failures": len(failures),
         "failure_list": failures, "unreadable": unreadable, "flags": flag_counts,
         "ms_per_crop_median": float(np.median(ms)) if ms else float("nan"),
@@ -295,6 +317,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{result['failures']} failures, {len(result['unreadable'])} unreadable, "
               f"median {result['ms_per_crop_median']:.2f} ms/crop, wall {result['wall_s']:.0f} s")
         print(f"  flags: {json.dumps(result['flags'], sort_keys=True)}")
+        for name, c in result["ci_vs_class_reference"].items():
+            print(f"  CI vs class reference CI, {name}: n {c['n']}, median |gap| {c['median_abs_gap']:.3f}, "
+                  f"within 0.05 {c['within_0.05']:.3f}, within 0.10 {c['within_0.10']:.3f}")
         for line in result["failure_list"][:20] + result["unreadable"][:20]:
             print(f"  {line}")
     else:
