@@ -125,8 +125,15 @@ def test_bad_input_raises_clear_errors():
         assign_karyotype(np.zeros((46, 24)), np.ones(45))
     with pytest.raises(ValueError, match="look like probabilities"):
         assign_karyotype(np.full((46, 24), 1 / 24), np.ones(46))
-    with pytest.raises(ValueError, match="positive"):
-        assign_karyotype(np.zeros((46, 24)), np.zeros(46))
+
+
+def test_objects_without_length_are_scored_and_flagged():
+    labels, log_probs, lengths = _clean_cell("46,XX", np.random.default_rng(12))
+    lengths[3], lengths[7] = np.nan, 0.0
+    call = assign_karyotype(log_probs, lengths)
+    assert call.karyotype == "46,XX"
+    assert "no_length" in call.flags[3] and "no_length" in call.flags[7]
+    np.testing.assert_array_equal(call.labels, labels)
 
 
 @pytest.mark.parametrize("text", ["46,XX", "46,XY", "47,XY,+21", "45,X", "47,XXY", "47,XX,+18", "69,XXY",

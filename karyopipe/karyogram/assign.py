@@ -135,7 +135,8 @@ class KaryotypeCall:
     flags : list of list of str
         Per object: ``"uncertain"``, ``"unassigned"``, ``"extra_copy"``,
         ``"reassigned"`` (label differs from the classifier's top class),
-        ``"length_outlier"``, ``"polarity_uncertain"``.
+        ``"length_outlier"``, ``"no_length"`` (NaN or non-positive length given),
+        ``"polarity_uncertain"``.
     karyotype : str
         ISCN numerical karyotype (``"47,XX,+21"``); ``""`` when not callable.
     abnormalities : list of Abnormality
@@ -261,7 +262,8 @@ def _costs(log_probs, lengths, centromere_index, scale, *, temperature, length_s
     sigma[Y - 1] *= 2.0
     if length_weight and np.isfinite(scale) and scale > 0:
         r = np.log(np.maximum(lengths, 1e-6) / scale)[:, None] - np.log(rel)[None, :]
-        cost = cost + length_weight * _robust_penalty(r, sigma[None, :], 3.5 * length_sigma, outlier_rate)
+        penalty = _robust_penalty(np.nan_to_num(r), sigma[None, :], 3.5 * length_sigma, outlier_rate)
+        cost = cost + length_weight * np.where(np.isfinite(r), penalty, 0.0)
     if centromere_index is not None and ci_weight:
         ci_ref = np.array([CHROMOSOMES[k].centromere_index for k in range(1, NUM_CLASSES + 1)])
         r = centromere_index[:, None] - ci_ref[None, :]
@@ -272,7 +274,7 @@ def _costs(log_probs, lengths, centromere_index, scale, *, temperature, length_s
 
 def _estimate_scale(lengths: np.ndarray, labels: np.ndarray) -> float:
     """Pixels per relative-length unit: median over labelled objects, so a few wrong labels do not move it."""
-    ok = labels > 0
+    ok = (labels > 0) & np.isfinite(lengths)
     if not ok.any():
         return float("nan")
     rel = np.array([CHROMOSOMES[int(k)].relative_length for k in labels[ok]])
@@ -314,6 +316,8 @@ def assign_karyotype(
         Rows are renormalised (log-softmax), so logits are accepted too.
     lengths : array_like, shape (n,), optional
         Axis length of each object in pixels (one scale within the cell).
+        NaN or <= 0 for an object without a usable axis: it is scored
+        without a length term and flagged ``"no_length"``.
         Omitted: no length term, and homologs keep their input order.
     centromere_index : array_like, shape (n,), optional
         p / (p + q) per object; NaN where unknown. Omitted: not used.
@@ -368,8 +372,9 @@ def assign_karyotype(
         raise ValueError("log_probs contains NaN or +inf")
     if n and np.all(log_probs >= 0) and np.allclose(log_probs.sum(axis=1), 1.0, atol=1e-3):
         raise ValueError("log_probs look like probabilities (rows >= 0 summing to 1): pass their log")
-    if np.any(~np.isfinite(lengths)) or np.any(lengths <= 0):
-        raise ValueError("lengths must be finite and positive")
+    # A degenerate object (no axis) has no usable length: it is scored without one, and flagged.
+    no_length = ~np.isfinite(lengths) | (lengths <= 0)
+    lengths = np.where(no_length, np.nan, lengths)
     if centromere_index is not None:
         centromere_index = np.asarray(centromere_index, dtype=float).reshape(-1)
         _check("centromere_index", centromere_index, n)
@@ -398,13 +403,13 @@ def assign_karyotype(
     # labels, then re-estimate the scale from the assignment and solve again.
     scale = _estimate_scale(lengths, np.argmax(log_probs, axis=1) + 1)
     slots = {h.name: _build_slots(h, n, gain_cost, loss_cost, unassigned_cost, max_extra) for h in hypotheses}
-    for _ in range(3):
+    for iteration in range(4):
         obj_cost = _costs(log_probs, lengths, centromere_index, scale, **kw)
         results = {name: _solve(obj_cost, s) for name, s in slots.items()}
         best = min(results, key=lambda name: results[name][0])
         labels = slots[best].cls[results[best][1]]
         new_scale = _estimate_scale(lengths, labels)
-        if not np.isfinite(new_scale) or abs(new_scale - scale) < 1e-3 * scale:
+        if iteration == 3 or not np.isfinite(new_scale) or abs(new_scale - scale) < 1e-3 * scale:
             break
         scale = new_scale
     hyp = next(h for h in hypotheses if h.name == best)
@@ -413,7 +418,13 @@ def assign_karyotype(
     labels = s.cls[slot_of].astype(int)
     in_gain = s.kind[slot_of] == 1
 
-    confidence = _label_confidence(obj_cost, s, slot_of, best_cost)
+    call_ok = min_objects <= n <= max_objects
+    if call_ok:
+        confidence = _label_confidence(obj_cost, s, slot_of, best_cost)
+    else:
+        # No call to protect: the per-object posterior is enough, and cheap for hundreds of objects.
+        post = np.exp(log_softmax(-obj_cost, axis=1))
+        confidence = np.where(labels > 0, post[np.arange(n), np.maximum(labels, 1) - 1], 0.0)
     counts = {k: int(np.sum(labels == k)) for k in range(1, NUM_CLASSES + 1)}
     flags: list[list[str]] = [[] for _ in range(n)]
     top = np.argmax(log_probs, axis=1) + 1
@@ -428,16 +439,18 @@ def assign_karyotype(
             flags[i].append("extra_copy")
         if labels[i] != top[i]:
             flags[i].append("reassigned")
-        if length_weight and np.isfinite(scale) and abs(math.log(lengths[i] / (scale * rel[labels[i] - 1]))) > 3 * length_sigma:
+        if no_length[i]:
+            flags[i].append("no_length")
+        elif length_weight and np.isfinite(scale) and \
+                abs(math.log(lengths[i] / (scale * rel[labels[i] - 1]))) > 3 * length_sigma:
             flags[i].append("length_outlier")
         if polarity_confidence is not None and polarity_confidence[i] < 0.5:
             flags[i].append("polarity_uncertain")
 
-    pairs = {k: sorted(np.flatnonzero(labels == k).tolist(), key=lambda i: (-lengths[i], i))
+    pairs = {k: sorted(np.flatnonzero(labels == k).tolist(), key=lambda i: (-np.nan_to_num(lengths[i]), i))
              for k in range(1, NUM_CLASSES + 1) if counts[k]}
     n_assigned = int(np.sum(labels > 0))
     costs = {name: r[0] - best_cost for name, r in results.items()}
-    call_ok = min_objects <= n <= max_objects
     sex = "X" * counts[X] + "Y" * counts[Y]
     call = KaryotypeCall(labels, confidence, flags, "", [], sex, "", pairs, counts, hyp.ploidy, best,
                          costs, scale if length_weight else float("nan"), call_ok)
