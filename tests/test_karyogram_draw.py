@@ -80,3 +80,16 @@ def test_draw_karyogram_bad_input():
         draw_karyogram(images, call, banding="c")
     with pytest.raises(ValueError, match="2-D"):
         draw_karyogram([np.zeros((3, 3, 3))] + images[1:], call)
+
+
+def test_save_png_and_svg(tmp_path):
+    from PIL import Image
+
+    from karyopipe.karyogram.draw import save_karyogram
+
+    images, call = _cell("46,XX")
+    picture = draw_karyogram(images, call)
+    save_karyogram(tmp_path / "k.png", picture)
+    save_karyogram(tmp_path / "k.svg", picture)
+    assert Image.open(tmp_path / "k.png").size == (picture.shape[1], picture.shape[0])
+    assert (tmp_path / "k.svg").read_text().startswith("<svg")

@@ -267,5 +267,26 @@ def draw_karyogram(straightened, call, *, centromere_t=None, banding: str = "g",
 
 
 def save_karyogram(path, picture: np.ndarray) -> None:
-    """Write a karyogram picture as PNG (or any format PIL knows from the suffix)."""
-    Image.fromarray(picture).save(path)
+    """Write a karyogram picture: PNG (or any format PIL knows) by suffix; ``.svg`` wraps the PNG.
+
+    The SVG holds the raster picture as an embedded PNG, so it opens in
+    vector editors for annotation; the chromosomes themselves are pixels.
+    """
+    from pathlib import Path
+
+    path = Path(path)
+    image = Image.fromarray(np.asarray(picture, dtype=np.uint8))
+    if path.suffix.lower() == ".svg":
+        import base64
+        import io
+
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        data = base64.b64encode(buffer.getvalue()).decode("ascii")
+        w, h = image.size
+        path.write_text(
+            f'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" '
+            f'width="{w}" height="{h}" viewBox="0 0 {w} {h}">'
+            f'<image width="{w}" height="{h}" xlink:href="data:image/png;base64,{data}"/></svg>\n')
+        return
+    image.save(path)
