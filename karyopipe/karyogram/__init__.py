@@ -1,18 +1,26 @@
 """Karyogram assembly: global assignment of a cell's chromosomes, ISCN strings, karyogram pictures.
 
->>> from karyopipe.karyogram import assign_karyotype, karyotype_string, draw_karyogram  # doctest: +SKIP
+Examples
+--------
+>>> from karyopipe.karyogram import assign_karyotype, draw_karyogram, save_karyogram  # doctest: +SKIP
+>>> call = assign_karyotype(log_probs, lengths, centromere_index,                    # doctest: +SKIP
+...                         polarity_confidence=polarity)
+>>> call.karyotype, call.statement                                                  # doctest: +SKIP
+('47,XX,+21', '47,XX,+21: gain of chromosome 21, Down syndrome (p=0.99). 47 objects, 47 assigned.')
+>>> picture = draw_karyogram(straightened, call, centromere_t=centromere_t)         # doctest: +SKIP
+>>> save_karyogram("karyogram.png", picture)                                        # doctest: +SKIP
 """
 from karyopipe.karyogram.assign import Abnormality, KaryotypeCall, assign_karyotype
 from karyopipe.karyogram.iscn import karyotype_string, parse_karyotype
 
 __all__ = ["Abnormality", "KaryotypeCall", "assign_karyotype", "karyotype_string", "parse_karyotype",
-           "draw_karyogram"]
+           "draw_karyogram", "save_karyogram"]
 
 
 def __getattr__(name):
     # Drawing pulls in PIL; import it only when asked for.
-    if name == "draw_karyogram":
-        from karyopipe.karyogram.draw import draw_karyogram
+    if name in ("draw_karyogram", "save_karyogram"):
+        from karyopipe.karyogram import draw
 
-        return draw_karyogram
+        return getattr(draw, name)
     raise AttributeError(f"module 'karyopipe.karyogram' has no attribute {name!r}")
