@@ -184,6 +184,8 @@ def run_real(root: Path, limit: int | None = None, progress: bool = True) -> dic
     # No real crop has a true centromere; the class's textbook CI (karyopipe.classes)
     # is a loose check that the measured CI is plausible, per data set.
     ci_gap: dict[str, list[float]] = {"bioimlab": [], "gband612": []}
+    # (data set, cell) -> [(class, length)]: relative length needs the whole cell.
+    cell_lengths: dict[tuple[str, str], list[tuple[int, float]]] = {}
     iterator = paths
     if progress:
         from tqdm import tqdm
@@ -213,12 +215,25 @@ def run_real(root: Path, limit: int | None = None, progress: bool = True) -> dic
         except ValueError:
             continue
         ci_gap[which].append(abs(geom.centromere_index - CHROMOSOMES[number].centromere_index))
+        cell = path.parent.name if which == "bioimlab" else path.parent.parent.name
+        cell_lengths.setdefault((which, cell), []).append((number, geom.length_px))
     ci_check = {
         name: {"n": len(v), "median_abs_gap": float(np.median(v)),
                "within_0.05": float(np.mean(np.array(v) <= 0.05)),
                "within_0.10": float(np.mean(np.array(v) <= 0.10))}
         for name, v in ci_gap.items() if v
     }
+    from scipy.stats import spearmanr
+
+    rel: dict[str, tuple[list[float], list[float]]] = {}
+    for (which, _), items in cell_lengths.items():
+        mean = float(np.mean([length for _, length in items])) or 1.0
+        ours, ref = rel.setdefault(which, ([], []))
+        ours += [length / mean for _, length in items]
+        ref += [CHROMOSOMES[number].relative_length for number, _ in items]
+    for name, (ours, ref) in rel.items():
+        if name in ci_check and len(ours) > 2:
+            ci_check[name]["relative_length_spearman"] = float(spearmanr(ours, ref)[0])
     return {
         "ci_vs_class_reference": ci_check,
         "crops": len(paths), "analysed": len(ms), "failures": len(failures),
@@ -319,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  flags: {json.dumps(result['flags'], sort_keys=True)}")
         for name, c in result["ci_vs_class_reference"].items():
             print(f"  CI vs class reference CI, {name}: n {c['n']}, median |gap| {c['median_abs_gap']:.3f}, "
-                  f"within 0.05 {c['within_0.05']:.3f}, within 0.10 {c['within_0.10']:.3f}")
+                  f"within 0.05 {c['within_0.05']:.3f}, within 0.10 {c['within_0.10']:.3f}; "
+                  f"relative length vs class reference, Spearman {c.get('relative_length_spearman', float('nan')):.3f}")
         for line in result["failure_list"][:20] + result["unreadable"][:20]:
             print(f"  {line}")
     else:
