@@ -235,23 +235,30 @@ def smooth_path(path: np.ndarray, sigma: float) -> np.ndarray:
     return smoothed[pad:pad + len(path)]
 
 
-def _march_to_boundary(mask_f: np.ndarray, start: np.ndarray, direction: np.ndarray,
-                       limit: float, step: float = 0.25) -> float:
-    """Distance from ``start`` along ``direction`` until the mask edge (bilinear 0.5 level)."""
+def _march_to_boundary(mask_f: np.ndarray, starts: np.ndarray, direction: np.ndarray,
+                       limit: float, step: float = 0.25) -> np.ndarray:
+    """Distance from each of ``starts`` (K, 2) along ``direction`` to the mask edge (bilinear 0.5 level).
+
+    Returns ``(K,)`` distances, 0 for a start outside the mask.
+    """
     n = int(limit / step) + 1
     d = np.arange(1, n + 1) * step
-    pts = start[None, :] + d[:, None] * direction[None, :]
-    values = ndi.map_coordinates(mask_f, [pts[:, 1], pts[:, 0]], order=1, cval=0.0)
-    outside = np.nonzero(values < 0.5)[0]
-    if len(outside) == 0:
-        return float(d[-1])
-    i = int(outside[0])
-    if i == 0:
-        return 0.0
-    # Linear interpolation of the 0.5 crossing between the last inside and first outside sample.
-    v0, v1 = values[i - 1], values[i]
-    frac = (v0 - 0.5) / max(v0 - v1, 1e-9)
-    return float(d[i - 1] + frac * step)
+    pts = starts[:, None, :] + d[None, :, None] * direction[None, None, :]
+    values = ndi.map_coordinates(mask_f, [pts[..., 1].ravel(), pts[..., 0].ravel()],
+                                 order=1, cval=0.0).reshape(len(starts), n)
+    out = np.zeros(len(starts))
+    for k, row in enumerate(values):
+        outside = np.nonzero(row < 0.5)[0]
+        if len(outside) == 0:
+            out[k] = d[-1]
+            continue
+        i = int(outside[0])
+        if i == 0:
+            continue
+        # Linear interpolation of the 0.5 crossing between the last inside and first outside sample.
+        v0, v1 = row[i - 1], row[i]
+        out[k] = d[i - 1] + (v0 - 0.5) / max(v0 - v1, 1e-9) * step
+    return out
 
 
 def _end_tangent(path: np.ndarray, span: int) -> np.ndarray:
@@ -279,10 +286,12 @@ def extend_to_tips(path: np.ndarray, mask: np.ndarray, span: int, spread: float 
     for _ in range(2):
         tangent = _end_tangent(out, span)
         normal = np.array([tangent[1], -tangent[0]])
-        offsets = (0.0, -spread, spread) if spread > 0 else (0.0,)
-        distance = max(_march_to_boundary(mask_f, out[-1] + o * normal, tangent, limit)
-                       if o == 0.0 or mask_f[_clip_index(out[-1] + o * normal, mask.shape)] > 0 else 0.0
-                       for o in offsets)
+        offsets = np.array([0.0, -spread, spread] if spread > 0 else [0.0])
+        starts = out[-1][None, :] + offsets[:, None] * normal[None, :]
+        distances = _march_to_boundary(mask_f, starts, tangent, limit)
+        # An off-centre ray counts only from a start inside the chromosome.
+        inside = np.array([o == 0.0 or mask_f[_clip_index(p, mask.shape)] > 0 for o, p in zip(offsets, starts)])
+        distance = float(distances[inside].max())
         if distance > 0.05:
             steps = np.arange(1, int(np.ceil(distance)) + 1, dtype=np.float64)
             steps[-1] = distance

@@ -84,7 +84,7 @@ def _smoothed_width_and_taper(width: np.ndarray, sigma: float) -> tuple[np.ndarr
 
 
 def constriction_score(width: np.ndarray, density: np.ndarray,
-                       density_weight: float | None = None) -> np.ndarray:
+                       density_weight: float | None = None, *, _taper: tuple | None = None) -> np.ndarray:
     """Combined profile ``(N,)``: tip-compensated relative width plus weighted relative density.
 
     The width is divided by the width a capped rod of the chromosome's arm
@@ -95,7 +95,7 @@ def constriction_score(width: np.ndarray, density: np.ndarray,
     """
     n = len(width)
     sigma = max(1.0, 0.015 * n)
-    w, arm, taper = _smoothed_width_and_taper(width, sigma)
+    w, arm, taper = _taper if _taper is not None else _smoothed_width_and_taper(width, sigma)
     ratio = np.minimum(w / (arm * np.maximum(taper, TRUSTED_TAPER)), 1.0)
     d = ndi.gaussian_filter1d(np.asarray(density, np.float64), sigma, mode="nearest")
     d_ref = float(np.median(d[d > 0])) if (d > 0).any() else 1.0
@@ -130,8 +130,9 @@ def find_centromere(width: np.ndarray, density: np.ndarray,
         return Centromere(max(n - 1, 0) / 2.0, 0.5, 0.0, np.zeros(n))
     if density_weight is None:
         density_weight = DENSITY_WEIGHT
-    score = constriction_score(width, density, density_weight)
-    _, _, taper = _smoothed_width_and_taper(width, max(1.0, 0.015 * n))
+    smoothed = _smoothed_width_and_taper(width, max(1.0, 0.015 * n))
+    score = constriction_score(width, density, density_weight, _taper=smoothed)
+    taper = smoothed[2]
     trusted = np.nonzero(taper >= TRUSTED_TAPER)[0]
     lo, hi = (int(trusted[0]), int(trusted[-1]) + 1) if len(trusted) >= 3 else (0, n)
     depth = np.zeros(n)
