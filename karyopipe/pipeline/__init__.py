@@ -1,0 +1,15 @@
+"""The full pipeline: spread -> segmentation -> geometry -> classification -> karyogram.
+
+>>> from karyopipe import KaryoPipeline                       # doctest: +SKIP
+>>> pipe = KaryoPipeline.from_pretrained()                    # doctest: +SKIP
+>>> result = pipe("spread.png")                               # doctest: +SKIP
+>>> result.karyotype, len(result.chromosomes)                 # doctest: +SKIP
+>>> result.save("out/spread")                                 # doctest: +SKIP
+
+Command line: ``karyopipe infer SPREAD [SPREAD ...] --out DIR`` (:mod:`karyopipe.pipeline.cli`),
+``karyopipe eval-e2e DATA`` (:mod:`karyopipe.pipeline.evaluate`).
+"""
+from karyopipe.pipeline.core import ChromosomeResult, KaryoPipeline, KaryotypeResult
+from karyopipe.pipeline.overlay import draw_overlay
+
+__all__ = ["ChromosomeResult", "KaryoPipeline", "KaryotypeResult", "draw_overlay"]

@@ -1,0 +1,146 @@
+"""``karyopipe infer``: run the full pipeline on spreads (files, folders, globs).
+
+For each spread, ``OUT/<stem>/`` gets ``overlay.png``, ``karyogram.png``,
+``report.json`` and ``chromosomes.csv``. Bad files are skipped with their
+reason and listed in the summary at the end; the exit code is non-zero only
+when no spread could be processed.
+
+Examples
+--------
+    karyopipe infer examples/spread_46XY.png --out out/
+    karyopipe infer "spreads/*.png" more_spreads/ --out out/ --device cuda
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import sys
+import time
+from pathlib import Path
+
+from karyopipe.io import is_image_path
+
+
+def build_parser(prog: str = "karyopipe infer") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="Segment, measure, classify and karyotype metaphase spreads.")
+    p.add_argument("inputs", nargs="+", metavar="SPREAD", help="image files, folders (their image files) or glob patterns")
+    p.add_argument("--out", default="out", help="output folder; one sub-folder per spread (default: out)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="torch device (default: cpu)")
+    p.add_argument("--seg-weights", default=None, help="Mask R-CNN weights (default weights/mask_rcnn_karyotype_best.pth;"
+                   " the watershed baseline runs when absent)")
+    p.add_argument("--cls-weights", default=None, help="classifier weights (default weights/karyotype_classifier_best.pth;"
+                   " chromosomes stay unclassified when absent)")
+    p.add_argument("--polarity", choices=("fluorescence", "brightfield"), default=None,
+                   help="force the input polarity (default: detected per image; G-band is brightfield, Q-band fluorescence)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def expand_inputs(inputs) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Files to process, and (input, reason) for inputs that name nothing.
+
+    Folders contribute their image files (recursively, sorted); glob patterns
+    their matches; explicit files are kept whatever their suffix, so a
+    non-image is reported as such instead of vanishing.
+    """
+    files: list[Path] = []
+    missing: list[tuple[str, str]] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and is_image_path(p))
+            if not found:
+                missing.append((item, "folder holds no image files"))
+            files += found
+        elif path.exists():
+            files.append(path)
+        elif glob.has_magic(item):
+            found = sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
+            if not found:
+                missing.append((item, "pattern matches no files"))
+            files += found
+        else:
+            missing.append((item, "no such file or folder"))
+    seen, unique = set(), []
+    for f in files:
+        key = f.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    return unique, missing
+
+
+def _out_dirs(files: list[Path], out: Path) -> list[Path]:
+    # Same stem in two folders: suffix the parent's name so outputs do not overwrite each other.
+    stems: dict[str, int] = {}
+    for f in files:
+        stems[f.stem] = stems.get(f.stem, 0) + 1
+    return [out / (f.stem if stems[f.stem] == 1 else f"{f.parent.name}_{f.stem}") for f in files]
+
+
+def format_summary(rows) -> str:
+    """Table of (file, status, karyotype, count, seconds-or-error)."""
+    header = ("file", "status", "karyotype", "n", "time_s / error")
+    table = [header] + [tuple(str(v) for v in r) for r in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(4)]
+    lines = ["  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4] for r in table]
+    return "\n".join(lines)
+
+
+def run_batch(files, out: Path, pipe, polarity=None, progress: bool = True, log=print) -> list[tuple]:
+    """Process each file, never stopping on one bad file. Returns summary rows."""
+    from tqdm import tqdm
+
+    rows = []
+    for path, out_dir in tqdm(list(zip(files, _out_dirs(files, out))), desc="spreads", unit="spread",
+                              disable=not progress, file=sys.stderr):
+        t = time.perf_counter()
+        try:
+            result = pipe(path, polarity=polarity)
+            result.save(out_dir)
+        except Exception as exc:  # one bad file must not stop the batch; the reason is listed
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if str(path) not in message:
+                message = f"{path}: {message}"
+            rows.append((path, "FAILED", "-", "-", message))
+            continue
+        n = len(result.chromosomes)
+        if n == 0:
+            log(f"{path}: no chromosomes found (see {out_dir / 'report.json'})")
+        rows.append((path, "ok", result.karyotype or "(no call)", n, f"{time.perf_counter() - t:.1f}"))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    files, missing = expand_inputs(args.inputs)
+    for item, reason in missing:
+        print(f"karyopipe infer: skipping {item}: {reason}", file=sys.stderr)
+    if not files:
+        print("karyopipe infer: nothing to process", file=sys.stderr)
+        return 1
+    from karyopipe.pipeline.core import KaryoPipeline
+
+    pipe = KaryoPipeline.from_pretrained(args.seg_weights, args.cls_weights, device=args.device)
+    for name, info in pipe.stages.items():
+        if info.get("fallback"):
+            print(f"karyopipe infer: {info['reason']}", file=sys.stderr)
+        elif info.get("weights"):
+            print(f"karyopipe infer: {name}: {info['model']} ({info['weights']})", file=sys.stderr)
+    out = Path(args.out)
+    rows = run_batch(files, out, pipe, args.polarity, progress=not args.no_progress,
+                     log=lambda m: print(f"karyopipe infer: {m}", file=sys.stderr))
+    rows += [(item, "SKIPPED", "-", "-", reason) for item, reason in missing]
+    print(format_summary(rows))
+    ok = sum(r[1] == "ok" for r in rows)
+    bad = [r for r in rows if r[1] != "ok"]
+    print(f"\n{ok} of {len(rows)} processed; outputs in {out}/")
+    if bad:
+        print(f"{len(bad)} not processed:", file=sys.stderr)
+        for r in bad:
+            print(f"  {r[4]}", file=sys.stderr)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

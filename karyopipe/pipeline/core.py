@@ -1,0 +1,454 @@
+"""The full pipeline: spread in, karyotype out (:class:`KaryoPipeline`).
+
+Stages, each callable on its own:
+
+1. :meth:`KaryoPipeline.load` - read the file, grey, canonical polarity
+   (:func:`karyopipe.io.normalize_polarity` detects G-band brightfield vs Q-band
+   fluorescence).
+2. :meth:`KaryoPipeline.segment` - Mask R-CNN (:class:`karyopipe.segmentation.Segmenter`);
+   the watershed baseline when no segmentation weights are found.
+3. :meth:`KaryoPipeline.analyze` - axis, centromere, straightening per chromosome
+   (:func:`karyopipe.geometry.analyze_chromosome`).
+4. :meth:`KaryoPipeline.classify` - (n, 24) log-probabilities
+   (:class:`karyopipe.classification.Classifier`); skipped when no weights.
+5. :meth:`KaryoPipeline.assign` - joint assignment, ISCN karyotype
+   (:func:`karyopipe.karyogram.assign_karyotype`).
+
+Examples
+--------
+>>> import numpy as np
+>>> from karyopipe.pipeline import KaryoPipeline
+>>> pipe = KaryoPipeline()               # watershed, no classifier: runs anywhere
+>>> img = np.zeros((80, 80), np.float32); img[10:50, 20:28] = 1.0
+>>> result = pipe(img)
+>>> len(result.chromosomes), result.chromosomes[0].class_name
+(1, '?')
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from karyopipe.classes import CLASS_NAMES, class_name
+
+# Crops for geometry get this many pixels of context around the mask's box.
+_PAD = 4
+# Below this label confidence a chromosome is marked in the overlay and report.
+LOW_CONFIDENCE = 0.9
+
+
+@dataclass
+class ChromosomeResult:
+    """One detected chromosome.
+
+    Attributes
+    ----------
+    id : int
+        Index in the spread (0-based), the number drawn in ``overlay.png``.
+    bbox : tuple of float
+        (x0, y0, x1, y1) in input pixels.
+    polygon : ndarray, shape (K, 2)
+        Outer contour, xy input pixels.
+    mask : ndarray, shape (H, W), bool
+        Full-image mask (not written to the report).
+    score : float
+        Segmentation score (Mask R-CNN probability, or the watershed's contrast proxy).
+    label : int
+        Class number 1..24 (23 = X, 24 = Y), 0 when unclassified or unassigned.
+    confidence : float
+        Probability that ``label`` is right given the whole cell (NaN when unclassified).
+    top3 : list of (str, float)
+        Classifier's three best classes with probabilities (empty when unclassified).
+    length_px, relative_length : float
+        Axis length in pixels and as a percentage of the cell's total length.
+    centromere_index : float
+        p / (p + q).
+    polarity_confidence : float
+        Geometry's confidence that the p-arm is the upper end of ``straightened``.
+    flags : list of str
+        Geometry flags plus karyogram flags (``"uncertain"``, ``"extra_copy"``...).
+    geometry : ChromosomeGeometry or None
+        The full geometry result (axis in input pixels, straightened image).
+
+    Examples
+    --------
+    >>> c = ChromosomeResult(id=0, bbox=(0, 0, 4, 9), polygon=np.zeros((0, 2)), mask=None)
+    >>> c.class_name, c.low_confidence
+    ('?', True)
+    """
+
+    id: int
+    bbox: tuple
+    polygon: np.ndarray
+    mask: np.ndarray | None = field(repr=False, default=None)
+    score: float = float("nan")
+    label: int = 0
+    confidence: float = float("nan")
+    top3: list = field(default_factory=list)
+    length_px: float = float("nan")
+    relative_length: float = float("nan")
+    centromere_index: float = float("nan")
+    polarity_confidence: float = float("nan")
+    flags: list = field(default_factory=list)
+    geometry: object = field(repr=False, default=None)
+
+    @property
+    def class_name(self) -> str:
+        """``"1"``..``"22"``, ``"X"``, ``"Y"``, or ``"?"`` when unclassified."""
+        return class_name(self.label) if self.label else "?"
+
+    @property
+    def low_confidence(self) -> bool:
+        """True when unclassified, below :data:`LOW_CONFIDENCE`, or flagged uncertain."""
+        return (not self.label) or not (self.confidence >= LOW_CONFIDENCE) or "uncertain" in self.flags
+
+
+@dataclass
+class KaryotypeResult:
+    """Everything the pipeline found on one spread.
+
+    Attributes
+    ----------
+    source : str
+        File name, or ``"<array>"``.
+    image : ndarray, shape (H, W), float32
+        Canonical-polarity grey image (chromosomes bright).
+    polarity : str
+        ``"brightfield"`` (G-band, inverted on load) or ``"fluorescence"`` (Q-band).
+    chromosomes : list of ChromosomeResult
+    karyotype : str
+        ISCN numerical karyotype, ``""`` when no call was made.
+    statement : str
+        Plain-language summary, including why no call was made.
+    abnormalities : list of dict
+        ``{"description", "confidence", "kind", "number"}``.
+    sex : str
+    call : KaryotypeCall or None
+        The karyogram stage's full result.
+    timings : dict of str to float
+        Seconds per stage.
+    stages : dict of str to dict
+        Per stage what ran: model/weights file, or the fallback and why.
+    warnings : list of str
+        Everything that degraded this result (missing weights, no chromosomes...).
+
+    Examples
+    --------
+    >>> pipe = KaryoPipeline.from_pretrained()                     # doctest: +SKIP
+    >>> result = pipe("examples/spread_46XY.png")                   # doctest: +SKIP
+    >>> result.karyotype, len(result.chromosomes)                   # doctest: +SKIP
+    ('46,XY', 46)
+    >>> result.save("out/spread_46XY")   # overlay.png, karyogram.png, report.json, chromosomes.csv  # doctest: +SKIP
+    """
+
+    source: str
+    image: np.ndarray = field(repr=False)
+    polarity: str
+    chromosomes: list
+    karyotype: str = ""
+    statement: str = ""
+    abnormalities: list = field(default_factory=list)
+    sex: str = ""
+    call: object = field(repr=False, default=None)
+    timings: dict = field(default_factory=dict)
+    stages: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
+
+    @property
+    def banding(self) -> str:
+        """``"g"`` for brightfield input, ``"q"`` for fluorescence: how pictures are shown."""
+        return "g" if self.polarity == "brightfield" else "q"
+
+    def karyogram_image(self) -> np.ndarray:
+        """Karyogram picture, (H, W, 3) uint8 RGB (:func:`karyopipe.karyogram.draw_karyogram`).
+
+        Unclassified chromosomes are laid out in the tray below the (empty) rows.
+        """
+        from karyopipe.karyogram import draw_karyogram
+
+        straight, ct = [], []
+        for c in self.chromosomes:
+            g = c.geometry
+            straight.append(g.straightened if g is not None else np.zeros((1, 8), np.float32))
+            ct.append(g.centromere_t if g is not None else 0.5)
+        call = self.call if self.call is not None else _unassigned_call(len(self.chromosomes), self.statement)
+        title = self.karyotype or (self.statement.split(".")[0] if self.statement else None)
+        return draw_karyogram(straight, call, centromere_t=ct if straight else None, banding=self.banding, title=title)
+
+    def overlay_image(self) -> np.ndarray:
+        """Spread with masks, outlines, ids and class labels, (H, W, 3) uint8 (:func:`draw_overlay`)."""
+        from karyopipe.pipeline.overlay import draw_overlay
+
+        return draw_overlay(self.image, self.chromosomes, banding=self.banding, title=self.karyotype or None)
+
+    def to_dict(self) -> dict:
+        """JSON-ready report (the content of ``report.json``)."""
+        from karyopipe.pipeline.report import result_to_dict
+
+        return result_to_dict(self)
+
+    def save(self, out_dir) -> dict[str, Path]:
+        """Write ``overlay.png``, ``karyogram.png``, ``report.json`` and ``chromosomes.csv`` into ``out_dir``.
+
+        Returns the written paths by name.
+        """
+        from karyopipe.pipeline.report import save_result
+
+        return save_result(self, out_dir)
+
+
+def _unassigned_call(n: int, statement: str = ""):
+    from karyopipe.karyogram import KaryotypeCall
+
+    return KaryotypeCall(labels=np.zeros(n, int), confidence=np.full(n, np.nan), flags=[["unassigned"] for _ in range(n)],
+                         karyotype="", abnormalities=[], sex="", statement=statement, pairs={}, callable=False)
+
+
+def _polygon(mask: np.ndarray) -> np.ndarray:
+    import cv2
+
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return np.zeros((0, 2), np.float32)
+    return max(contours, key=cv2.contourArea)[:, 0, :].astype(np.float32)
+
+
+class KaryoPipeline:
+    """Segmentation -> geometry -> classification -> karyogram, on one spread at a time.
+
+    Parameters
+    ----------
+    segmenter : callable or None
+        ``segmenter(gray) -> list[Instance]``; ``None`` uses the watershed baseline.
+    classifier : Classifier or None
+        ``None`` leaves chromosomes unclassified (no karyotype call).
+    device : str
+    stages : dict, optional
+        What each stage runs (recorded in every result's report).
+
+    Examples
+    --------
+    >>> from karyopipe import KaryoPipeline
+    >>> pipe = KaryoPipeline.from_pretrained()            # doctest: +SKIP
+    >>> result = pipe("spread.png")                       # doctest: +SKIP
+    >>> print(result.karyotype); result.save("out/spread")  # doctest: +SKIP
+    """
+
+    def __init__(self, segmenter=None, classifier=None, device: str = "cpu", stages: dict | None = None):
+        self.segmenter = segmenter
+        self.classifier = classifier
+        self.device = device
+        self.stages = dict(stages or {})
+        self.stages.setdefault("segmentation", {"model": "mask_rcnn"} if segmenter is not None else
+                               {"model": "watershed", "fallback": True, "reason": "no segmenter given"})
+        self.stages.setdefault("classification", {"model": "hybrid_resnet"} if classifier is not None else
+                               {"model": None, "fallback": True, "reason": "no classifier given"})
+        self.stages.setdefault("geometry", {"model": "karyopipe.geometry.analyze_chromosome"})
+        self.stages.setdefault("karyogram", {"model": "karyopipe.karyogram.assign_karyotype"})
+
+    @classmethod
+    def from_pretrained(cls, seg_weights=None, cls_weights=None, device: str = "cpu", verbose: bool = False) -> "KaryoPipeline":
+        """Load the shipped (or given) weights; a missing file degrades that stage instead of failing.
+
+        Parameters
+        ----------
+        seg_weights, cls_weights : str or Path, optional
+            Default ``weights/mask_rcnn_karyotype_best.pth`` and
+            ``weights/karyotype_classifier_best.pth``. A path given explicitly
+            that does not exist is an error; a missing default is a fallback.
+        device : {"cpu", "cuda"}
+        verbose : bool
+            Print each fallback to stderr.
+        """
+        import sys
+
+        from karyopipe.weights import CLASSIFICATION_WEIGHTS, SEGMENTATION_WEIGHTS, default_weights
+
+        if device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise RuntimeError("--device cuda: no CUDA device is available (use --device cpu)")
+        stages: dict = {}
+        segmenter = classifier = None
+        seg_path = Path(seg_weights) if seg_weights else default_weights(SEGMENTATION_WEIGHTS)
+        if seg_weights and not seg_path.is_file():
+            raise FileNotFoundError(f"{seg_path}: segmentation weights not found")
+        if seg_path.is_file():
+            from karyopipe.segmentation import Segmenter
+
+            segmenter = Segmenter.from_pretrained(seg_path, device=device)
+            stages["segmentation"] = {"model": "mask_rcnn", "weights": str(seg_path), **_card(seg_path)}
+        else:
+            stages["segmentation"] = {"model": "watershed", "fallback": True,
+                                      "reason": f"segmentation weights missing: {seg_path} - using the watershed baseline"}
+        cls_path = Path(cls_weights) if cls_weights else default_weights(CLASSIFICATION_WEIGHTS)
+        if cls_weights and not cls_path.is_file():
+            raise FileNotFoundError(f"{cls_path}: classifier weights not found")
+        if cls_path.is_file():
+            from karyopipe.classification import Classifier
+
+            classifier = Classifier.from_pretrained(cls_path, device=device)
+            stages["classification"] = {"model": "hybrid_resnet", "weights": str(cls_path), **_card(cls_path)}
+        else:
+            stages["classification"] = {"model": None, "fallback": True,
+                                        "reason": f"classifier weights missing: {cls_path} - chromosomes left unclassified"}
+        if verbose:
+            for name, info in stages.items():
+                if info.get("fallback"):
+                    print(f"karyopipe: {info['reason']}", file=sys.stderr)
+        return cls(segmenter, classifier, device, stages)
+
+    # -- stages ---------------------------------------------------------------
+    @staticmethod
+    def load(image_or_path, polarity: str | None = None) -> tuple[np.ndarray, str, str]:
+        """Canonical grey image, detected polarity and source name of a path or array.
+
+        Raises :class:`karyopipe.io.ImageReadError` (naming the file) for bad files.
+        """
+        from karyopipe.io import MAX_PIXELS, ImageReadError, normalize_polarity, read_image
+
+        if isinstance(image_or_path, (str, Path)):
+            source = str(image_or_path)
+            image = read_image(image_or_path)
+        else:
+            source = "<array>"
+            image = np.asarray(image_or_path)
+        if image.ndim not in (2, 3) or image.shape[0] < 8 or image.shape[1] < 8:
+            raise ImageReadError(source, f"not a spread image (shape {image.shape})")
+        if image.shape[0] * image.shape[1] > MAX_PIXELS:
+            raise ImageReadError(source, f"image too large ({image.shape[1]}x{image.shape[0]} px, limit {MAX_PIXELS // 1_000_000} MP); downscale it first")
+        if image.dtype.kind == "f" and image.ndim == 2:
+            gray = np.clip(np.nan_to_num(image.astype(np.float32)), 0, 1)
+            gray, pol = normalize_polarity(gray, polarity)
+        else:
+            gray, pol = normalize_polarity(image, polarity)
+        return gray, pol, source
+
+    def segment(self, gray: np.ndarray) -> list:
+        """Chromosome instances (:class:`karyopipe.data.Instance`, full-image ``mask``) of a canonical image."""
+        if self.segmenter is not None:
+            return list(self.segmenter(gray))
+        from karyopipe.segmentation import segment_watershed
+
+        return list(segment_watershed(gray))
+
+    @staticmethod
+    def analyze(gray: np.ndarray, instances) -> list:
+        """Geometry of each instance, computed on a padded crop, axis/centromere mapped back to input pixels."""
+        from karyopipe.geometry import analyze_chromosome
+
+        h, w = gray.shape
+        out = []
+        for inst in instances:
+            ys, xs = np.nonzero(inst.mask)
+            y0, y1 = max(0, ys.min() - _PAD), min(h, ys.max() + 1 + _PAD)
+            x0, x1 = max(0, xs.min() - _PAD), min(w, xs.max() + 1 + _PAD)
+            m = inst.mask[y0:y1, x0:x1]
+            g = analyze_chromosome(m, np.where(m, gray[y0:y1, x0:x1], 0).astype(np.float32))
+            offset = np.array([x0, y0], float)
+            g.axis = g.axis + offset
+            g.centromere_xy = np.asarray(g.centromere_xy, float) + offset
+            out.append(g)
+        return out
+
+    def classify(self, geometries) -> np.ndarray | None:
+        """(n, 24) log-probabilities, or None without a classifier."""
+        if self.classifier is None or not geometries:
+            return None
+        return np.asarray(self.classifier.predict_cell(list(geometries)), np.float32)
+
+    @staticmethod
+    def assign(log_probs, geometries):
+        """:class:`karyopipe.karyogram.KaryotypeCall` of one cell, or None without log-probs."""
+        if log_probs is None:
+            return None
+        from karyopipe.karyogram import assign_karyotype
+
+        lengths = np.array([g.length_px if g.length_px > 0 else np.nan for g in geometries], float)
+        ci = np.array([g.centromere_index if g.length_px > 0 else np.nan for g in geometries], float)
+        pc = np.array([g.polarity_confidence for g in geometries], float)
+        return assign_karyotype(log_probs, lengths, ci, polarity_confidence=pc)
+
+    # -- all together ---------------------------------------------------------
+    def __call__(self, image_or_path, polarity: str | None = None) -> KaryotypeResult:
+        """Run every stage on one spread (path or array) and return a :class:`KaryotypeResult`."""
+        timings: dict[str, float] = {}
+        warnings = [info["reason"] for info in self.stages.values() if info.get("fallback") and info.get("reason")]
+        t = time.perf_counter()
+        gray, pol, source = self.load(image_or_path, polarity)
+        timings["load"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        instances = [inst for inst in self.segment(gray) if inst.mask is not None and inst.mask.any()]
+        timings["segmentation"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        geometries = self.analyze(gray, instances)
+        timings["geometry"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        log_probs = self.classify(geometries)
+        timings["classification"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        call = None
+        if not instances:
+            statement = f"{source}: no chromosomes found - check the image is a metaphase spread and its polarity"
+            warnings.append(statement)
+        else:
+            call = self.assign(log_probs, geometries)
+            statement = call.statement if call is not None else (
+                f"{len(instances)} objects segmented; not classified (no classifier weights), no karyotype call.")
+        timings["karyogram"] = time.perf_counter() - t
+
+        lengths = np.array([g.length_px for g in geometries], float)
+        total = float(np.nansum(lengths[lengths > 0])) if len(lengths) else 0.0
+        chromosomes = []
+        for i, (inst, g) in enumerate(zip(instances, geometries)):
+            c = ChromosomeResult(
+                id=i, bbox=tuple(float(v) for v in (inst.bbox or _bbox(inst.mask))), polygon=_polygon(inst.mask),
+                mask=inst.mask, score=float(inst.score) if inst.score is not None else float("nan"),
+                length_px=float(g.length_px), relative_length=100.0 * g.length_px / total if total > 0 else float("nan"),
+                centromere_index=float(g.centromere_index), polarity_confidence=float(g.polarity_confidence),
+                flags=list(g.flags), geometry=g,
+            )
+            if log_probs is not None:
+                probs = np.exp(log_probs[i])
+                top = np.argsort(-probs)[:3]
+                c.top3 = [(CLASS_NAMES[k], round(float(probs[k]), 4)) for k in top]
+            if call is not None:
+                c.label = int(call.labels[i])
+                c.confidence = float(call.confidence[i])
+                c.flags = sorted(set(c.flags) | set(call.flags[i]))
+            chromosomes.append(c)
+        total_time = sum(timings.values())
+        timings = {k: round(v, 4) for k, v in timings.items()}
+        timings["total"] = round(total_time, 4)
+        return KaryotypeResult(
+            source=source, image=gray, polarity=pol, chromosomes=chromosomes,
+            karyotype=call.karyotype if call is not None else "", statement=statement,
+            abnormalities=[_abn(a) for a in (call.abnormalities if call is not None else [])],
+            sex=call.sex if call is not None else "", call=call, timings=timings,
+            stages={k: dict(v) for k, v in self.stages.items()}, warnings=warnings,
+        )
+
+
+def _abn(a) -> dict:
+    return {"description": a.description, "confidence": round(float(a.confidence), 4), "kind": a.kind, "number": a.number}
+
+
+def _bbox(mask: np.ndarray) -> tuple:
+    ys, xs = np.nonzero(mask)
+    return (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
+
+
+def _card(path: Path) -> dict:
+    """Which weights file ran: size and modification time identify the version without loading it twice."""
+    import datetime as dt
+
+    st = path.stat()
+    return {"bytes": st.st_size, "modified": dt.datetime.fromtimestamp(st.st_mtime, dt.timezone.utc).isoformat(timespec="seconds")}
