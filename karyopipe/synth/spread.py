@@ -241,7 +241,8 @@ def compose_spread(
         Re-encode as JPEG at this quality (the PNG then carries its artefacts).
     pixel_scale : float or (lo, hi), optional
         Chromosome-1 length in px per 1000 px of image diagonal-ish size
-        (``sqrt(W * H)``). Default 95..125 (about 65..85 px for 768x576).
+        (``sqrt(W * H)``). Default 105..140 (about 70..93 px for 768x576,
+        as in the BioImLab spreads).
     composite_cell : list of (number, gray, mask), optional
         Real crops of one cell to place instead of rendered chromosomes (see
         :mod:`karyopipe.synth.composite`); their G/Q polarity must match ``banding``.
@@ -265,12 +266,12 @@ def compose_spread(
         "illumination": _draw(illumination, rng, (0.0, 0.25)),
         "noise": _draw(noise, rng, (0.01, 0.04)),
         "blur": _draw(blur, rng, (0.4, 1.2)),
-        "pixel_scale": _draw(pixel_scale, rng, (95.0, 125.0)),
+        "pixel_scale": _draw(pixel_scale, rng, (105.0, 140.0)),
         "nuclei": int(rng.integers(0, 3)) if nuclei is None else int(nuclei),
         "debris": int(rng.integers(0, 11)) if debris is None else int(debris),
     }
     chr1 = settings["pixel_scale"] * np.sqrt(W * H) / 1000.0
-    width = chr1 * rng.uniform(0.09, 0.115)
+    width = chr1 * rng.uniform(0.10, 0.14)
     rel = relative_lengths()
 
     # Objects to place: rendered chromosomes (or real crops), then nuclei and debris.
