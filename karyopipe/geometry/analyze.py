@@ -47,7 +47,7 @@ class ChromosomeGeometry:
         Pixels of the input mask.
     flags : list of str
         ``"degenerate"`` (empty or no length), ``"tiny"``, ``"pca_axis"``
-        (too round for a skeleton), ``"branched"`` (skeleton pruned),
+        (too round for a skeleton), ``"branched"`` (side branches of over a width pruned),
         ``"no_constriction"``, ``"wider_than_straightened"`` (the straightened
         image, one pixel per column, cuts the sides off), ``"low_confidence"``.
     confidence : float

@@ -321,7 +321,8 @@ def medial_axis(mask: np.ndarray, *, smooth_sigma: float | None = None) -> tuple
         xy points from one tip to the other (orientation not yet p -> q).
     flags : list of str
         ``"pca_axis"`` when the shape was too round or small for a skeleton,
-        ``"branched"`` when the skeleton forked and was pruned.
+        ``"branched"`` when side branches of more than a chromosome width
+        in all were pruned off the skeleton.
     """
     import cv2
     from skimage.morphology import skeletonize
@@ -341,7 +342,9 @@ def medial_axis(mask: np.ndarray, *, smooth_sigma: float | None = None) -> tuple
     path, degree = longest_skeleton_path(skeleton)
     if len(path) < 3 or arc_length(path)[-1] < 1.2 * half_width:
         return pca_axis(mask), ["pca_axis"]
-    if (degree > 2).any():
+    # Short spurs from ragged edges are routine; report only side branches that
+    # add up to more than a chromosome width (split chromatids, debris, overlaps).
+    if (degree > 2).any() and int(skeleton.sum()) - len(path) > 2.0 * half_width:
         flags.append("branched")
     # Forks near a tip (split chromatids, ragged ends) and the last half-width of
     # any skeleton bend towards a corner: cut them and re-extend along the tangent.
