@@ -1,0 +1,159 @@
+"""End-to-end pipeline: fallbacks, the four outputs, batch behaviour and bad input."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from karyopipe.pipeline import ChromosomeResult, KaryoPipeline, KaryotypeResult
+from karyopipe.pipeline.cli import main
+
+OUTPUTS = ("overlay.png", "karyogram.png", "report.json", "chromosomes.csv")
+# (x, y, length, angle) of well-separated banded rods: one chromosome each.
+RODS = [(40, 50, 46, 0), (120, 60, 34, 30), (200, 50, 52, 90), (60, 150, 28, 60), (150, 160, 40, 120), (230, 170, 24, 10)]
+
+
+def draw_spread(brightfield: bool = True, size=(240, 280)) -> np.ndarray:
+    """Banded rods on a flat background; G-band look (dark on light) when ``brightfield``."""
+    import cv2
+
+    img = np.zeros(size, np.float32)
+    for x, y, length, angle in RODS:
+        rod = np.zeros((length + 8, 16), np.float32)
+        rod[4:-4, 4:12] = 0.85
+        rod[4 + length // 3: 4 + length // 3 + 3, 4:12] = 0.65  # a band
+        rot = cv2.getRotationMatrix2D((8, (length + 8) / 2), angle, 1.0)
+        side = length + 16
+        rot[:, 2] += [(side - 16) / 2, (side - length - 8) / 2]
+        patch = cv2.warpAffine(rod, rot, (side, side))
+        y0, x0 = y - side // 2, x - side // 2
+        img[y0:y0 + side, x0:x0 + side] = np.maximum(img[y0:y0 + side, x0:x0 + side], patch)
+    img = np.clip(img + np.random.default_rng(0).normal(0, 0.02, size), 0, 1)
+    if brightfield:
+        img = 1.0 - 0.8 * img
+    return (img * 255).astype(np.uint8)
+
+
+@pytest.fixture()
+def no_weights(tmp_path, monkeypatch):
+    """Default weights point at an empty folder: every stage must fall back."""
+    empty = tmp_path / "no_weights"
+    empty.mkdir()
+    monkeypatch.setenv("KARYOPIPE_WEIGHTS", str(empty))
+    return empty
+
+
+@pytest.fixture()
+def spread_png(tmp_path):
+    path = tmp_path / "spread.png"
+    Image.fromarray(draw_spread()).save(path)
+    return path
+
+
+def test_library_fallbacks_and_result(no_weights):
+    pipe = KaryoPipeline.from_pretrained()
+    assert pipe.segmenter is None and pipe.classifier is None
+    result = pipe(draw_spread())
+    assert isinstance(result, KaryotypeResult)
+    assert result.polarity == "brightfield"  # G-band look detected and inverted
+    assert len(result.chromosomes) == len(RODS)
+    assert all(isinstance(c, ChromosomeResult) and c.class_name == "?" for c in result.chromosomes)
+    lengths = sorted(c.length_px for c in result.chromosomes)
+    assert np.allclose(lengths, sorted(r[2] for r in RODS), atol=6)
+    assert result.karyotype == "" and "not classified" in result.statement
+    assert set(result.to_dict()["fallbacks"]) == {"segmentation", "classification"}
+    assert result.karyogram_image().ndim == 3 and result.overlay_image().shape == (240, 280, 3)
+
+
+def test_fake_classifier_fills_classes(no_weights):
+    class Fake:  # always says "class 5", surely enough to check the wiring
+        def predict_cell(self, crops):
+            lp = np.full((len(crops), 24), np.log(0.5 / 23), np.float32)
+            lp[:, 4] = np.log(0.5)
+            return lp
+
+    result = KaryoPipeline(classifier=Fake())(draw_spread(brightfield=False))
+    assert result.polarity == "fluorescence"
+    assert all(c.top3[0] == ("5", 0.5) for c in result.chromosomes)
+    assert result.call is not None and len(result.call.labels) == len(RODS)
+
+
+def test_cli_writes_four_outputs(no_weights, spread_png, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main([str(spread_png), "--out", str(out), "--no-progress"]) == 0
+    for name in OUTPUTS:
+        assert (out / "spread" / name).stat().st_size > 0
+    report = json.loads((out / "spread" / "report.json").read_text())
+    assert report["n_chromosomes"] == len(RODS)
+    assert report["stages"]["segmentation"]["model"] == "watershed"
+    assert set(report["timings_s"]) >= {"segmentation", "geometry", "classification", "karyogram", "total"}
+    c0 = report["chromosomes"][0]
+    assert {"id", "bbox", "polygon", "class", "top3", "length_px", "relative_length", "centromere_index", "flags"} <= set(c0)
+    rows = (out / "spread" / "chromosomes.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + len(RODS)
+    err = capsys.readouterr().err
+    assert "classifier weights missing" in err and "watershed" in err
+
+
+def test_batch_goes_past_bad_files(no_weights, spread_png, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "notes.txt").write_text("not an image")
+    data = spread_png.read_bytes()
+    (bad / "truncated.png").write_bytes(data[: len(data) // 3])
+    (bad / "empty.png").write_bytes(b"")
+    out = tmp_path / "out"
+    code = main([str(spread_png), str(bad / "notes.txt"), str(bad / "truncated.png"), str(bad / "empty.png"),
+                 str(tmp_path / "missing.png"), "--out", str(out), "--no-progress"])
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "1 of 5 processed" in captured.out
+    for name in ("notes.txt", "truncated.png", "empty.png", "missing.png"):
+        assert name in captured.err
+    assert (out / "spread" / "report.json").exists()
+    assert not (out / "truncated").exists()
+
+
+def test_all_bad_batch_fails(no_weights, tmp_path, capsys):
+    (tmp_path / "empty.png").write_bytes(b"")
+    assert main([str(tmp_path / "empty.png"), "--out", str(tmp_path / "out"), "--no-progress"]) != 0
+    assert main([str(tmp_path / "nothing_*.png"), "--out", str(tmp_path / "out"), "--no-progress"]) != 0
+
+
+def test_folder_glob_and_no_chromosomes(no_weights, spread_png, tmp_path, capsys):
+    folder = tmp_path / "spreads"
+    folder.mkdir()
+    Image.fromarray(np.full((64, 64), 200, np.uint8)).save(folder / "blank.png")
+    Image.fromarray(draw_spread(brightfield=False)).save(folder / "qband.tif")
+    out = tmp_path / "out"
+    assert main([str(folder), str(tmp_path / "sp*.png"), "--out", str(out), "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "3 of 3 processed" in captured.out
+    assert "no chromosomes found" in captured.err
+    report = json.loads((out / "blank" / "report.json").read_text())
+    assert report["n_chromosomes"] == 0 and "no chromosomes found" in report["statement"]
+    assert json.loads((out / "qband" / "report.json").read_text())["polarity"] == "fluorescence"
+
+
+def test_too_large_image_is_refused(no_weights, tmp_path, capsys):
+    big = tmp_path / "big.png"
+    Image.new("1", (10000, 10000)).save(big)
+    assert main([str(big), "--out", str(tmp_path / "out"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "big.png" in err and "too large" in err.lower()
+
+
+def test_explicit_missing_weights_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        KaryoPipeline.from_pretrained(cls_weights=tmp_path / "nope.pth")
+
+
+def test_real_gband_spread(shared_data, no_weights, tmp_path):
+    spread = sorted((shared_data / "gband_spreads").glob("L19*.JPG"))[1]
+    result = KaryoPipeline.from_pretrained()(spread)
+    assert result.polarity == "brightfield"
+    assert 20 <= len(result.chromosomes) <= 120
+    paths = result.save(tmp_path / "real")
+    assert all(p.exists() for p in paths.values())
