@@ -90,7 +90,8 @@ class _ClassifierScorer:
 
 
 def run_bench(karyotypes=DEFAULT_KARYOTYPES, n: int = 100, seed: int = 0, scorer: str = "synthetic",
-              noise: float = 0.38, weights=None, progress: bool = True, **assign_kw) -> dict:
+              noise: float = 0.38, weights=None, progress: bool = True, banding: str = "both",
+              **assign_kw) -> dict:
     """Call ``n`` synthetic cells of each karyotype and score the calls.
 
     Returns
@@ -111,12 +112,12 @@ def run_bench(karyotypes=DEFAULT_KARYOTYPES, n: int = 100, seed: int = 0, scorer
         row = {"n": 0, "exact": 0, "single": [], "assigned": [], "calls": Counter(), "called_abnormal": 0,
                "errors": 0, "errors_flagged": 0, "flagged": 0, "objects": 0, "exact_argmax": 0}
         for c in range(n):
-            banding = "g" if c % 2 == 0 else "q"
+            band = banding if banding in ("g", "q") else ("g" if c % 2 == 0 else "q")
             if score_fn is None:
                 cell = synthetic_cell(counts, rng, noise=noise)
                 labels, lp, lengths, ci, pol = cell.labels, cell.log_probs, cell.lengths, cell.centromere_index, None
             else:
-                labels, lp, lengths, ci, pol = score_fn(counts, rng, banding)
+                labels, lp, lengths, ci, pol = score_fn(counts, rng, band)
             call = assign_karyotype(lp, lengths, ci, polarity_confidence=pol, **assign_kw)
             hit = call.karyotype == kt
             top = np.argmax(lp, 1) + 1
@@ -174,6 +175,7 @@ def run_bench(karyotypes=DEFAULT_KARYOTYPES, n: int = 100, seed: int = 0, scorer
                         if scorer == "synthetic" else
                         "shipped classifier on rendered synthetic chromosomes (ground-truth masks) + geometry"),
         "noise": noise if scorer == "synthetic" else None,
+        "banding": banding if scorer == "classifier" else None,
         "seed": seed,
         "cells": total,
         "karyotype_exact_rate": exact / total,
@@ -281,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--noise", type=float, default=0.38,
                         help="synthetic scorer confusion; 0.30 / 0.38 / 0.45 give ~97 / 91 / 85 %% argmax accuracy")
     parser.add_argument("--weights", help="classifier weights (default: the shipped ones)")
+    parser.add_argument("--banding", choices=("g", "q", "both"), default="both",
+                        help="classifier scorer: render G-, Q-banded or alternating cells (default both)")
     parser.add_argument("--no-morphology", action="store_true",
                         help="ablation: assign on classifier scores alone (no length / centromere terms)")
     parser.add_argument("--karyotypes", nargs="+", default=list(DEFAULT_KARYOTYPES), metavar="ISCN",
@@ -316,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         parse_karyotype(kt)  # fail early on a bad karyotype string
     morphology = {"length_weight": 0.0, "ci_weight": 0.0} if args.no_morphology else {}
     result = run_bench(args.karyotypes, args.n, args.seed, args.scorer, args.noise, args.weights,
-                       progress=not args.quiet, **morphology)
+                       progress=not args.quiet, banding=args.banding, **morphology)
     print(f"scorer: {result['scorer']} ({result['scorer_note']})")
     print(f"{'karyotype':<12} {'n':>5} {'exact':>7} {'single':>7} {'assigned':>8} {'abn':>6}  most frequent calls")
     for kt, r in result["per_karyotype"].items():
