@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Whole staged training of karyopipe, from scratch (no pretrained weights):
+#   1. synthetic spreads (karyopipe synth)       -> $RUNS/synth
+#   2. segmentation Mask R-CNN (train_segmentation.py) on BioImLab metaphases + synthetic
+#   3. classification HybridResNet (train_classification.py) on BioImLab + gband612 crops
+#   4. evaluation: eval-seg, eval-cls, label-bioimlab + eval-e2e on the held-out cells
+#
+# Run it in the background with a log:
+#   nohup ./run_training.sh > train.log 2>&1 &
+# Override any setting from the environment, e.g.
+#   DEVICE=cuda EPOCHS_SEG=40 EPOCHS_CLS=60 nohup ./run_training.sh > train.log 2>&1 &
+#   STAGES="cls eval" ./run_training.sh          # only some stages
+# The shipped weights are written to $WEIGHTS (weights/ by default); everything
+# else goes under $RUNS (git-ignored). Nothing derived from the real data is committed.
+set -euo pipefail
+
+DATA_ROOT=${DATA_ROOT:-$(cd "$(dirname "$0")/.." && pwd)/shared/data}
+RUNS=${RUNS:-runs/train_$(date -u +%Y%m%d_%H%M)}
+WEIGHTS=${WEIGHTS:-weights}
+DEVICE=${DEVICE:-cpu}
+PYTHON=${PYTHON:-.venv/bin/python}
+THREADS=${THREADS:-2}
+N_SYNTH=${N_SYNTH:-200}
+EPOCHS_SEG=${EPOCHS_SEG:-30}
+EPOCHS_CLS=${EPOCHS_CLS:-40}
+BATCH_SEG=${BATCH_SEG:-4}
+BATCH_CLS=${BATCH_CLS:-128}
+SEED=${SEED:-0}
+STAGES=${STAGES:-"synth seg cls eval"}
+
+BIOIMLAB_META="$DATA_ROOT/bioimlab/metaphases"
+BIOIMLAB_CROPS="$DATA_ROOT/bioimlab/crops"
+GBAND_CROPS="$DATA_ROOT/gband612"
+SEG_WEIGHTS="$WEIGHTS/mask_rcnn_karyotype_best.pth"
+CLS_WEIGHTS="$WEIGHTS/karyotype_classifier_best.pth"
+
+cd "$(dirname "$0")"
+mkdir -p "$RUNS"
+has() { [[ " $STAGES " == *" $1 "* ]]; }
+log() { echo "[$(date -u +%H:%M:%S)] $*"; }
+log "karyopipe training: DATA_ROOT=$DATA_ROOT RUNS=$RUNS DEVICE=$DEVICE STAGES='$STAGES'"
+[[ -d "$DATA_ROOT" ]] || { echo "DATA_ROOT $DATA_ROOT not found (set DATA_ROOT=...)" >&2; exit 2; }
+
+if has synth; then
+    log "1/4 synthetic spreads -> $RUNS/synth"
+    "$PYTHON" -m karyopipe synth --out "$RUNS/synth" --n "$N_SYNTH" --seed "$SEED" --banding mixed --no-progress
+fi
+
+if has seg; then
+    log "2/4 segmentation -> $SEG_WEIGHTS"
+    synth_args=()
+    [[ -f "$RUNS/synth/annotations.json" ]] && synth_args=(--synthetic "$RUNS/synth/annotations.json")
+    "$PYTHON" train_segmentation.py "$BIOIMLAB_META" "${synth_args[@]}" --out "$RUNS/seg" \
+        --weights-out "$SEG_WEIGHTS" --epochs "$EPOCHS_SEG" --batch "$BATCH_SEG" --seed "$SEED" \
+        --device "$DEVICE" --threads "$THREADS"
+fi
+
+if has cls; then
+    log "3/4 classification -> $CLS_WEIGHTS"
+    "$PYTHON" train_classification.py --data "$BIOIMLAB_CROPS" "$GBAND_CROPS" --out "$RUNS/cls" \
+        --save-weights "$CLS_WEIGHTS" --mode hybrid --preprocess geometry --epochs "$EPOCHS_CLS" \
+        --batch-size "$BATCH_CLS" --seed "$SEED" --device "$DEVICE" --threads "$THREADS" --no-progress
+fi
+
+if has eval; then
+    log "4/4 evaluation -> $RUNS/eval"
+    mkdir -p "$RUNS/eval"
+    "$PYTHON" -m karyopipe eval-seg "$BIOIMLAB_META" --split val --weights "$SEG_WEIGHTS" \
+        --device "$DEVICE" --json "$RUNS/eval/seg.json"
+    "$PYTHON" -m karyopipe eval-seg "$BIOIMLAB_META" --split val --baseline --json "$RUNS/eval/seg_watershed.json"
+    "$PYTHON" -m karyopipe eval-cls "$BIOIMLAB_CROPS" "$GBAND_CROPS" --split test --weights "$CLS_WEIGHTS" \
+        --threads "$THREADS" --json "$RUNS/eval/cls.json"
+    # Classes for the metaphase polygons (matched to the crops), then the whole pipeline on them.
+    "$PYTHON" -m karyopipe label-bioimlab "$BIOIMLAB_META" "$BIOIMLAB_CROPS" --out "$RUNS/eval/bioimlab_labelled.json"
+    "$PYTHON" -m karyopipe eval-e2e "$RUNS/eval/bioimlab_labelled.json" --split val --seg-weights "$SEG_WEIGHTS" \
+        --cls-weights "$CLS_WEIGHTS" --device "$DEVICE" --json "$RUNS/eval/e2e.json"
+fi
+log "done: weights in $WEIGHTS/, runs and metrics in $RUNS/"
