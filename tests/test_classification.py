@@ -15,6 +15,15 @@ from karyopipe.classification.model import HybridResNet, build_hybrid_resnet
 from karyopipe.classification.preprocess import fit_canvas, prepare_cell, upright
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # These models are tiny: on a shared 2-core machine extra threads only add sync overhead.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def banded_crop(k: int, rng, angle=0.0) -> np.ndarray:
     """A toy chromosome of class k: length grows with k, band pattern depends on k."""
     from skimage.transform import rotate

@@ -60,7 +60,12 @@ class Classifier:
 
         crops = list(crops)
         if crops and hasattr(crops[0], "straightened"):
-            return prepare_geometries(crops, self.size)
+            if self.preprocess == "geometry":
+                return prepare_geometries(crops, self.size)
+            # A PCA-upright model given geometries: the straightened chromosome is already
+            # upright, so it goes through the same fallback path the model was trained with.
+            crops = [(np.clip(np.asarray(g.straightened, np.float32), 0, None), None) for g in crops]
+            crops = [(s, s > 0) if (s > 0).any() else (s, None) for s, _ in crops]
         pairs = []
         for item in crops:
             if isinstance(item, np.ndarray):

@@ -143,7 +143,9 @@ def load_eval_arrays(root, classifier, split=None, seed=0):
     else:
         arrays = spreads_to_arrays(root, classifier)
     if split not in (None, "all"):
-        arrays = split_arrays(arrays, seed=seed)[split]
+        cfg = classifier.config
+        arrays = split_arrays(arrays, seed=seed, val_fraction=float(cfg.get("val_fraction", 0.15)),
+                              test_fraction=float(cfg.get("test_fraction", 0.15)))[split]
     return arrays
 
 
