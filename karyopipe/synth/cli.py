@@ -116,12 +116,40 @@ def generate_dataset(
     return write_annotations(out / "annotations.json", images, annotations, info)
 
 
+def benchmark(n: int = 20, seed: int = 0, *, karyotype: str = "46,XY", banding: str = "g",
+              size: tuple[int, int] = (1024, 1024)) -> dict:
+    """Time :func:`compose_spread` and the COCO encoding on this process's core.
+
+    Returns medians over ``n`` spreads of wall and CPU seconds (CPU time is the
+    fairer figure on a shared machine).
+    """
+    import time
+
+    from karyopipe.synth.coco import spread_annotations
+    from karyopipe.synth.spread import compose_spread
+
+    compose_spread(karyotype, image_rng(seed, 2**31 - 1), size=size, banding=banding)  # warm caches
+    wall, cpu, coco_cpu = [], [], []
+    for index in range(n):
+        rng = image_rng(seed, index)
+        w0, c0 = time.perf_counter(), time.process_time()
+        spread = compose_spread(karyotype, rng, size=size, banding=banding)
+        w1, c1 = time.perf_counter(), time.process_time()
+        spread_annotations(spread, 1, 1)
+        wall.append(w1 - w0)
+        cpu.append(c1 - c0)
+        coco_cpu.append(time.process_time() - c1)
+    return {"n": n, "karyotype": karyotype, "banding": banding, "size": list(size),
+            "compose_wall_median_s": float(np.median(wall)), "compose_cpu_median_s": float(np.median(cpu)),
+            "compose_cpu_max_s": float(np.max(cpu)), "coco_cpu_median_s": float(np.median(coco_cpu))}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="karyopipe synth",
         description="Generate synthetic metaphase spreads with exact ground truth: DIR/images/*.png + DIR/annotations.json (COCO).",
     )
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", help="output folder (required unless --bench)")
     p.add_argument("--n", type=int, default=20, help="number of spreads (default 20)")
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed, identical files (default 0)")
     p.add_argument("--karyotype", default="mixed", help="ISCN karyotype, e.g. 47,XX,+21, or 'mixed' (default)")
@@ -133,11 +161,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debris", type=int, help="debris particles per spread (default 0..10)")
     p.add_argument("--jpeg-quality", type=int, help="add JPEG artefacts at this quality")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--bench", action="store_true",
+                   help="time --n spreads of --karyotype (default 46,XY) on one thread instead of writing files")
     return p
 
 
 def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.bench:
+        import os
+
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(var, "1")
+        import cv2
+
+        cv2.setNumThreads(1)
+        kt = "46,XY" if args.karyotype == "mixed" else args.karyotype
+        band = "g" if args.banding == "mixed" else args.banding
+        r = benchmark(args.n, args.seed, karyotype=kt, banding=band, size=tuple(args.size))
+        print(f"synth --bench: {r['n']} spreads {kt} {band}-band {args.size[0]}x{args.size[1]}: compose median "
+              f"{r['compose_cpu_median_s']:.3f} s CPU ({r['compose_wall_median_s']:.3f} s wall), max "
+              f"{r['compose_cpu_max_s']:.3f} s CPU; COCO encoding median {r['coco_cpu_median_s']:.3f} s CPU")
+        return 0
+    if not args.out:
+        parser.error("--out is required")
     kwargs = {}
     for key in ("nuclei", "debris", "jpeg_quality"):
         if getattr(args, key) is not None:

@@ -39,37 +39,47 @@ def _r(value: float, digits: int = 2) -> float:
 def _rle(mask: np.ndarray) -> dict:
     from pycocotools import mask as mask_utils
 
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    rle = mask_utils.encode(mask if mask.flags.f_contiguous and mask.dtype == np.uint8 else np.asfortranarray(mask, dtype=np.uint8))
     return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
-def _bbox(mask: np.ndarray) -> list[float]:
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
+def _crop_bbox(crop: np.ndarray, origin: tuple[int, int]) -> list[float]:
+    rows, cols = np.flatnonzero(crop.any(axis=1)), np.flatnonzero(crop.any(axis=0))
+    if len(rows) == 0:
         return [0.0, 0.0, 0.0, 0.0]
-    return [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
+    x0, y0 = origin
+    return [float(x0 + cols[0]), float(y0 + rows[0]), float(cols[-1] - cols[0] + 1), float(rows[-1] - rows[0] + 1)]
 
 
 def spread_annotations(spread, image_id: int, first_ann_id: int) -> list[dict]:
     """COCO annotations of one :class:`SynthSpread`, ids from ``first_ann_id``."""
     anns = []
+    canvas = np.zeros(spread.image_u8.shape, dtype=np.uint8, order="F")
     for inst in spread.instances:
-        visible = inst.mask
-        amodal = inst.amodal_mask
+        visible = inst.visible_crop if inst.visible_crop is not None else inst.amodal_crop
+        amodal = inst.amodal_crop
         if inst.category == "nucleus":
             cat = NUCLEUS_ID
         elif inst.category == "debris":
             cat = DEBRIS_ID
         else:
             cat = inst.number or CHROMOSOME_ID
-        box = _bbox(visible) if visible.any() else _bbox(amodal)
+        box = _crop_bbox(visible, inst.origin) if visible.any() else _crop_bbox(amodal, inst.origin)
+        x0, y0 = inst.origin
+        h, w = amodal.shape
+        rles = []
+        for crop in (visible, amodal):
+            # Reuse one full-size canvas: only the crop's window changes between instances.
+            canvas[y0:y0 + h, x0:x0 + w] = crop
+            rles.append(_rle(canvas))
+            canvas[y0:y0 + h, x0:x0 + w] = 0
         ann = {
             "id": first_ann_id + len(anns),
             "image_id": image_id,
             "category_id": int(cat),
             "iscrowd": 0,
-            "segmentation": _rle(visible),
-            "amodal_segmentation": _rle(amodal),
+            "segmentation": rles[0],
+            "amodal_segmentation": rles[1],
             "area": float(visible.sum()),
             "amodal_area": float(amodal.sum()),
             "bbox": box,

@@ -381,28 +381,35 @@ def compose_spread(
 
 def _microscope(density: np.ndarray, banding: str, settings: dict, rng: np.random.Generator) -> np.ndarray:
     """Stain density (H, W) -> raw grey image in [0, 1]."""
+    import cv2
+
     H, W = density.shape
-    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    # The illumination field is smooth: compute it coarse and interpolate up.
+    gh, gw = max(2, H // 16), max(2, W // 16)
+    yy, xx = np.mgrid[0:gh, 0:gw].astype(np.float32)
+    yy, xx = yy * (H / gh), xx * (W / gw)
     t = rng.uniform(0, 2 * np.pi)
     ramp = ((xx - W / 2) * np.cos(t) + (yy - H / 2) * np.sin(t)) / max(W, H)
     vignette = ((xx - W / 2) ** 2 + (yy - H / 2) ** 2) / (max(W, H) ** 2)
     illum = 1.0 - settings["illumination"] * (0.5 * ramp + 0.5 + rng.uniform(0, 1) * vignette)
+    illum = cv2.resize(illum.astype(np.float32), (W, H), interpolation=cv2.INTER_LINEAR)
     density = np.minimum(density, 1.4)
     if banding == "g":
         # Transmitted light: Beer-Lambert absorbance of the stain.
         bg = rng.uniform(0.8, 0.95)
         k = rng.uniform(1.1, 1.6)
-        image = bg * illum * np.exp(-k * density)
+        image = np.float32(bg) * illum * np.exp(np.float32(-k) * density)
     else:
         bg = rng.uniform(0.03, 0.1)
         amp = rng.uniform(0.55, 0.8)
-        image = bg + amp * density * illum
+        image = np.float32(bg) + np.float32(amp) * density * illum
     settings.update(background=float(bg))
-    import cv2
+    image = image.astype(np.float32)
 
     if settings["blur"] > 0:
-        image = cv2.GaussianBlur(image.astype(np.float32), (0, 0), settings["blur"])
+        image = cv2.GaussianBlur(image, (0, 0), settings["blur"])
     if settings["noise"] > 0:
         # Shot-like noise grows with brightness; plus a floor of read noise.
-        image = image + rng.normal(0.0, 1.0, image.shape).astype(np.float32) * settings["noise"] * (0.5 + 0.5 * np.sqrt(np.clip(image, 0, 1)))
+        scale = np.float32(settings["noise"]) * (np.float32(0.5) + np.float32(0.5) * np.sqrt(np.clip(image, 0, 1)))
+        image = image + rng.standard_normal(image.shape, dtype=np.float32) * scale
     return np.clip(image, 0.0, 1.0).astype(np.float32)
