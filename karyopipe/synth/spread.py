@@ -223,7 +223,7 @@ def compose_spread(
     banding : {"g", "q"}
         G-band brightfield (dark on light) or Q-band fluorescence (bright on dark).
     density : float or (lo, hi), optional
-        Chromosome area over spread-ellipse area. Default 0.12..0.25.
+        Chromosome area over spread-ellipse area. Default 0.07..0.22.
     rotation : float
         Largest deviation of a chromosome from vertical, degrees (180 = any direction).
     overlap_fraction, touching : float or (lo, hi), optional
@@ -241,7 +241,7 @@ def compose_spread(
         Re-encode as JPEG at this quality (the PNG then carries its artefacts).
     pixel_scale : float or (lo, hi), optional
         Chromosome-1 length in px per 1000 px of image diagonal-ish size
-        (``sqrt(W * H)``). Default 105..140 (about 70..93 px for 768x576,
+        (``sqrt(W * H)``). Default 105..150 (about 70..100 px for 768x576,
         as in the BioImLab spreads).
     composite_cell : list of (number, gray, mask), optional
         Real crops of one cell to place instead of rendered chromosomes (see
@@ -260,18 +260,18 @@ def compose_spread(
         name = f"{sum(counts.values())},counts"
     W, H = int(size[0]), int(size[1])
     settings = {
-        "density": _draw(density, rng, (0.12, 0.25)),
+        "density": _draw(density, rng, (0.07, 0.22)),
         "overlap_fraction": _draw(overlap_fraction, rng, (0.0, 0.1)),
         "touching": _draw(touching, rng, (0.05, 0.25)),
         "illumination": _draw(illumination, rng, (0.0, 0.25)),
         "noise": _draw(noise, rng, (0.01, 0.04)),
         "blur": _draw(blur, rng, (0.4, 1.2)),
-        "pixel_scale": _draw(pixel_scale, rng, (105.0, 140.0)),
+        "pixel_scale": _draw(pixel_scale, rng, (105.0, 150.0)),
         "nuclei": int(rng.integers(0, 3)) if nuclei is None else int(nuclei),
         "debris": int(rng.integers(0, 11)) if debris is None else int(debris),
     }
     chr1 = settings["pixel_scale"] * np.sqrt(W * H) / 1000.0
-    width = chr1 * rng.uniform(0.10, 0.14)
+    width = chr1 * rng.uniform(0.11, 0.16)
     rel = relative_lengths()
 
     # Objects to place: rendered chromosomes (or real crops), then nuclei and debris.
@@ -345,7 +345,8 @@ def compose_spread(
         m, d = _blob(rng, r * rng.uniform(0.85, 1.0), r * rng.uniform(0.7, 1.0), 0.06)
         far = (W / 2 if centre[0] < W / 2 else -W / 2, 0)
         x0, y0 = _place(m, occupied, halo, rng, (centre[0] + far[0] * 0.7, centre[1]), (W / 3, H / 2.5), "apart")
-        put({"category": NUCLEUS, "number": 0, "mask": m, "density": d * rng.uniform(0.6, 0.9)}, x0, y0, z)
+        # Interphase chromatin is less condensed: paler than the chromosomes.
+        put({"category": NUCLEUS, "number": 0, "mask": m, "density": d * rng.uniform(0.35, 0.8)}, x0, y0, z)
         z += 1
     n_overlap = settings["overlap_fraction"]
     for obj in objects:
@@ -396,12 +397,15 @@ def _microscope(density: np.ndarray, banding: str, settings: dict, rng: np.rando
     density = np.minimum(density, 1.4)
     if banding == "g":
         # Transmitted light: Beer-Lambert absorbance of the stain.
-        bg = rng.uniform(0.8, 0.95)
-        k = rng.uniform(1.1, 1.6)
+        # Ranges read off the real gband_spreads histograms (docs/scripts/real_synth_compare.py):
+        # a bright background, chromosomes mid grey rather than black.
+        bg = rng.uniform(0.86, 0.97)
+        k = rng.uniform(0.5, 0.95)
         image = np.float32(bg) * illum * np.exp(np.float32(-k) * density)
     else:
-        bg = rng.uniform(0.03, 0.1)
-        amp = rng.uniform(0.55, 0.8)
+        # BioImLab-like: near-black background, bands reaching 0.6..1.
+        bg = rng.uniform(0.0, 0.06)
+        amp = rng.uniform(0.6, 0.95)
         image = np.float32(bg) + np.float32(amp) * density * illum
     settings.update(background=float(bg))
     image = image.astype(np.float32)
