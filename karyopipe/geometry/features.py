@@ -37,7 +37,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "pq_density_ratio",       # mean p-arm density / mean q-arm density
     "band_rate",              # density peaks per mean width of length
     *(f"glcm_{p}" for p in _GLCM_PROPS),
-    *(f"profile_{i}" for i in range(PROFILE_BINS)),  # z-scored density, p-tip first
+    *(f"profile_{i}" for i in range(PROFILE_BINS)),  # z-scored density bin means, p-tip first
     "confidence",
 )
 N_FEATURES = len(FEATURE_NAMES)
@@ -74,6 +74,14 @@ def glcm_features(straightened: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.asarray(props, np.float32)
 
 
+def _bin_means(x: np.ndarray, bins: int) -> np.ndarray:
+    """Means of ``x`` over ``bins`` equal stretches of its length (point samples would catch the tips)."""
+    if len(x) < 2:
+        return np.zeros(bins)
+    fine = np.interp(np.linspace(0, 1, bins * 8), np.linspace(0, 1, len(x)), x)
+    return fine.reshape(bins, 8).mean(1)
+
+
 def _band_rate(density: np.ndarray, mean_width: float) -> float:
     from scipy.signal import find_peaks
 
@@ -105,8 +113,7 @@ def feature_vector(geom: ChromosomeGeometry, *, mean_length: float, mean_area: f
     cut = int(round(geom.centromere_t * (len(density) - 1)))
     p_d = float(density[:cut + 1].mean()) if cut >= 0 else dens_mean
     q_d = float(density[cut:].mean()) if cut < len(density) else dens_mean
-    profile = np.interp(np.linspace(0, 1, PROFILE_BINS),
-                        np.linspace(0, 1, len(density)), density) if len(density) > 1 else np.zeros(PROFILE_BINS)
+    profile = _bin_means(density, PROFILE_BINS)
     sd = float(profile.std())
     profile = (profile - profile.mean()) / sd if sd > 1e-6 else np.zeros(PROFILE_BINS)
     values = [
