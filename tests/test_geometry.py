@@ -276,3 +276,16 @@ def test_real_sweep_cli_on_a_few_crops(shared_data, capsys):
     assert result["crops"] == 20 and result["failures"] == 0
     assert result["analysed"] + len(result["unreadable"]) == 20
     assert result["ci_vs_class_reference"]["bioimlab"]["n"] == result["analysed"]
+
+
+def test_mask_in_a_large_frame_gives_the_same_geometry_in_frame_coordinates():
+    mask, gray, _, _ = tube(70, 12, 0.3, bend=1.0)
+    big_mask = np.zeros((400, 500), bool)
+    big_gray = np.zeros((400, 500), np.float32)
+    big_mask[100:100 + mask.shape[0], 200:200 + mask.shape[1]] = mask
+    big_gray[100:100 + mask.shape[0], 200:200 + mask.shape[1]] = gray
+    small = analyze_chromosome(mask, gray)
+    big = analyze_chromosome(big_mask, big_gray)
+    assert np.allclose(big.axis, small.axis + [200, 100], atol=1e-6)
+    assert np.allclose(big.centromere_xy, small.centromere_xy + [200, 100], atol=1e-6)
+    assert np.allclose(big.straightened, small.straightened, atol=1e-6)

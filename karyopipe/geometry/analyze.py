@@ -144,6 +144,19 @@ def analyze_chromosome(mask: np.ndarray, gray: np.ndarray | None = None, *,
     area = int(mask.sum())
     if area == 0:
         return _degenerate(mask, straight_width, flags)
+    # Work on the bounding box (plus a margin for the closing and tip marching):
+    # a mask may come in the frame of a whole spread.
+    rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
+    margin = 6
+    r0, c0 = max(int(rows[0]) - margin, 0), max(int(cols[0]) - margin, 0)
+    r1, c1 = min(int(rows[-1]) + margin + 1, mask.shape[0]), min(int(cols[-1]) + margin + 1, mask.shape[1])
+    if (r1 - r0) * (c1 - c0) < mask.size:
+        geom = analyze_chromosome(mask[r0:r1, c0:c1], gray[r0:r1, c0:c1], straight_width=straight_width,
+                                  clean=clean, smooth_sigma=smooth_sigma)
+        offset = np.array([c0, r0], dtype=np.float64)
+        geom.axis = geom.axis + offset
+        geom.centromere_xy = geom.centromere_xy + offset
+        return geom
     body = clean_mask(mask) if clean else fill_holes(mask)
     if area < TINY_AREA:
         flags.append("tiny")
