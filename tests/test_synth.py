@@ -259,3 +259,29 @@ def test_examples_are_synthetic_with_ground_truth():
     assert read_image(png).shape[:2] == (576, 768)
     coco = _load(root / "spread_46XY.json")
     assert sum(a["category_id"] <= 24 for a in coco.dataset["annotations"]) == 46
+
+
+# --- composite mode -----------------------------------------------------------
+
+def test_counts_to_karyotype_round_trips():
+    from karyopipe.synth.composite import counts_to_karyotype
+
+    for text in ("46,XX", "46,XY", "47,XX,+21", "45,X", "47,XXY", "69,XXY", "45,XY,-21"):
+        assert parse_karyotype(counts_to_karyotype(parse_karyotype(text))) == parse_karyotype(text)
+
+
+def test_composite_spread_from_one_real_cell(shared_data):
+    from karyopipe.synth.composite import CompositeSource
+
+    source = CompositeSource(shared_data / "bioimlab" / "crops")
+    cell = source.load(source.cell_ids[0])
+    assert cell.banding == "q" and len(cell.crops) == sum(cell.counts.values()) >= 40
+    spread = compose_spread(cell.counts, np.random.default_rng(0), size=(768, 576), banding=cell.banding,
+                            composite_cell=cell.crops, nuclei=0, debris=0)
+    chroms = spread.chromosomes
+    assert len(chroms) == len(cell.crops)
+    assert sorted(i.number for i in chroms) == sorted(n for n, _, _ in cell.crops)
+    # Rotation keeps each crop's area (within interpolation), so relative sizes stay true.
+    areas = sorted(int(m.sum()) for _, _, m in cell.crops)
+    placed = sorted(int(i.amodal_crop.sum()) for i in chroms)
+    assert abs(sum(placed) - sum(areas)) / sum(areas) < 0.05

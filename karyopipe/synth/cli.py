@@ -85,15 +85,17 @@ def generate_dataset(
     out = Path(out)
     cells = None
     if composite is not None:
-        from karyopipe.synth.composite import load_composite_cells
+        from karyopipe.synth.composite import CompositeSource
 
-        cells = load_composite_cells(composite)
+        cells = CompositeSource(composite)
     images, annotations = [], []
     for index in tqdm(range(n), desc="synth", unit="spread", disable=not progress):
         rng = image_rng(seed, index)
         extra = {}
         if cells is not None:
-            cell = cells[int(rng.integers(len(cells)))]
+            cell = cells.load(cells.cell_ids[int(rng.integers(len(cells.cell_ids)))])
+            if cell is None:
+                raise ValueError(f"{composite}: no usable crops in the cell drawn for image {index}")
             kt, band = cell.karyotype, cell.banding
             kwargs = dict(spread_kwargs, composite_cell=cell.crops)
             extra = {"source_cell": cell.cell_id, "composite": True}
@@ -111,6 +113,11 @@ def generate_dataset(
         image_id = index + 1
         images.append(image_entry(spread, image_id, file_name, f"{prefix}-s{seed}-{index:06d}", extra))
         annotations += spread_annotations(spread, image_id, len(annotations) + 1)
+    if cells is not None:
+        import sys
+
+        for problem in cells.problems:
+            print(f"synth: skipped {problem}", file=sys.stderr)
     info = {"description": "karyopipe synth", "seed": int(seed), "n": int(n), "karyotype": karyotype,
             "banding": banding, "size": [int(size[0]), int(size[1])]}
     return write_annotations(out / "annotations.json", images, annotations, info)

@@ -243,9 +243,10 @@ def compose_spread(
         Chromosome-1 length in px per 1000 px of image diagonal-ish size
         (``sqrt(W * H)``). Default 105..150 (about 70..100 px for 768x576,
         as in the BioImLab spreads).
-    composite_cell : list of (number, gray, mask), optional
-        Real crops of one cell to place instead of rendered chromosomes (see
-        :mod:`karyopipe.synth.composite`); their G/Q polarity must match ``banding``.
+    composite_cell : list of (number, density, mask), optional
+        Real crops of one cell (stain density in [0, 1], 0 = background) to place,
+        rotated, instead of rendered chromosomes, at their own scale; see
+        :func:`karyopipe.synth.composite.load_composite_cells`. Pass the cell's banding.
 
     Returns
     -------
@@ -277,9 +278,14 @@ def compose_spread(
     # Objects to place: rendered chromosomes (or real crops), then nuclei and debris.
     objects = []
     if composite_cell is not None:
+        from karyopipe.synth.composite import _rotate
+
         for number, gray, mask in composite_cell:
-            objects.append({"category": CHROMOSOME, "number": int(number), "mask": mask, "density": gray,
+            d, m = _rotate(gray, mask, float(rng.uniform(-rotation, rotation)))
+            objects.append({"category": CHROMOSOME, "number": int(number), "mask": m, "density": d,
                             "axis": None, "centromere": None, "length": 0.0, "ci": 0.0, "width": 0.0})
+        # Real crops set the scale: width from their typical area (a chromosome ~ 8 widths long).
+        width = float(np.sqrt(np.median([m.sum() for _, _, m in composite_cell]) / 8.0))
     else:
         order = [k for k in range(1, 25) for _ in range(counts[k])]
         for number in order:
