@@ -1,0 +1,120 @@
+"""label-bioimlab: matching metaphase polygons to labelled crops, on a generated fixture and real data."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from karyopipe.data.label_bioimlab import describe, label_metaphases, main, match_frame
+
+# (class, length, band positions as fractions) - distinct lengths and band patterns.
+CHROMS = [(1, 70, (0.2, 0.55)), (2, 62, (0.7,)), (5, 52, (0.3, 0.45, 0.8)), (9, 44, (0.5,)),
+          (13, 38, (0.15, 0.8)), (17, 32, (0.6,)), (21, 24, ()), (23, 48, (0.25, 0.65))]
+SIDE = 90
+
+
+def _rod(length: int, bands) -> np.ndarray:
+    rod = np.zeros((length + 8, 18), np.float32)
+    rod[4:-4, 5:13] = 0.9
+    rod[4:8, 5:13] = 0.7  # rounded-looking tip, different at both ends
+    for b in bands:
+        y = 4 + int(b * length)
+        rod[y:y + 3, 5:13] = 0.4
+    return cv2.GaussianBlur(rod, (0, 0), 0.8)
+
+
+def _frame_and_crops(rotate_index: int = 3):
+    """A 3x3-grid frame of rods at assorted angles, plus cut-out crops (one turned 90 degrees)."""
+    frame = np.zeros((3 * SIDE, 3 * SIDE), np.float32)
+    polygons, crops = [], []
+    rng = np.random.default_rng(1)
+    for i, (cls, length, bands) in enumerate(CHROMS):
+        rod = _rod(length, bands)
+        angle = float(rng.uniform(0, 180))
+        h, w = rod.shape
+        rot = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+        rot[:, 2] += [SIDE / 2 - w / 2, SIDE / 2 - h / 2]
+        patch = cv2.warpAffine(rod, rot, (SIDE, SIDE))
+        oy, ox = (i // 3) * SIDE, (i % 3) * SIDE
+        frame[oy:oy + SIDE, ox:ox + SIDE] = patch
+        mask = (patch > 0.3).astype(np.uint8)
+        contour = max(cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)[0], key=cv2.contourArea)
+        polygons.append((contour[:, 0, :] + [ox, oy]).astype(float))
+        ys, xs = np.nonzero(mask)
+        crop = np.where(mask, patch, 0)[ys.min() - 2:ys.max() + 3, xs.min() - 2:xs.max() + 3]
+        if i == rotate_index:
+            crop = np.rot90(crop)
+        crops.append((cls, crop))
+    return frame, polygons, crops
+
+
+def test_match_frame_finds_every_crop_including_rotated():
+    frame, polygons, crops = _frame_and_crops()
+    h, w = frame.shape
+    pdesc = []
+    for poly in polygons:
+        mask = np.zeros((h, w), np.uint8)
+        cv2.fillPoly(mask, [np.round(poly).astype(np.int32)], 1)
+        pdesc.append(describe(frame, mask.astype(bool)))
+    # Shuffle the crops so the answer is not the identity by accident.
+    order = [5, 2, 7, 0, 3, 6, 1, 4]
+    cdesc = [describe(crops[k][1], crops[k][1] > 0.05) for k in order]
+    labels = [crops[k][0] for k in order]
+    matches = match_frame(pdesc, cdesc, labels)
+    assert [m.label for m in matches] == [c[0] for c in CHROMS]
+    assert sum(m.confident for m in matches) >= len(CHROMS) - 1
+    assert matches[3].ncc > 0.8  # the crop turned 90 degrees
+
+
+def _write_bioimlab(root, frame, polygons, crops):
+    meta, crop_dir = root / "metaphases", root / "crops" / "7"
+    meta.mkdir(parents=True)
+    crop_dir.mkdir(parents=True)
+    buf = io.BytesIO()
+    rgb = np.repeat((frame * 255).astype(np.uint8)[..., None], 3, axis=2)
+    Image.fromarray(rgb).save(buf, format="PNG")
+    shapes = [{"label": "chr", "points": p.tolist(), "shape_type": "polygon"} for p in polygons]
+    (meta / "original_7.json").write_text(json.dumps({
+        "shapes": shapes, "imagePath": "original_7.png", "imageData": base64.b64encode(buf.getvalue()).decode(),
+        "imageHeight": frame.shape[0], "imageWidth": frame.shape[1]}))
+    seen = {}
+    for cls, crop in crops:
+        letter = "" if cls in (23, 24) else "ab"[seen.get(cls, 0)]
+        seen[cls] = seen.get(cls, 0) + 1
+        Image.fromarray((crop * 255).astype(np.uint8)).save(crop_dir / f"7 {cls}{letter}.bmp")
+
+
+def test_cli_writes_coco_with_classes(tmp_path, capsys):
+    frame, polygons, crops = _frame_and_crops()
+    _write_bioimlab(tmp_path, frame, polygons, crops)
+    out = tmp_path / "cache" / "labelled.json"
+    assert main([str(tmp_path / "metaphases"), str(tmp_path / "crops"), "--out", str(out), "--no-progress"]) == 0
+    coco = json.loads(out.read_text())
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    got = sorted(names[a["category_id"]] for a in coco["annotations"])
+    want = sorted("X" if c == 23 else str(c) for c, _, _ in CHROMS)
+    assert got == want
+    report = json.loads(out.with_suffix(".report.json").read_text())
+    assert report["matched"] == len(CHROMS) and report["cells"]["7"]["unmatched"] == []
+    assert "8 matched" in capsys.readouterr().out
+
+
+def test_real_cell(shared_data):
+    from karyopipe.data import read_dataset
+
+    meta = read_dataset(shared_data / "bioimlab" / "metaphases")
+    meta.samples = [s for s in meta.samples if s.cell_id == "1"][:1]
+    crops = read_dataset(shared_data / "bioimlab" / "crops")
+    crops.samples = [s for s in crops.samples if s.cell_id == "1"]
+    if not meta.samples or not crops.samples:
+        pytest.skip("BioImLab cell 1 not present")
+    samples, report = label_metaphases(meta, crops, progress=False)
+    # Every polygon of a 46-chromosome frame gets a class; each crop is used at most once per frame.
+    assert report["polygons"] >= 40 and report["matched_fraction"] > 0.9
+    used = [inst.extra["match_crop"] for inst in samples[0].instances if inst.label]
+    assert len(used) == len(set(used))
