@@ -257,8 +257,10 @@ def compose_spread(
     if isinstance(karyotype, str):
         name, counts = karyotype, parse_karyotype(karyotype)
     else:
+        from karyopipe.synth.composite import counts_to_karyotype
+
         counts = {k: int(karyotype.get(k, 0)) for k in range(1, 25)}
-        name = f"{sum(counts.values())},counts"
+        name = counts_to_karyotype(counts)
     W, H = int(size[0]), int(size[1])
     settings = {
         "density": _draw(density, rng, (0.07, 0.22)),
