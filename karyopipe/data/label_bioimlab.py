@@ -347,6 +347,15 @@ def main(argv: list[str] | None = None) -> int:
     if not samples:
         raise ValueError(f"{args.metaphases}: no metaphase frames found")
     write_coco(samples, out, image_dir=args.image_dir or out.parent / "images")
+    # write_coco writes one annotation per instance, in order; add how sure each class is.
+    doc = json.loads(out.read_text())
+    extras = [inst.extra for s in samples for inst in s.instances]
+    if len(extras) == len(doc["annotations"]):
+        for ann, extra in zip(doc["annotations"], extras):
+            for key in ("label_confidence", "match_ncc", "match_crop"):
+                if key in extra:
+                    ann[key] = extra[key]
+        out.write_text(json.dumps(doc))
     report_path = Path(args.report) if args.report else out.with_suffix(".report.json")
     report_path.write_text(json.dumps(report, indent=1) + "\n")
     print(f"{report['frames']} frames, {report['polygons']} polygons: {report['matched']} matched "

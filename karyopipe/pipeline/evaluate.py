@@ -1,0 +1,208 @@
+"""``karyopipe eval-e2e``: score the whole pipeline on annotated spreads with classes.
+
+Per spread the pipeline runs as ``karyopipe infer`` would; predictions are
+paired with ground-truth instances one-to-one by mask IoU
+(:func:`scipy.optimize.linear_sum_assignment` on IoU, pairs kept at IoU >= 0.5).
+
+Metrics
+-------
+* detection recall and precision at IoU 0.5, and the count error per spread;
+* classification accuracy of matched chromosomes whose truth has a class
+  (``--confident-only``: only truths labelled with ``label_confidence: "high"``,
+  as ``karyopipe label-bioimlab`` writes);
+* exact-karyotype rate: spreads whose ISCN call equals the truth's, where the
+  truth is complete (every instance has a class), listed per cell;
+* seconds per spread (pipeline total, as timed by the pipeline).
+
+Examples
+--------
+    karyopipe eval-e2e .cache/bioimlab_labelled/annotations.json --split val --json runs/e2e.json
+    karyopipe eval-e2e runs/synth/annotations.json --limit 5
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+IOU_THRESH = 0.5
+
+
+def match_instances(pred_masks, true_masks, thresh: float = IOU_THRESH) -> tuple[list[tuple[int, int, float]], np.ndarray]:
+    """One-to-one pairs ``(pred, true, iou)`` with IoU >= ``thresh``, and the IoU matrix (n_pred, n_true)."""
+    from pycocotools import mask as mask_utils
+    from scipy.optimize import linear_sum_assignment
+
+    if not len(pred_masks) or not len(true_masks):
+        return [], np.zeros((len(pred_masks), len(true_masks)))
+    enc = [mask_utils.encode(np.asfortranarray(np.asarray(m, np.uint8))) for m in pred_masks]
+    gt = [mask_utils.encode(np.asfortranarray(np.asarray(m, np.uint8))) for m in true_masks]
+    iou = np.asarray(mask_utils.iou(enc, gt, [0] * len(gt)), float).reshape(len(enc), len(gt))
+    rows, cols = linear_sum_assignment(-iou)
+    return [(int(r), int(c), float(iou[r, c])) for r, c in zip(rows, cols) if iou[r, c] >= thresh], iou
+
+
+def truth_karyotype(labels) -> str:
+    """ISCN string of a complete set of true labels (``""`` if any is missing)."""
+    from karyopipe.karyogram import karyotype_string
+
+    if not len(labels) or any(not v for v in labels):
+        return ""
+    counts: dict[int, int] = {}
+    for v in labels:
+        counts[int(v)] = counts.get(int(v), 0) + 1
+    return karyotype_string(counts)
+
+
+def select_cells(dataset, split: str, seg_weights=None) -> tuple[list, str]:
+    """Samples of the split: ``val`` = the cells the segmentation weights held out (recorded in them)."""
+    if split == "all":
+        return list(dataset.samples), "all spreads"
+    from karyopipe.data import split_by_cell
+    from karyopipe.weights import SEGMENTATION_WEIGHTS, default_weights, load_weights
+
+    path = Path(seg_weights) if seg_weights else default_weights(SEGMENTATION_WEIGHTS)
+    cells, note = None, ""
+    if path.is_file():
+        _, config, _ = load_weights(path)
+        if config.get(f"{split}_cells"):
+            cells, note = set(map(str, config[f"{split}_cells"])), f"{split} cells recorded in {path}"
+    if cells is None:
+        train, val = split_by_cell(sorted({s.cell_id for s in dataset.samples}), val_fraction=0.2)
+        cells, note = set(val if split == "val" else train), f"{split} cells of split_by_cell(seed 0, val 0.2)"
+    return [s for s in dataset.samples if str(s.cell_id) in cells], note
+
+
+def evaluate(pipe, samples, confidence: dict | None = None, progress: bool = True) -> dict:
+    """Run ``pipe`` on each sample and score it (see the module docstring).
+
+    ``confidence`` maps a COCO annotation id to its ``label_confidence``; when
+    given, only ``"high"`` truths count for classification accuracy.
+    """
+    from tqdm import tqdm
+
+    from karyopipe.io import to_gray
+
+    totals = dict(n_true=0, n_pred=0, tp=0, cls_n=0, cls_correct=0, exact_n=0, exact=0)
+    per_spread, failures, seconds = [], [], []
+    for s in tqdm(samples, desc="spreads", disable=not progress, file=sys.stderr):
+        try:
+            image = s.load_image() if hasattr(s, "load_image") else s.loader()
+            result = pipe(to_gray(image))
+        except Exception as exc:  # one bad spread must not end the evaluation; it is listed
+            failures.append(f"{s.path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+            continue
+        h, w = result.image.shape
+        truths = [inst for inst in s.instances if inst.category == "chromosome"]
+        true_masks = [inst.get_mask((h, w)) for inst in truths]
+        pairs, _ = match_instances([c.mask for c in result.chromosomes], true_masks)
+        n_true, n_pred = len(truths), len(result.chromosomes)
+        correct = n_cls = 0
+        for p, t, _ in pairs:
+            label = truths[t].label
+            if not label:
+                continue
+            if confidence is not None and confidence.get(truths[t].extra.get("coco_id")) != "high":
+                continue
+            n_cls += 1
+            correct += int(result.chromosomes[p].label == label)
+        true_k = truth_karyotype([inst.label for inst in truths])
+        exact = bool(true_k) and result.karyotype == true_k
+        totals["n_true"] += n_true
+        totals["n_pred"] += n_pred
+        totals["tp"] += len(pairs)
+        totals["cls_n"] += n_cls
+        totals["cls_correct"] += correct
+        totals["exact_n"] += int(bool(true_k))
+        totals["exact"] += int(exact)
+        seconds.append(result.timings.get("total", float("nan")))
+        per_spread.append({"file": str(s.path), "image_id": s.image_id, "cell": str(s.cell_id), "n_true": n_true,
+                           "n_pred": n_pred, "tp": len(pairs), "classified": n_cls, "correct": correct,
+                           "true_karyotype": true_k, "karyotype": result.karyotype, "exact": exact,
+                           "seconds": result.timings.get("total")})
+    div = lambda a, b: round(a / b, 4) if b else None  # noqa: E731
+    cells: dict[str, list] = {}
+    for r in per_spread:
+        if r["true_karyotype"]:
+            cells.setdefault(r["cell"], []).append(r["exact"])
+    return {
+        "spreads": len(per_spread),
+        "detection_recall@0.5": div(totals["tp"], totals["n_true"]),
+        "detection_precision@0.5": div(totals["tp"], totals["n_pred"]),
+        "count_mae": round(float(np.mean([abs(r["n_pred"] - r["n_true"]) for r in per_spread])), 3) if per_spread else None,
+        "classification_accuracy_matched": div(totals["cls_correct"], totals["cls_n"]),
+        "classified_matched": totals["cls_n"],
+        "exact_karyotype_rate": div(totals["exact"], totals["exact_n"]),
+        "exact_karyotype_spreads": totals["exact_n"],
+        "exact_karyotype_per_cell": {c: div(sum(v), len(v)) for c, v in sorted(cells.items())},
+        "seconds_per_spread": round(float(np.nanmean(seconds)), 3) if seconds else None,
+        "failures": failures,
+        "per_spread": per_spread,
+    }
+
+
+def _label_confidence(path: Path) -> dict | None:
+    """COCO annotation id -> ``label_confidence``, if the file records it."""
+    if path.suffix.lower() != ".json":
+        return None
+    doc = json.loads(path.read_text())
+    conf = {a["id"]: a["label_confidence"] for a in doc.get("annotations", []) if "label_confidence" in a}
+    return conf or None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="karyopipe eval-e2e", description=__doc__.split("\n\n")[0])
+    p.add_argument("data", help="COCO JSON (or any karyopipe-readable spread set) with classes")
+    p.add_argument("--json", default=None, help="write the metrics here")
+    p.add_argument("--split", default="all", choices=("all", "train", "val"),
+                   help="only the cells held out by the segmentation weights (val), the others, or all")
+    p.add_argument("--seg-weights", default=None)
+    p.add_argument("--cls-weights", default=None)
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--confident-only", action="store_true",
+                   help="classification accuracy only over truths with label_confidence 'high'")
+    p.add_argument("--limit", type=int, default=0, help="score only the first N spreads")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from karyopipe.data import read_dataset
+    from karyopipe.pipeline.core import KaryoPipeline
+
+    args = build_parser().parse_args(argv)
+    data = Path(args.data)
+    dataset = read_dataset(data)
+    samples, note = select_cells(dataset, args.split, args.seg_weights)
+    if args.limit:
+        samples = samples[: args.limit]
+    if not samples:
+        raise ValueError(f"{data}: no spreads in the {args.split} split")
+    confidence = _label_confidence(data) if args.confident_only else None
+    if args.confident_only and confidence is None:
+        raise ValueError(f"{data}: --confident-only needs annotations with label_confidence (karyopipe label-bioimlab)")
+    pipe = KaryoPipeline.from_pretrained(args.seg_weights, args.cls_weights, device=args.device)
+    for info in pipe.stages.values():
+        if info.get("fallback"):
+            print(f"karyopipe eval-e2e: {info['reason']}", file=sys.stderr)
+    metrics = evaluate(pipe, samples, confidence, progress=not args.no_progress)
+    metrics = {"data": str(data), "split": note, "stages": pipe.stages, "confident_only": args.confident_only,
+               "problems": [f"{p.path}: {p.reason}" for p in dataset.problems], **metrics}
+    keys = ("spreads", "detection_recall@0.5", "detection_precision@0.5", "count_mae", "classification_accuracy_matched",
+            "classified_matched", "exact_karyotype_rate", "exact_karyotype_spreads", "seconds_per_spread")
+    print(f"{data} ({note})")
+    for k in keys:
+        print(f"  {k:34s} {metrics[k]}")
+    for f in metrics["failures"]:
+        print(f"  failed: {f}", file=sys.stderr)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(metrics, indent=1, default=str) + "\n")
+    return 0 if metrics["spreads"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""eval-e2e: detection, classification and karyotype scores on a generated annotated spread."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from PIL import Image
+
+from karyopipe.data import Instance, Sample, write_coco
+from karyopipe.pipeline import KaryoPipeline
+from karyopipe.pipeline.evaluate import evaluate, main, match_instances, truth_karyotype
+from test_pipeline import RODS, draw_spread
+
+
+def _annotated(tmp_path, with_extra: bool = False):
+    from scipy import ndimage as ndi
+
+    img = draw_spread(brightfield=True)
+    path = tmp_path / "spread.png"
+    Image.fromarray(img).save(path)
+    labels, n = ndi.label(img < 150)
+    masks = [labels == k for k in range(1, n + 1)]
+    assert n == len(RODS)
+    instances = [Instance(mask=m, label=k + 1) for k, m in enumerate(masks)]
+    if with_extra:  # a spurious truth nobody can find: recall drops below 1
+        extra = np.zeros_like(masks[0]); extra[220:230, 5:15] = True
+        instances.append(Instance(mask=extra, label=7))
+    sample = Sample(path=path, cell_id="c1", instances=instances, image_id="spread",
+                    loader=lambda: np.asarray(Image.open(path)))
+    return sample
+
+
+def test_match_instances_one_to_one():
+    a = np.zeros((20, 20), bool); a[2:10, 2:6] = True
+    b = np.zeros((20, 20), bool); b[12:18, 10:14] = True
+    pairs, iou = match_instances([b, a, a], [a, b])
+    assert sorted((p, t) for p, t, _ in pairs) in ([(0, 1), (1, 0)], [(0, 1), (2, 0)])
+    assert iou.shape == (3, 2)
+
+
+def test_truth_karyotype():
+    labels = [k for k in range(1, 23) for _ in range(2)] + [23, 24]
+    assert truth_karyotype(labels) == "46,XY"
+    assert truth_karyotype(labels[:-1] + [0]) == ""
+
+
+def test_evaluate_detection_and_classes(tmp_path, monkeypatch):
+    monkeypatch.setenv("KARYOPIPE_WEIGHTS", str(tmp_path))
+    sample = _annotated(tmp_path, with_extra=True)
+
+    class Fake:  # right class for the rod with the largest area, "1" for the others
+        def predict_cell(self, crops):
+            lp = np.full((len(crops), 24), -10.0, np.float32)
+            lp[:, 0] = 0.0
+            return lp
+
+    m = evaluate(KaryoPipeline(classifier=Fake()), [sample], progress=False)
+    assert m["detection_precision@0.5"] == 1.0
+    assert abs(m["detection_recall@0.5"] - len(RODS) / (len(RODS) + 1)) < 1e-3
+    assert m["classified_matched"] == len(RODS)
+    assert m["classification_accuracy_matched"] < 1.0  # 6 different true classes, one predicted
+    assert m["exact_karyotype_spreads"] == 1 and m["exact_karyotype_rate"] == 0.0
+    assert m["seconds_per_spread"] > 0
+
+
+def test_cli_on_coco(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("KARYOPIPE_WEIGHTS", str(tmp_path / "none"))
+    sample = _annotated(tmp_path)
+    coco = write_coco([sample], tmp_path / "gt" / "annotations.json")
+    out = tmp_path / "e2e.json"
+    assert main([str(coco), "--json", str(out), "--no-progress"]) == 0
+    metrics = json.loads(out.read_text())
+    assert metrics["detection_recall@0.5"] == 1.0 and metrics["detection_precision@0.5"] == 1.0
+    assert metrics["classification_accuracy_matched"] == 0.0  # no classifier: nothing is right
+    assert "classifier weights missing" in capsys.readouterr().err
