@@ -42,7 +42,9 @@ AREA_WEIGHT = 2.0
 LENGTH_WEIGHT = 2.0
 # Beyond this cost a match is refused (e.g. NCC < 0 with 30% size error).
 MAX_COST = 1.5
-CONFIDENT_NCC = 0.75
+# Measured on all 107 frames (same chromosome seen in two frames of a cell): labels
+# agree 38% overall, 65% where both NCC >= 0.88, 8/8 where both >= 0.92.
+CONFIDENT_NCC = 0.92
 CONFIDENT_SIZE = 0.25  # |log ratio| of area and length
 
 
