@@ -7,9 +7,9 @@ paired with ground-truth instances one-to-one by mask IoU
 Metrics
 -------
 * detection recall and precision at IoU 0.5, and the count error per spread;
-* classification accuracy of matched chromosomes whose truth has a class
-  (``--confident-only``: only truths labelled with ``label_confidence: "high"``,
-  as ``karyopipe label-bioimlab`` writes);
+* classification accuracy of matched chromosomes whose truth has a class, and
+  (when the file records it, as ``karyopipe label-bioimlab`` writes) over the
+  truths labelled with ``label_confidence: "high"`` only;
 * exact-karyotype rate: spreads whose ISCN call equals the truth's, where the
   truth is complete (every instance has a class), listed per cell;
 * seconds per spread (pipeline total, as timed by the pipeline).
@@ -80,13 +80,13 @@ def evaluate(pipe, samples, confidence: dict | None = None, progress: bool = Tru
     """Run ``pipe`` on each sample and score it (see the module docstring).
 
     ``confidence`` maps a COCO annotation id to its ``label_confidence``; when
-    given, only ``"high"`` truths count for classification accuracy.
+    given, accuracy is also reported over the ``"high"`` truths alone.
     """
     from tqdm import tqdm
 
     from karyopipe.io import to_gray
 
-    totals = dict(n_true=0, n_pred=0, tp=0, cls_n=0, cls_correct=0, exact_n=0, exact=0)
+    totals = dict(n_true=0, n_pred=0, tp=0, cls_n=0, cls_correct=0, conf_n=0, conf_correct=0, exact_n=0, exact=0)
     per_spread, failures, seconds = [], [], []
     for s in tqdm(samples, desc="spreads", disable=not progress, file=sys.stderr):
         try:
@@ -105,10 +105,12 @@ def evaluate(pipe, samples, confidence: dict | None = None, progress: bool = Tru
             label = truths[t].label
             if not label:
                 continue
-            if confidence is not None and confidence.get(truths[t].extra.get("coco_id")) != "high":
-                continue
+            right = int(result.chromosomes[p].label == label)
             n_cls += 1
-            correct += int(result.chromosomes[p].label == label)
+            correct += right
+            if confidence is not None and confidence.get(truths[t].extra.get("coco_id")) == "high":
+                totals["conf_n"] += 1
+                totals["conf_correct"] += right
         true_k = truth_karyotype([inst.label for inst in truths])
         exact = bool(true_k) and result.karyotype == true_k
         totals["n_true"] += n_true
@@ -135,6 +137,8 @@ def evaluate(pipe, samples, confidence: dict | None = None, progress: bool = Tru
         "count_mae": round(float(np.mean([abs(r["n_pred"] - r["n_true"]) for r in per_spread])), 3) if per_spread else None,
         "classification_accuracy_matched": div(totals["cls_correct"], totals["cls_n"]),
         "classified_matched": totals["cls_n"],
+        "classification_accuracy_confident_truth": div(totals["conf_correct"], totals["conf_n"]),
+        "confident_truth_matched": totals["conf_n"],
         "exact_karyotype_rate": div(totals["exact"], totals["exact_n"]),
         "exact_karyotype_spreads": totals["exact_n"],
         "exact_karyotype_per_cell": {c: div(sum(v), len(v)) for c, v in sorted(cells.items())},
@@ -162,8 +166,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seg-weights", default=None)
     p.add_argument("--cls-weights", default=None)
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    p.add_argument("--confident-only", action="store_true",
-                   help="classification accuracy only over truths with label_confidence 'high'")
     p.add_argument("--limit", type=int, default=0, help="score only the first N spreads")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -181,18 +183,17 @@ def main(argv: list[str] | None = None) -> int:
         samples = samples[: args.limit]
     if not samples:
         raise ValueError(f"{data}: no spreads in the {args.split} split")
-    confidence = _label_confidence(data) if args.confident_only else None
-    if args.confident_only and confidence is None:
-        raise ValueError(f"{data}: --confident-only needs annotations with label_confidence (karyopipe label-bioimlab)")
+    confidence = _label_confidence(data)
     pipe = KaryoPipeline.from_pretrained(args.seg_weights, args.cls_weights, device=args.device)
     for info in pipe.stages.values():
         if info.get("fallback"):
             print(f"karyopipe eval-e2e: {info['reason']}", file=sys.stderr)
     metrics = evaluate(pipe, samples, confidence, progress=not args.no_progress)
-    metrics = {"data": str(data), "split": note, "stages": pipe.stages, "confident_only": args.confident_only,
+    metrics = {"data": str(data), "split": note, "stages": pipe.stages,
                "problems": [f"{p.path}: {p.reason}" for p in dataset.problems], **metrics}
     keys = ("spreads", "detection_recall@0.5", "detection_precision@0.5", "count_mae", "classification_accuracy_matched",
-            "classified_matched", "exact_karyotype_rate", "exact_karyotype_spreads", "seconds_per_spread")
+            "classified_matched", "classification_accuracy_confident_truth", "confident_truth_matched",
+            "exact_karyotype_rate", "exact_karyotype_spreads", "seconds_per_spread")
     print(f"{data} ({note})")
     for k in keys:
         print(f"  {k:34s} {metrics[k]}")
