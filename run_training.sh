@@ -10,13 +10,14 @@
 # Override any setting from the environment, e.g.
 #   DEVICE=cuda EPOCHS_SEG=40 EPOCHS_CLS=60 nohup ./run_training.sh > train.log 2>&1 &
 #   STAGES="cls eval" ./run_training.sh          # only some stages
-# The shipped weights are written to $WEIGHTS (weights/ by default); everything
-# else goes under $RUNS (git-ignored). Nothing derived from the real data is committed.
+# Weights go to $WEIGHTS ($RUNS/weights by default, so a trial run never overwrites
+# the shipped ones; WEIGHTS=weights updates weights/). Everything else goes under
+# $RUNS (git-ignored). Nothing derived from the real data is committed.
 set -euo pipefail
 
 DATA_ROOT=${DATA_ROOT:-$(cd "$(dirname "$0")/.." && pwd)/shared/data}
 RUNS=${RUNS:-runs/train_$(date -u +%Y%m%d_%H%M)}
-WEIGHTS=${WEIGHTS:-weights}
+WEIGHTS=${WEIGHTS:-$RUNS/weights}
 DEVICE=${DEVICE:-cpu}
 PYTHON=${PYTHON:-.venv/bin/python}
 THREADS=${THREADS:-2}
