@@ -173,7 +173,11 @@ def train(args, splits: dict | None = None) -> dict:
     if args.resume:
         ckpt = torch.load(args.resume, map_location=args.device, weights_only=False)
         model.load_state_dict(ckpt["model"])
+        # Keep the new run's schedule settings (lr, max_lr, ...) over the checkpoint's.
+        fresh = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
         optimizer.load_state_dict(ckpt["optimizer"])
+        for group, settings in zip(optimizer.param_groups, fresh):
+            group.update(settings)
         start_epoch, best, stale = ckpt["epoch"] + 1, ckpt["best"], ckpt["stale"]
         history, train_time = ckpt["history"], ckpt.get("train_time", 0.0)
         dataset.rng = np.random.default_rng(args.seed + start_epoch)
