@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     rows = run_batch(files, out, pipe, args.polarity, progress=not args.no_progress,
                      log=lambda m: print(f"karyopipe infer: {m}", file=sys.stderr))
-    rows += [(item, "SKIPPED", "-", "-", reason) for item, reason in missing]
+    rows += [(item, "SKIPPED", "-", "-", f"{item}: {reason}") for item, reason in missing]
     print(format_summary(rows))
     ok = sum(r[1] == "ok" for r in rows)
     bad = [r for r in rows if r[1] != "ok"]
