@@ -46,6 +46,8 @@ MAX_COST = 1.5
 # agree 38% overall, 65% where both NCC >= 0.88, 8/8 where both >= 0.92.
 CONFIDENT_NCC = 0.92
 CONFIDENT_SIZE = 0.25  # |log ratio| of area and length
+# First-round (fixed-grid) pairs at least this similar set the polygon/crop scale.
+SCALE_FIT_NCC = 0.75
 
 
 @dataclass
@@ -186,7 +188,7 @@ def match_frame(polys: list[Descriptor], crops: list[Descriptor], labels: list[i
     cost, ncc, size = cost_matrix(polys, crops)
     rows, cols = linear_sum_assignment(cost)
     # Refine the polygon/crop scale on the good first-round pairs, then assign again.
-    good = ncc[rows, cols] >= CONFIDENT_NCC
+    good = ncc[rows, cols] >= SCALE_FIT_NCC
     if good.sum() >= 5:
         pl = np.array([polys[r].length for r in rows[good]]) / np.maximum([crops[c].length for c in cols[good]], 1)
         pa = np.array([polys[r].area for r in rows[good]]) / np.maximum([crops[c].area for c in cols[good]], 1)
