@@ -210,3 +210,19 @@ def test_real_bioimlab_cell(shared_data):
         lp = Classifier.from_pretrained(weights).predict_cell(crops)
         assert np.mean(lp.argmax(1) + 1 == labels) > 0.7
         assert np.mean(assign_cell(lp) == labels) > 0.7
+
+
+def test_predict_cell_accepts_geometries_in_both_modes():
+    from karyopipe.classification.preprocess import mask_from_crop
+    from karyopipe.geometry import analyze_chromosome
+
+    rng = np.random.default_rng(3)
+    crops, _ = toy_cell(rng)
+    geoms = [analyze_chromosome(mask_from_crop(g), g) for g, _ in crops]
+    for mode, nf in (("pca", 6), ("geometry", None)):
+        if nf is None:
+            nf = prepare_cell(crops, size=(48, 24), mode="geometry")[1].shape[1]
+        net = build_hybrid_resnet(num_features=nf, width=8).eval()
+        clf = Classifier(net, {"num_features": nf, "width": 8, "size": [48, 24], "preprocess": mode})
+        lp = clf.predict_cell(geoms)
+        assert lp.shape == (8, 24) and np.isfinite(lp).all()
