@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"labels 0 = background (incl. nuclei, debris), 1 = chromosome",
                 "data": f"{args.data} ({dataset.format}): {dataset_statistics(train_samples)}"
                         + (f" + {len(extra)} synthetic spreads" if extra else ""),
-                "split": f"by cell, md5 rank seed {args.seed}, val fraction {args.val_fraction}: "
+                "split": f"by cell (karyopipe.data.split_by_cell), seed {args.seed}, val fraction {args.val_fraction}: "
                          f"{len(val_cells)} val cells {val_cells}",
                 "training": f"epoch {epoch + 1}/{args.epochs} x {args.steps_per_epoch} steps, batch {args.batch}, "
                             f"crops {args.crop}px at working width {reference_width:.2f}px (x{args.scale_min}-{args.scale_max}), AdamW lr {args.lr}, "
