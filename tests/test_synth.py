@@ -285,3 +285,24 @@ def test_composite_spread_from_one_real_cell(shared_data):
     areas = sorted(int(m.sum()) for _, _, m in cell.crops)
     placed = sorted(int(i.amodal_crop.sum()) for i in chroms)
     assert abs(sum(placed) - sum(areas)) / sum(areas) < 0.05
+
+
+def test_crop_cells_are_a_readable_generic_crop_set(tmp_path):
+    from karyopipe.data import read_dataset
+    from karyopipe.synth.crops import generate_crop_cells
+
+    generate_crop_cells(tmp_path / "a", 2, seed=3, banding="mixed")
+    generate_crop_cells(tmp_path / "b", 1, seed=3, banding="mixed")
+    ds = read_dataset(tmp_path / "a")
+    assert ds.format == "crops-generic" and ds.problems == []
+    assert len(ds.cells) == 2 and len(ds) == 92
+    counts = {}
+    for sample in ds.samples:
+        counts[sample.label] = counts.get(sample.label, 0) + 1
+    assert all(counts[k] == 4 for k in range(1, 23))
+    assert counts.get(23, 0) + counts.get(24, 0) == 4
+    # Cell i does not depend on how many cells are written.
+    first_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.png") if "00000" in str(p))
+    first_b = sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*.png"))
+    assert first_a == first_b
+    assert all((tmp_path / "a" / p).read_bytes() == (tmp_path / "b" / p).read_bytes() for p in first_b)

@@ -7,6 +7,7 @@ Examples
     karyopipe synth --out synth/ --n 200 --seed 0
     karyopipe synth --out synth_q/ --n 50 --seed 1 --karyotype 47,XX,+21 --banding q --size 768 576
     karyopipe synth --out composite/ --n 20 --seed 0 --composite ../shared/data/bioimlab/crops
+    karyopipe synth --out synth_crops/ --n 100 --seed 0 --crops     # classifier training crops
 
 Each image ``i`` draws from ``numpy.random.default_rng([seed, i])``, so the same
 seed gives byte-identical files and image ``i`` does not depend on ``--n``.
@@ -170,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--bench", action="store_true",
                    help="time --n spreads of --karyotype (default 46,XY) on one thread instead of writing files")
+    p.add_argument("--crops", action="store_true",
+                   help="write --n normal cells as single-chromosome crops (OUT/<cell>/<class>/*.png) for classifier training")
     return p
 
 
@@ -193,6 +196,12 @@ def main(argv: list[str]) -> int:
         return 0
     if not args.out:
         parser.error("--out is required")
+    if args.crops:
+        from karyopipe.synth.crops import generate_crop_cells
+
+        generate_crop_cells(args.out, args.n, args.seed, banding=args.banding, progress=not args.no_progress)
+        print(f"synth: wrote {args.n} cells of single-chromosome crops to {args.out}")
+        return 0
     kwargs = {}
     for key in ("nuclei", "debris", "jpeg_quality"):
         if getattr(args, key) is not None:
