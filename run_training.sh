@@ -22,6 +22,7 @@ DEVICE=${DEVICE:-cpu}
 PYTHON=${PYTHON:-.venv/bin/python}
 THREADS=${THREADS:-2}
 N_SYNTH=${N_SYNTH:-200}
+N_SYNTH_CELLS=${N_SYNTH_CELLS:-250}
 EPOCHS_SEG=${EPOCHS_SEG:-30}
 EPOCHS_CLS=${EPOCHS_CLS:-40}
 BATCH_SEG=${BATCH_SEG:-4}
@@ -45,6 +46,9 @@ log "karyopipe training: DATA_ROOT=$DATA_ROOT RUNS=$RUNS DEVICE=$DEVICE STAGES='
 if has synth; then
     log "1/4 synthetic spreads -> $RUNS/synth"
     "$PYTHON" -m karyopipe synth --out "$RUNS/synth" --n "$N_SYNTH" --seed "$SEED" --banding mixed --no-progress
+    # Whole synthetic cells as crops: the classifier learns rendered chromosomes too (see BENCHMARKS.md).
+    "$PYTHON" -m karyopipe synth --crops --out "$RUNS/synth_crops" --n "$N_SYNTH_CELLS" --seed "$((SEED + 7))" \
+        --banding mixed --no-progress
 fi
 
 if has seg; then
@@ -58,7 +62,9 @@ fi
 
 if has cls; then
     log "3/4 classification -> $CLS_WEIGHTS"
-    "$PYTHON" train_classification.py --data "$BIOIMLAB_CROPS" "$GBAND_CROPS" --out "$RUNS/cls" \
+    synth_crops=()
+    [[ -d "$RUNS/synth_crops" ]] && synth_crops=("$RUNS/synth_crops")
+    "$PYTHON" train_classification.py --data "$BIOIMLAB_CROPS" "$GBAND_CROPS" "${synth_crops[@]}" --out "$RUNS/cls" \
         --save-weights "$CLS_WEIGHTS" --mode hybrid --preprocess geometry --epochs "$EPOCHS_CLS" \
         --batch-size "$BATCH_CLS" --seed "$SEED" --device "$DEVICE" --threads "$THREADS" --no-progress
 fi
