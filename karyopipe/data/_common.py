@@ -6,6 +6,7 @@ lambdas, so samples pickle into ``torch.utils.data.DataLoader`` workers.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import re
 from pathlib import Path
@@ -32,6 +33,19 @@ def add_problem(problems: list[Problem], path, reason: str) -> None:
     problem = Problem(str(path), reason)
     problems.append(problem)
     logger.warning("skipped %s", problem)
+
+
+def read_json(path: Path, problems: list[Problem]):
+    """Parse a JSON file, or record why it cannot be parsed and return ``None``."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        add_problem(problems, path, "not a text JSON file")
+    except json.JSONDecodeError as exc:
+        add_problem(problems, path, f"malformed JSON ({exc.msg} at line {exc.lineno} column {exc.colno})")
+    except OSError as exc:
+        add_problem(problems, path, f"cannot read ({exc.strerror or exc})")
+    return None
 
 
 def natural_key(text) -> list:

@@ -149,15 +149,7 @@ def _read_voc_xml(xml_path: Path, image_dir: Path, images_by_stem: dict, problem
         if obj.findtext("difficult") == "1":
             extra["difficult"] = True
         instances.append(Instance(bbox=bbox, label=label, category=category, extra=extra))
-    return Sample(
-        path=image_path,
-        cell_id=bioimlab_cell_id(image_path.stem),
-        kind=SPREADS,
-        instances=instances,
-        image_id=image_path.stem,
-        loader=file_loader(image_path),
-        meta={"width": width, "height": height, "annotation": str(xml_path)},
-    )
+    return _spread_sample(image_path, instances, {"width": width, "height": height, "annotation": str(xml_path)})
 
 
 def read_yolo_names(yaml_path: str | Path) -> list[str] | None:
@@ -275,15 +267,7 @@ def _read_yolo_image(image_path, label_path, classes, have_names, problems) -> S
             if instance is not None:
                 instances.append(instance)
         meta["annotation"] = str(label_path)
-    return Sample(
-        path=image_path,
-        cell_id=bioimlab_cell_id(image_path.stem),
-        kind=SPREADS,
-        instances=instances,
-        image_id=image_path.stem,
-        loader=file_loader(image_path),
-        meta=meta,
-    )
+    return _spread_sample(image_path, instances, meta)
 
 
 def _yolo_line(line, width, height, classes, have_names, where, problems) -> Instance | None:
@@ -315,3 +299,16 @@ def _yolo_line(line, width, height, classes, have_names, where, problems) -> Ins
     if clipped:
         extra["clipped"] = True
     return Instance(bbox=bbox, label=label, category=category, extra=extra)
+
+
+def _spread_sample(image_path: Path, instances: list[Instance], meta: dict) -> Sample:
+    """A box-annotated spread; its stem names the cell (BioImLab letters a..d folded)."""
+    return Sample(
+        path=image_path,
+        cell_id=bioimlab_cell_id(image_path.stem),
+        kind=SPREADS,
+        instances=instances,
+        image_id=image_path.stem,
+        loader=file_loader(image_path),
+        meta=meta,
+    )

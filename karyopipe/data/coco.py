@@ -36,6 +36,7 @@ from karyopipe.data._common import (
     file_loader,
     map_label,
     natural_key,
+    read_json,
 )
 from karyopipe.data.model import CROPS, SPREADS, Dataset, Instance, Problem, Sample
 
@@ -87,13 +88,8 @@ def read_coco(path: str | Path, image_root: str | Path | None = None) -> Dataset
     root = Path(image_root) if image_root is not None else None
     problems: list[Problem] = []
     dataset = Dataset(root=path, format="coco", kind=SPREADS, problems=problems)
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        add_problem(problems, path, f"malformed JSON ({getattr(exc, 'msg', exc)})")
-        return dataset
-    except OSError as exc:
-        add_problem(problems, path, f"cannot read ({exc.strerror or exc})")
+    doc = read_json(path, problems)
+    if doc is None:
         return dataset
     if not isinstance(doc, dict) or not isinstance(doc.get("images"), list):
         add_problem(problems, path, "not a COCO file (no 'images' list)")

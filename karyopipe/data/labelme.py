@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 
 from karyopipe.classes import UnknownLabelError, bioimlab_cell_id
-from karyopipe.data._common import add_problem, check_box, check_polygon, file_loader, map_label, natural_key
+from karyopipe.data._common import add_problem, check_box, check_polygon, file_loader, map_label, natural_key, read_json
 from karyopipe.data.model import SPREADS, Dataset, Instance, Problem, Sample
 from karyopipe.io import ImageReadError, decode_image, image_size
 
@@ -73,16 +73,8 @@ def read_labelme_file(path: str | Path, problems: list[Problem] | None = None) -
     """
     path = Path(path)
     problems = [] if problems is None else problems
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        add_problem(problems, path, "not a text JSON file")
-        return None
-    except json.JSONDecodeError as exc:
-        add_problem(problems, path, f"malformed JSON ({exc.msg} at line {exc.lineno} column {exc.colno})")
-        return None
-    except OSError as exc:
-        add_problem(problems, path, f"cannot read ({exc.strerror or exc})")
+    doc = read_json(path, problems)
+    if doc is None:
         return None
     if not isinstance(doc, dict) or not isinstance(doc.get("shapes"), list):
         add_problem(problems, path, "not a labelme file (no 'shapes' list)")
