@@ -165,8 +165,9 @@ def run_synthetic(n: int = 200, seed: int = 0, *, split_fraction: float = 0.25,
         sub = [r for r in rows if r["split"] == split]
         if sub:
             by_condition["split_chromatids" if split else "joined_chromatids"] = summarize(sub)
-    return {"summary": summarize(rows), "by_condition": by_condition, "rows": rows,
-            "n": n, "seed": seed}
+    summary = summarize(rows)
+    # The headline metrics also sit at the top level, where scripts look for them first.
+    return {**summary, "summary": summary, "by_condition": by_condition, "rows": rows, "n": n, "seed": seed}
 
 
 def run_real(root: Path, limit: int | None = None, progress: bool = True) -> dict:
