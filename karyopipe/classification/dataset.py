@@ -1,12 +1,7 @@
 """Crop data sets for the classifier: discovery, per-cell cache, split, augmentation.
 
-Crops are read with :func:`karyopipe.data.read_dataset` when that reader exists;
-until then a FALLBACK glob reader handles the two real layouts:
-
-* BioImLab: ``<root>/<cell>/<cell> <k><a|b>.bmp``
-* clase folders (gband612): ``<root>/<cell>/clase<k>/clase<k>_<copy>_<cell>.tif[f]``
-  (``clase25`` and other unknown labels are reported as problems, never dropped silently)
-* generic: ``<root>/<cell>/<label>/*.png`` with any label :func:`karyopipe.classes.parse_label` reads.
+Crops are read with :func:`karyopipe.data.read_dataset` (BioImLab, clase, DataNew
+and generic layouts; unknown labels such as ``clase25`` come back as problems).
 
 Every cell is preprocessed once (:func:`karyopipe.classification.preprocess.prepare_cell`)
 and cached as ``.cache/classification/<key>.npz`` so training epochs only read arrays.
@@ -21,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from karyopipe.classes import UnknownLabelError, parse_bioimlab_name, parse_label
-from karyopipe.io import ImageReadError, is_image_path
+from karyopipe.data import read_dataset
+from karyopipe.io import ImageReadError
 
 CACHE_DIR = Path(__file__).resolve().parents[2] / ".cache" / "classification"
 
@@ -74,31 +69,6 @@ def source_name(root) -> str:
     return root.parent.name if root.name.lower() in ("crops", "images", "data") else root.name
 
 
-def _glob_crops(root: Path) -> tuple[list[CropRecord], list[str]]:
-    """FALLBACK crop reader used while ``karyopipe.data.read_dataset`` is missing."""
-    records, problems = [], []
-    source = source_name(root)
-    for cell_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        for path in sorted(cell_dir.rglob("*")):
-            if not path.is_file():
-                continue
-            if not is_image_path(path):
-                problems.append(f"{path}: not an image file, skipped")
-                continue
-            parent = path.parent
-            try:
-                if parent == cell_dir:  # BioImLab: label in the file name
-                    name = parse_bioimlab_name(path.stem)
-                    label = name.number
-                else:
-                    label = parse_label(parent.name)
-            except UnknownLabelError as exc:
-                problems.append(f"{path}: {exc}, skipped")
-                continue
-            records.append(CropRecord(path, cell_dir.name, label, source))
-    return records, problems
-
-
 def find_crops(root) -> tuple[list[CropRecord], list[str]]:
     """List the labelled crops under ``root`` and the problems met.
 
@@ -111,22 +81,14 @@ def find_crops(root) -> tuple[list[CropRecord], list[str]]:
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"{root}: data folder not found")
-    try:
-        from karyopipe.data import read_dataset  # noqa: F401  (lands with the data-layer issue)
-    except ImportError:
-        read_dataset = None
-    if read_dataset is not None:
-        dataset = read_dataset(root)
-        if dataset.kind != "crops":
-            raise ValueError(f"{root}: holds {dataset.kind}, not single-chromosome crops")
-        records = [CropRecord(Path(s.path), str(s.cell_id), int(s.label), source_name(root))
-                   for s in dataset.samples if s.label is not None]
-        problems = [str(p) for p in dataset.problems]
-        problems += [f"{s.path}: crop has no class label, skipped" for s in dataset.samples if s.label is None]
-        return records, problems
-    if root.is_dir() and (root / "crops").is_dir():
-        root = root / "crops"
-    return _glob_crops(root)
+    dataset = read_dataset(root)
+    if dataset.kind != "crops":
+        raise ValueError(f"{root}: holds {dataset.kind}, not single-chromosome crops")
+    records = [CropRecord(Path(s.path), str(s.cell_id), int(s.label), source_name(root))
+               for s in dataset.samples if s.label is not None]
+    problems = [str(p) for p in dataset.problems]
+    problems += [f"{s.path}: crop has no class label, skipped" for s in dataset.samples if s.label is None]
+    return records, problems
 
 
 def _cache_key(records: list[CropRecord], size, mode) -> str:

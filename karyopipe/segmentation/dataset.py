@@ -1,33 +1,24 @@
 """Spread datasets for segmentation: reading, splitting by cell, training samples.
 
-Readers come from :func:`karyopipe.data.read_dataset` when it is available.
-Until then (and as a safety net) this module carries a **minimal fallback
-reader** for labelme folders, COCO JSON and YOLO/VOC box folders, enough for
-training and ``eval-seg``; it follows the same :class:`~karyopipe.data.Dataset`
-contract.
+Reading goes through :func:`karyopipe.data.read_dataset` (labelme folders, COCO
+JSON, YOLO/VOC box folders); this module adds the segmentation view of it.
 """
 from __future__ import annotations
 
-import base64
-import hashlib
-import io as _io
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 
-from karyopipe.classes import bioimlab_cell_id
-from karyopipe.data.model import SPREADS, Dataset, Instance, Problem, Sample
-from karyopipe.io import IMAGE_SUFFIXES, normalize_polarity, read_image
+from karyopipe.data import read_dataset
+from karyopipe.data.model import SPREADS, Dataset, Sample
+from karyopipe.data.split import split_by_cell
+from karyopipe.io import normalize_polarity
 
 
 # --------------------------------------------------------------------------- readers
 def load_spreads(path, format: str | None = None) -> Dataset:
     """Read annotated spreads from a labelme folder, a COCO JSON or a YOLO/VOC box folder.
-
-    Uses :func:`karyopipe.data.read_dataset` when that module exists, else the
-    fallback readers of this module.
 
     Raises
     ------
@@ -37,180 +28,9 @@ def load_spreads(path, format: str | None = None) -> Dataset:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder")
-    try:
-        from karyopipe.data import read_dataset  # type: ignore[attr-defined]
-    except ImportError:
-        read_dataset = None
-    if read_dataset is not None:
-        dataset = read_dataset(path, format=format)
-        if dataset.kind != SPREADS:
-            raise ValueError(f"{path}: holds single-chromosome crops ({dataset.format}), not spreads")
-        return dataset
-    return _fallback_read(path, format)
-
-
-def _fallback_read(path: Path, format: str | None) -> Dataset:
-    # FALLBACK until karyopipe.data.read_dataset lands: labelme, COCO, YOLO only.
-    if format is None:
-        format = _guess_format(path)
-    readers = {"labelme": read_labelme_folder, "coco": read_coco, "yolo": read_yolo_folder}
-    if format not in readers:
-        raise ValueError(f"{path}: unsupported spread format {format!r} (labelme, coco, yolo)")
-    return readers[format](path)
-
-
-def _guess_format(path: Path) -> str:
-    if path.is_file() and path.suffix.lower() == ".json":
-        head = json.loads(path.read_text())
-        return "coco" if isinstance(head, dict) and "annotations" in head else "labelme"
-    if path.is_dir():
-        if (path / "labels").is_dir() and (path / "images").is_dir():
-            return "yolo"
-        if any(path.glob("*.json")):
-            first = next(iter(sorted(path.glob("*.json"))))
-            try:
-                blob = json.loads(first.read_text())
-            except ValueError:
-                blob = {}
-            return "coco" if "annotations" in blob else "labelme"
-    raise ValueError(f"{path}: cannot tell the format (expected labelme JSONs, a COCO JSON or images/+labels/)")
-
-
-def decode_labelme_image(blob: dict, json_path: Path) -> np.ndarray:
-    """The image of a labelme file: embedded ``imageData``, else ``imagePath`` beside it."""
-    from PIL import Image
-
-    if blob.get("imageData"):
-        raw = base64.b64decode(blob["imageData"])
-        with Image.open(_io.BytesIO(raw)) as im:
-            return np.asarray(im.convert("RGB") if im.mode not in ("L", "RGB") else im).copy()
-    if blob.get("imagePath"):
-        return read_image(json_path.parent / blob["imagePath"])
-    raise ValueError(f"{json_path}: labelme file has neither imageData nor imagePath")
-
-
-def read_labelme_file(path: Path) -> tuple[Sample, list[Problem]]:
-    """One labelme file as a :class:`Sample` of chromosome polygons (lazy image)."""
-    path = Path(path)
-    problems: list[Problem] = []
-    try:
-        blob = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: not a readable labelme JSON ({exc})") from None
-    if not isinstance(blob, dict) or "shapes" not in blob:
-        raise ValueError(f"{path}: not a labelme file (no 'shapes')")
-    instances = []
-    for k, shape in enumerate(blob["shapes"]):
-        points = np.asarray(shape.get("points", []), dtype=np.float32)
-        if shape.get("shape_type", "polygon") != "polygon" or points.ndim != 2 or len(points) < 3:
-            problems.append(Problem(f"{path}#shape{k}", f"not a polygon with 3+ points ({shape.get('shape_type')})"))
-            continue
-        label = str(shape.get("label", "chr")).lower()
-        category = "nucleus" if label.startswith("nuc") else "debris" if label.startswith("deb") else "chromosome"
-        instances.append(Instance(polygon=points, category=category))
-    sample = Sample(
-        path=path,
-        cell_id=bioimlab_cell_id(path.stem),
-        kind=SPREADS,
-        instances=instances,
-        image_id=path.stem,
-        loader=lambda p=path: decode_labelme_image(json.loads(p.read_text()), p),
-        meta={"width": blob.get("imageWidth"), "height": blob.get("imageHeight")},
-    )
-    return sample, problems
-
-
-def read_labelme_folder(path) -> Dataset:
-    """FALLBACK labelme reader: every ``*.json`` of a folder (or one file)."""
-    path = Path(path)
-    files = [path] if path.is_file() else sorted(path.glob("*.json"))
-    dataset = Dataset(root=path, format="labelme", kind=SPREADS)
-    for file in files:
-        try:
-            sample, problems = read_labelme_file(file)
-        except ValueError as exc:
-            dataset.problems.append(Problem(str(file), str(exc).split(": ", 1)[-1]))
-            continue
-        dataset.samples.append(sample)
-        dataset.problems += problems
-    if not dataset.samples:
-        raise ValueError(f"{path}: no readable labelme files")
-    return dataset
-
-
-def read_coco(path) -> Dataset:
-    """FALLBACK COCO reader: polygons / RLE masks / boxes of one annotation JSON."""
-    from pycocotools import mask as mask_utils
-
-    path = Path(path)
-    if path.is_dir():
-        candidates = sorted(path.glob("*.json")) + sorted(path.glob("annotations/*.json"))
-        if not candidates:
-            raise ValueError(f"{path}: no COCO JSON inside")
-        path = candidates[0]
-    blob = json.loads(path.read_text())
-    dataset = Dataset(root=path, format="coco", kind=SPREADS)
-    cats = {c["id"]: c.get("name", "chromosome") for c in blob.get("categories", [])}
-    by_image: dict[int, list] = {}
-    for ann in blob.get("annotations", []):
-        by_image.setdefault(ann["image_id"], []).append(ann)
-    for img in blob.get("images", []):
-        file = path.parent / img["file_name"]
-        if not file.exists() and (path.parent.parent / img["file_name"]).exists():
-            file = path.parent.parent / img["file_name"]
-        h, w = int(img["height"]), int(img["width"])
-        instances = []
-        for ann in by_image.get(img["id"], []):
-            name = str(cats.get(ann.get("category_id"), "chromosome")).lower()
-            category = "nucleus" if name.startswith("nuc") else "debris" if name.startswith("deb") else "chromosome"
-            x, y, bw, bh = ann.get("bbox", (0, 0, 0, 0))
-            seg = ann.get("segmentation")
-            inst = Instance(bbox=(x, y, x + bw, y + bh), category=category)
-            if isinstance(seg, list) and seg and len(seg[0]) >= 6:
-                if len(seg) == 1:
-                    inst.polygon = np.asarray(seg[0], np.float32).reshape(-1, 2)
-                else:
-                    rles = mask_utils.frPyObjects(seg, h, w)
-                    inst.mask = mask_utils.decode(mask_utils.merge(rles)).astype(bool)
-            elif isinstance(seg, dict):
-                rle = mask_utils.frPyObjects(seg, h, w) if isinstance(seg.get("counts"), list) else seg
-                inst.mask = mask_utils.decode(rle).astype(bool)
-            instances.append(inst)
-        dataset.samples.append(
-            Sample(path=file, cell_id=str(img.get("cell_id", Path(img["file_name"]).stem)), instances=instances,
-                   image_id=str(img["id"]), meta={"width": w, "height": h})
-        )
-    return dataset
-
-
-def read_yolo_folder(path) -> Dataset:
-    """FALLBACK YOLO reader: ``images/`` + ``labels/*.txt`` (``cls xc yc w h`` normalised), boxes only."""
-    path = Path(path)
-    dataset = Dataset(root=path, format="yolo", kind=SPREADS)
-    for image in sorted(p for p in (path / "images").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
-        label_file = path / "labels" / (image.stem + ".txt")
-        if not label_file.exists():
-            dataset.problems.append(Problem(str(image), "no label file"))
-            continue
-        try:
-            arr = read_image(image)
-        except Exception as exc:
-            dataset.problems.append(Problem(str(image), str(exc)))
-            continue
-        h, w = arr.shape[:2]
-        instances = []
-        for line_no, line in enumerate(label_file.read_text().splitlines(), 1):
-            parts = line.split()
-            if not parts:
-                continue
-            try:
-                _, xc, yc, bw, bh = (float(v) for v in parts[:5])
-            except ValueError:
-                dataset.problems.append(Problem(f"{label_file}:{line_no}", "not 'cls xc yc w h'"))
-                continue
-            instances.append(Instance(bbox=((xc - bw / 2) * w, (yc - bh / 2) * h, (xc + bw / 2) * w, (yc + bh / 2) * h)))
-        dataset.samples.append(Sample(path=image, cell_id=image.stem, instances=instances, image_id=image.stem,
-                                      meta={"width": w, "height": h}))
+    dataset = read_dataset(path, format=format)
+    if dataset.kind != SPREADS:
+        raise ValueError(f"{path}: holds single-chromosome crops ({dataset.format}), not spreads")
     return dataset
 
 
@@ -225,18 +45,10 @@ def split_cells(cells, val_fraction: float = 0.2, seed: int = 0) -> tuple[list[s
     """Deterministic split of cell ids into (train, val), independent of listing order.
 
     The project-wide :func:`karyopipe.data.split_by_cell` (hash of cell id and
-    seed), so segmentation holds out the same cells as the classifier; a
-    FALLBACK MD5 ranking is used only if that module is missing.
+    seed), shared with the end-to-end evaluation. The shipped classifier keeps
+    its own per-folder split (see docs/architecture.md).
     """
-    cells = sorted({str(c) for c in cells})
-    try:
-        from karyopipe.data.split import split_by_cell
-    except ImportError:
-        ranked = sorted(cells, key=lambda c: hashlib.md5(f"{seed}:{c}".encode()).hexdigest())
-        n_val = max(1, int(round(val_fraction * len(cells)))) if len(cells) > 1 else 0
-        val = set(ranked[:n_val])
-        return [c for c in cells if c not in val], [c for c in cells if c in val]
-    train, val = split_by_cell(cells, val_fraction=val_fraction, seed=seed)
+    train, val = split_by_cell(sorted({str(c) for c in cells}), val_fraction=val_fraction, seed=seed)
     return list(train), list(val)
 
 
