@@ -33,39 +33,14 @@ def ideogram_bands() -> dict[int, tuple[float, list[tuple[float, float, str]]]]:
     """Per class: ``(centromere fraction, [(start, end, stain), ...])`` with positions as fractions of length.
 
     From :func:`karyopipe.synth.load_ideogram` (hg38 cytobands shipped with
-    pyryotype; X and Y from the CHM13 table beside it), or, while that stage
-    is absent, from the same tables read here.
+    pyryotype; X and Y from the CHM13 table beside it).
     """
-    try:
-        from karyopipe.synth.ideogram import load_ideogram
-    except ImportError:
-        return _read_cytobands()
+    from karyopipe.synth.ideogram import load_ideogram
+
     out = {}
     for k, ideo in load_ideogram().items():
         bands = [(b.start / ideo.length_bp, b.end / ideo.length_bp, b.stain) for b in ideo.bands]
         out[k] = (ideo.centromere_index, bands)
-    return out
-
-
-def _read_cytobands() -> dict[int, tuple[float, list[tuple[float, float, str]]]]:
-    """FALLBACK for a checkout without :mod:`karyopipe.synth`: pyryotype's cytoband BED files, read in place."""
-    from importlib.resources import files
-
-    rows: dict[str, list[tuple[int, int, str, str]]] = {}
-    for name in ("cytobands_hg38.bed", "cytobands_chm13.bed"):
-        for line in (files("pyryotype") / "static" / name).read_text().splitlines():
-            f = line.split("\t")
-            if len(f) >= 5 and f[0] not in rows:
-                rows.setdefault(f"{name}:{f[0]}", []).append((int(f[1]), int(f[2]), f[3], f[4]))
-    out = {}
-    for k in range(1, 25):
-        chrom = "chr" + class_name(k)
-        bands = rows.get(f"cytobands_hg38.bed:{chrom}") or rows[f"cytobands_chm13.bed:{chrom}"]
-        bands.sort()
-        length = bands[-1][1]
-        p_acen = [b for b in bands if b[3] == "acen" and b[2].startswith("p")]
-        centre = p_acen[-1][1] if p_acen else length / 2
-        out[k] = (centre / length, [(a / length, b / length, st) for a, b, _, st in bands])
     return out
 
 
