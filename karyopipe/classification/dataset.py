@@ -170,8 +170,9 @@ def concat_arrays(parts: list[CellArrays]) -> CellArrays:
 def split_cells(cells, val_fraction=0.15, test_fraction=0.15, seed=0) -> dict[str, list[str]]:
     """Deterministic split of cell ids into train / val / test.
 
-    Uses :func:`karyopipe.data.split_by_cell` when it exists. Cells are sorted,
-    then shuffled with a fixed seed, so the split depends only on the cell ids.
+    Cells are sorted, then shuffled with a fixed seed, so the split depends only
+    on the cell ids. This is not :func:`karyopipe.data.split_by_cell`: the shipped
+    weights record this split, and ``eval-cls --split test`` reproduces it.
 
     Returns
     -------

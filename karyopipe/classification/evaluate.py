@@ -24,16 +24,11 @@ from karyopipe.classes import CLASS_NAMES, NUM_CLASSES
 def assign_log_probs(log_probs: np.ndarray) -> tuple[np.ndarray, str]:
     """Karyotype-level classes of one cell and the assigner's name.
 
-    :func:`karyopipe.karyogram.assign_karyotype` when that module exists (its
-    unassigned objects, label 0, count as errors), else the plain Hungarian
-    :func:`karyopipe.classification.assign.assign_cell`.
+    :func:`karyopipe.karyogram.assign_karyotype`; its unassigned objects
+    (label 0) count as errors.
     """
-    from karyopipe.classification.assign import assign_cell
+    from karyopipe.karyogram import assign_karyotype
 
-    try:
-        from karyopipe.karyogram import assign_karyotype
-    except ImportError:
-        return assign_cell(log_probs), "hungarian"
     call = assign_karyotype(log_probs)
     return np.asarray(call.labels, dtype=np.int64).reshape(-1), "karyogram.assign_karyotype"
 

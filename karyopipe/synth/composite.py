@@ -65,21 +65,6 @@ def counts_to_karyotype(counts: dict[int, int]) -> str:
     return ",".join([str(total), sex] + changes)
 
 
-def _mask(gray: np.ndarray) -> np.ndarray:
-    try:
-        from karyopipe.geometry.axis import mask_from_crop
-    except ImportError:  # geometry stage absent: plain Otsu, largest component
-        from scipy import ndimage as ndi
-        from skimage.filters import threshold_otsu
-
-        m = gray > threshold_otsu(gray) if gray.max() > gray.min() else np.zeros(gray.shape, bool)
-        lab, n = ndi.label(m)
-        if n > 1:
-            m = lab == (1 + int(np.argmax(ndi.sum(m, lab, range(1, n + 1)))))
-        return ndi.binary_fill_holes(m)
-    return mask_from_crop(gray)
-
-
 def _rotate(density: np.ndarray, mask: np.ndarray, angle_deg: float) -> tuple[np.ndarray, np.ndarray]:
     """Rotate about the centre, canvas grown to hold the whole crop."""
     import cv2
@@ -136,6 +121,7 @@ class CompositeSource:
         return self._cache[cell_id]
 
     def _load(self, cell_id: str) -> CompositeCell | None:
+        from karyopipe.geometry.axis import mask_from_crop
         from karyopipe.io import BRIGHTFIELD, detect_polarity, to_gray
 
         grays = []
@@ -151,7 +137,7 @@ class CompositeSource:
         crops, counts = [], {k: 0 for k in range(1, 25)}
         for sample, gray in grays:
             canonical = 1.0 - gray if brightfield else gray
-            mask = _mask(canonical)
+            mask = mask_from_crop(canonical)
             if mask.sum() < 10:
                 self.problems.append(f"{sample.path}: no chromosome found by thresholding")
                 continue
