@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval-seg": ("karyopipe.segmentation.evaluate", "score segmentation with COCO metrics"),
     "train-cls": ("karyopipe.classification.train", "train the hybrid ResNet classifier"),
     "eval-cls": ("karyopipe.classification.evaluate", "score classification on crops or annotated spreads"),
+    "calibrate-cls": ("karyopipe.classification.calibrate", "fit the classifier's temperature on validation cells"),
     "bench-karyotype": ("karyopipe.karyogram.bench", "benchmark karyotype assignment on synthetic spreads"),
     "label-bioimlab": ("karyopipe.data.label_bioimlab", "give BioImLab metaphase polygons their classes from the crops"),
     "eval-e2e": ("karyopipe.pipeline.evaluate", "end-to-end detection, classification and karyotype scores"),

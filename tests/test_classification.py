@@ -226,3 +226,32 @@ def test_predict_cell_accepts_geometries_in_both_modes():
         clf = Classifier(net, {"num_features": nf, "width": 8, "size": [48, 24], "preprocess": mode})
         lp = clf.predict_cell(geoms)
         assert lp.shape == (8, 24) and np.isfinite(lp).all()
+
+
+def test_temperature_scaling_recovers_underconfidence_and_keeps_argmax(tmp_path):
+    from karyopipe.classification.calibrate import expected_calibration_error, fit_temperature, nll
+
+    rng = np.random.default_rng(3)
+    logits = rng.normal(0, 2, (3000, 24))
+    logits[np.arange(3000), rng.integers(0, 24, 3000)] += 5.0
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    labels = np.array([rng.choice(24, p=p) for p in probs])  # calibrated at T = 1 by construction
+    soft = logits / 3.0  # what label smoothing does: same ranking, compressed scale
+    t = fit_temperature(soft, labels)
+    assert 0.25 < t < 0.45
+    assert nll(soft, labels, t) < nll(soft, labels)
+    from scipy.special import log_softmax
+    assert expected_calibration_error(log_softmax(soft / t, 1), labels) < expected_calibration_error(
+        log_softmax(soft, 1), labels)
+
+    # The stored temperature sharpens the classifier's output without changing its argmax.
+    crops, _ = toy_cell(rng)
+    net = build_hybrid_resnet(num_features=6, width=8).eval()
+    clf = Classifier(net, {"num_features": 6, "width": 8, "size": [48, 24], "preprocess": "pca"})
+    raw = clf.predict_cell(crops)
+    clf.config["temperature"] = 0.5
+    path = clf.save(tmp_path / "cls.pth", {"data": "toy"})
+    sharp = Classifier.from_pretrained(path).predict_cell(crops)
+    np.testing.assert_array_equal(raw.argmax(1), sharp.argmax(1))
+    np.testing.assert_allclose(sharp, log_softmax(2 * raw, 1), atol=2e-2)

@@ -249,6 +249,17 @@ def train(args, splits: dict | None = None) -> dict:
               "data": [str(d) for d in args.data],
               "cells": {k: len(v.unique_cells) for k, v in splits.items()},
               "crops": {k: int(len(v.labels)) for k, v in splits.items()}, "problems": problems}
+    if len(val_a.labels):
+        # Label smoothing leaves the model under-confident; the karyogram weighs its
+        # log-probabilities against priors in nats, so fit the scale on val cells.
+        from karyopipe.classification.calibrate import calibration_report, fit_temperature
+
+        clf.config["temperature"] = 1.0
+        raw = clf.predict_arrays(val_a.images, val_a.features)
+        clf.config["temperature"] = config["temperature"] = fit_temperature(raw, val_a.labels - 1)
+        result["calibration"] = calibration_report(raw, val_a.labels - 1, config["temperature"])
+        print(f"calibration on val: temperature {config['temperature']:.3f}, NLL "
+              f"{result['calibration']['nll_before']:.4f} -> {result['calibration']['nll_after']:.4f}")
     for name, part in (("val", val_a), ("test", test_a)):
         if len(part.labels) == 0:
             continue
@@ -279,6 +290,7 @@ def train(args, splits: dict | None = None) -> dict:
                     f"{args.threads} thread(s)), {args.optimizer} lr {args.lr} {args.schedule}, wd {args.weight_decay}, "
                     f"label smoothing {args.label_smoothing}, batch {args.batch_size}, "
                     f"{'class-balanced sampling' if not args.no_balance else 'shuffled'}, best epoch {result['best_epoch']}",
+        "calibration": result.get("calibration", "none (no val cells)"),
         "metrics": {f"{split} {src} {k}": (round(v[k], 4) if isinstance(v[k], float) else v[k])
                     for split in ("val", "test") if split in result
                     for src, v in result[split]["per_source"].items() for k in ("n", "accuracy", "accuracy_assigned")},

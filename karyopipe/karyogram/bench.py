@@ -327,8 +327,10 @@ def main(argv: list[str] | None = None) -> int:
         calls = ", ".join(f"{k} x{v}" for k, v in r["calls"].items())
         print(f"{kt:<12} {r['n']:>5} {r['karyotype_exact_rate']:>7.3f} {r['accuracy_single']:>7.3f} "
               f"{r['accuracy_assigned']:>8.3f} {r['called_abnormal_rate']:>6.3f}  {calls}")
+    normal_rate = result["normal_called_abnormal_rate"]
     print(f"overall: exact {result['karyotype_exact_rate']:.3f}, normal called abnormal "
-          f"{result['normal_called_abnormal_rate']:.3f}, single {result['accuracy_single']:.3f}, "
+          f"{'n/a (no normal cells)' if normal_rate is None else f'{normal_rate:.3f}'}, "
+          f"single {result['accuracy_single']:.3f}, "
           f"assigned {result['accuracy_assigned']:.3f} ({result['cells']} cells, {result['seconds']} s)")
     print(f"baseline: counting argmax labels gives the exact karyotype in "
           f"{result['karyotype_exact_rate_argmax']:.3f} of cells")
