@@ -171,6 +171,13 @@ def test_train_and_eval_cli_on_toy_folder(tmp_path, capsys):
     assert train.main(argv[:argv.index("--epochs") + 1] + ["3"] + argv[argv.index("--epochs") + 2:]
                       + ["--resume", str(run / "last.pt")]) == 0
     assert [json.loads(l)["epoch"] for l in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    # Fine-tuning starts where the weights left off, with a fresh history.
+    tuned = tmp_path / "tuned"
+    argv_init = argv[:argv.index("--out")] + ["--out", str(tuned), "--init", str(run / "weights.pth")]
+    assert train.main(argv_init[:argv_init.index("--epochs") + 1] + ["1"] + argv_init[argv_init.index("--epochs") + 2:]) == 0
+    first = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()][0]
+    tuned_first = [json.loads(l) for l in (tuned / "metrics.jsonl").read_text().splitlines()]
+    assert len(tuned_first) == 1 and tuned_first[0]["train_loss"] < first["train_loss"]
     out = tmp_path / "eval" / "metrics.json"
     assert evaluate.main([str(data), "--weights", str(run / "weights.pth"), "--json", str(out)]) == 0
     report = json.loads(out.read_text())

@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--device", default="cpu")
     p.add_argument("--resume", default=None, help="checkpoint (last.pt) to continue from")
+    p.add_argument("--init", default=None,
+                   help="fine-tune: start from these weights (.pth) with a fresh optimizer, schedule and early stopping")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -150,6 +152,17 @@ def train(args, splits: dict | None = None) -> dict:
     fstd = train_a.features.std(axis=0) + 1e-6
     config = _model_config(args, train_a.features.shape[1], fmean, fstd)
     model = build_hybrid_resnet(**config).to(args.device)
+    if args.init and not args.resume:
+        from karyopipe.weights import load_weights
+
+        state, _, _ = load_weights(args.init)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ValueError(f"{args.init}: does not match --arch/--width/--mode ({str(exc).splitlines()[0]})") from None
+        # The feature normalisation travels with the weights it was learnt with.
+        config["feature_mean"] = model.feature_mean.tolist()
+        config["feature_std"] = model.feature_std.tolist()
 
     dataset = CropDataset(train_a, augment=not args.no_augment, blur_max=args.blur_max, seed=args.seed)
     generator = torch.Generator().manual_seed(args.seed)
@@ -290,6 +303,8 @@ def train(args, splits: dict | None = None) -> dict:
                     f"{args.threads} thread(s)), {args.optimizer} lr {args.lr} {args.schedule}, wd {args.weight_decay}, "
                     f"label smoothing {args.label_smoothing}, batch {args.batch_size}, "
                     f"{'class-balanced sampling' if not args.no_balance else 'shuffled'}, best epoch {result['best_epoch']}",
+        "initialised_from": (f"{args.init} (fine-tuned; no external pretraining)" if args.init and not args.resume
+                             else "random (from scratch)"),
         "calibration": result.get("calibration", "none (no val cells)"),
         "metrics": {f"{split} {src} {k}": (round(v[k], 4) if isinstance(v[k], float) else v[k])
                     for split in ("val", "test") if split in result
