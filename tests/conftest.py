@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# Preprocessing caches written by tests go to a temporary folder, not the checkout's .cache/.
+os.environ.setdefault("KARYOPIPE_CACHE", tempfile.mkdtemp(prefix="karyopipe-test-cache-"))
 
 
 def shared_data_root() -> Path | None:

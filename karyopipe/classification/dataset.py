@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,9 @@ import numpy as np
 from karyopipe.data import read_dataset
 from karyopipe.io import ImageReadError
 
-CACHE_DIR = Path(__file__).resolve().parents[2] / ".cache" / "classification"
+# ``$KARYOPIPE_CACHE`` moves the preprocessing cache (the tests point it at a temporary folder).
+CACHE_DIR = (Path(os.environ["KARYOPIPE_CACHE"]) if os.environ.get("KARYOPIPE_CACHE")
+             else Path(__file__).resolve().parents[2] / ".cache") / "classification"
 
 
 @dataclass
