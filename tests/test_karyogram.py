@@ -1,6 +1,8 @@
 """Assignment, ISCN strings and statements on synthetic classifier outputs."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -179,6 +181,16 @@ def test_bench_synthetic_scorer_reports_metrics(tmp_path):
     assert out.is_file() and '"karyotype_exact_rate"' in out.read_text()
     with pytest.raises(ValueError, match="not an ISCN"):
         main(["--n", "2", "--karyotypes", "XY", "--quiet"])
+
+
+def test_bench_falls_back_to_synthetic_scorer_without_weights(tmp_path, monkeypatch, capsys):
+    from karyopipe.karyogram.bench import main
+
+    monkeypatch.setenv("KARYOPIPE_WEIGHTS", str(tmp_path))
+    out = tmp_path / "bench.json"
+    assert main(["--n", "2", "--karyotypes", "45,X", "--json", str(out), "--quiet"]) == 0
+    assert "SYNTHETIC" in capsys.readouterr().err
+    assert json.loads(out.read_text())["scorer"] == "synthetic"
 
 
 def test_bench_classifier_scorer_without_weights_says_so(tmp_path):

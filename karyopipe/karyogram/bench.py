@@ -17,8 +17,8 @@ assignment), each per karyotype as well.
 
 Examples
 --------
-    karyopipe bench-karyotype --n 200 --scorer synthetic --json out/bench_karyotype.json
-    karyopipe bench-karyotype --n 20 --scorer classifier
+    karyopipe bench-karyotype --n 50 --json out/bench_karyotype.json   # shipped classifier, G and Q cells
+    karyopipe bench-karyotype --n 200 --scorer synthetic --noise 0.38  # stress the assignment alone
     karyopipe bench-karyotype --real ../shared/data/bioimlab/crops   # real held-out cells
 """
 from __future__ import annotations
@@ -278,8 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=100, help="cells per karyotype (default 100)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--scorer", choices=("synthetic", "classifier"), default="synthetic",
-                        help="where log-probabilities come from (default synthetic)")
+    parser.add_argument("--scorer", choices=("auto", "synthetic", "classifier"), default="auto",
+                        help="where log-probabilities come from: the classifier on rendered G/Q chromosomes, or "
+                             "calibrated synthetic scores (default auto: the classifier when weights are present)")
     parser.add_argument("--noise", type=float, default=0.38,
                         help="synthetic scorer confusion; 0.30 / 0.38 / 0.45 give ~97 / 91 / 85 %% argmax accuracy")
     parser.add_argument("--weights", help="classifier weights (default: the shipped ones)")
@@ -319,6 +320,14 @@ def main(argv: list[str] | None = None) -> int:
     for kt in args.karyotypes:
         parse_karyotype(kt)  # fail early on a bad karyotype string
     morphology = {"length_weight": 0.0, "ci_weight": 0.0} if args.no_morphology else {}
+    if args.scorer == "auto":
+        from karyopipe.weights import CLASSIFICATION_WEIGHTS, default_weights
+
+        have = Path(args.weights).is_file() if args.weights else default_weights(CLASSIFICATION_WEIGHTS).is_file()
+        args.scorer = "classifier" if have else "synthetic"
+        if not have:
+            print("no classifier weights found: using the calibrated SYNTHETIC scorer (measures the assignment only)",
+                  file=sys.stderr)
     result = run_bench(args.karyotypes, args.n, args.seed, args.scorer, args.noise, args.weights,
                        progress=not args.quiet, banding=args.banding, **morphology)
     print(f"scorer: {result['scorer']} ({result['scorer_note']})")
