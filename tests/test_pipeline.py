@@ -157,3 +157,18 @@ def test_real_gband_spread(shared_data, no_weights, tmp_path):
     assert 20 <= len(result.chromosomes) <= 120
     paths = result.save(tmp_path / "real")
     assert all(p.exists() for p in paths.values())
+
+
+def test_bench_pipeline_times_each_size(no_weights, tmp_path, capsys):
+    from karyopipe.pipeline.bench import main
+
+    out = tmp_path / "bench.json"
+    assert main(["--sizes", "384x288", "512x384", "--n", "1", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    sizes = [row["size"] for row in result["rows"]]
+    assert sizes[:2] == ["384x288", "512x384"] and "wide field" in sizes[2]
+    for row in result["rows"]:
+        assert row["median_seconds"] > 0 and row["objects_median"] > 0
+        assert {"segmentation", "geometry", "karyogram"} <= set(row["stage_median_seconds"])
+    assert result["load_seconds"] >= 0 and result["models"]["segmentation"] == "watershed"
+    assert "model loading" in capsys.readouterr().out
