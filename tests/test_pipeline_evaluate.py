@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from karyopipe.data import Instance, Sample, write_coco
@@ -73,3 +74,22 @@ def test_cli_on_coco(tmp_path, monkeypatch, capsys):
     assert metrics["detection_recall@0.5"] == 1.0 and metrics["detection_precision@0.5"] == 1.0
     assert metrics["classification_accuracy_matched"] == 0.0  # no classifier: nothing is right
     assert "classifier weights missing" in capsys.readouterr().err
+
+
+def test_heldout_split_keeps_cells_no_stage_trained_on(tmp_path):
+    from types import SimpleNamespace
+
+    import torch
+
+    from karyopipe.pipeline.evaluate import select_cells
+    from karyopipe.weights import save_weights
+
+    state = {"w": torch.zeros(1)}
+    seg = save_weights(tmp_path / "seg.pth", state, {"val_cells": ["1", "2", "3"]})
+    cls = save_weights(tmp_path / "cls.pth", state, {"heldout_cells": ["bioimlab/2", "bioimlab/3", "bioimlab/9"]})
+    old = save_weights(tmp_path / "old.pth", state, {})
+    dataset = SimpleNamespace(samples=[SimpleNamespace(cell_id=c) for c in ("1", "2", "3", "4", "9")])
+    samples, note = select_cells(dataset, "heldout", seg, cls)
+    assert [s.cell_id for s in samples] == ["2", "3"] and "classifier" in note
+    with pytest.raises(ValueError, match="held-out cells"):
+        select_cells(dataset, "heldout", seg, old)

@@ -151,6 +151,8 @@ def train(args, splits: dict | None = None) -> dict:
     fmean = train_a.features.mean(axis=0)
     fstd = train_a.features.std(axis=0) + 1e-6
     config = _model_config(args, train_a.features.shape[1], fmean, fstd)
+    # Recorded so end-to-end evaluation can keep to cells no stage trained on.
+    config["heldout_cells"] = sorted(set(val_a.unique_cells) | set(test_a.unique_cells))
     model = build_hybrid_resnet(**config).to(args.device)
     if args.init and not args.resume:
         from karyopipe.weights import load_weights

@@ -57,10 +57,27 @@ def truth_karyotype(labels) -> str:
     return karyotype_string(counts)
 
 
-def select_cells(dataset, split: str, seg_weights=None) -> tuple[list, str]:
-    """Samples of the split: ``val`` = the cells the segmentation weights held out (recorded in them)."""
+def select_cells(dataset, split: str, seg_weights=None, cls_weights=None) -> tuple[list, str]:
+    """Samples of the split.
+
+    ``val``: the cells the segmentation weights held out (recorded in them).
+    ``heldout``: those of them the classifier did not train on either (its
+    ``heldout_cells``, recorded as ``<source>/<cell>``), i.e. cells no stage saw.
+    """
     if split == "all":
         return list(dataset.samples), "all spreads"
+    if split == "heldout":
+        from karyopipe.weights import CLASSIFICATION_WEIGHTS, default_weights, load_weights
+
+        samples, note = select_cells(dataset, "val", seg_weights)
+        path = Path(cls_weights) if cls_weights else default_weights(CLASSIFICATION_WEIGHTS)
+        held = load_weights(path)[1].get("heldout_cells") if path.is_file() else None
+        if not held:
+            raise ValueError(f"{path}: records no held-out cells (weights trained before they were recorded); "
+                             "use --split val")
+        held_ids = {str(c).rsplit("/", 1)[-1] for c in held}
+        return ([s for s in samples if str(s.cell_id) in held_ids],
+                f"{note}, and held out by the classifier ({path})")
     from karyopipe.data import split_by_cell
     from karyopipe.weights import SEGMENTATION_WEIGHTS, default_weights, load_weights
 
@@ -161,8 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="karyopipe eval-e2e", description=__doc__.split("\n\n")[0])
     p.add_argument("data", help="COCO JSON (or any karyopipe-readable spread set) with classes")
     p.add_argument("--json", default=None, help="write the metrics here")
-    p.add_argument("--split", default="all", choices=("all", "train", "val"),
-                   help="only the cells held out by the segmentation weights (val), the others, or all")
+    p.add_argument("--split", default="all", choices=("all", "train", "val", "heldout"),
+                   help="only the cells held out by the segmentation weights (val), those also held out by the "
+                        "classifier (heldout: no stage trained on them), the others (train), or all")
     p.add_argument("--seg-weights", default=None)
     p.add_argument("--cls-weights", default=None)
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
@@ -178,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     data = Path(args.data)
     dataset = read_dataset(data)
-    samples, note = select_cells(dataset, args.split, args.seg_weights)
+    samples, note = select_cells(dataset, args.split, args.seg_weights, args.cls_weights)
     if args.limit:
         samples = samples[: args.limit]
     if not samples:
