@@ -8,12 +8,12 @@ Two straightening modes:
 
 ``"geometry"``
     :func:`karyopipe.geometry.analyze_chromosome` (medial-axis straightening,
-    p-arm up) and :func:`karyopipe.geometry.cell_features`, when that module exists.
+    p-arm up) and :func:`karyopipe.geometry.cell_features` (30 features).
 ``"pca"``
-    FALLBACK used while ``karyopipe.geometry`` is not available (and the mode the
-    first shipped weights were trained with): rotate the crop so the mask's
-    major axis is vertical, by the smallest angle, so crops that are already
-    upright (karyogram cut-outs) keep their p-arm up.
+    Rotate the crop so the mask's major axis is vertical, by the smallest
+    angle, so crops that are already upright (karyogram cut-outs) keep their
+    p-arm up; 6 size and brightness features. The shipped weights use it
+    (BENCHMARKS.md compares the two).
 
 Both resize the chromosome, aspect preserved, into a ``(L, W)`` canvas with a
 black background (canonical polarity: chromosome bright).
@@ -36,8 +36,9 @@ FALLBACK_FEATURE_NAMES: tuple[str, ...] = (
 def mask_from_crop(gray: np.ndarray) -> np.ndarray:
     """Foreground mask of a single-chromosome crop in canonical polarity.
 
-    Otsu threshold, largest connected component, holes filled. Uses
-    :func:`karyopipe.geometry.mask_from_crop` when available.
+    :func:`karyopipe.geometry.mask_from_crop`, with the whole crop as the
+    mask when it finds nothing (a blank crop still gets scored, and flagged
+    by its features).
 
     Parameters
     ----------
@@ -47,26 +48,10 @@ def mask_from_crop(gray: np.ndarray) -> np.ndarray:
     -------
     mask : ndarray, shape (H, W), bool
     """
-    try:
-        from karyopipe.geometry import mask_from_crop as _geometry_mask
+    from karyopipe.geometry import mask_from_crop as _geometry_mask
 
-        mask = np.asarray(_geometry_mask(gray), dtype=bool)
-        return mask if mask.any() else np.ones(np.shape(gray), dtype=bool)
-    except ImportError:
-        pass
-    from scipy import ndimage as ndi
-    from skimage.filters import threshold_otsu
-
-    gray = np.asarray(gray, dtype=np.float32)
-    if gray.size == 0 or float(gray.max() - gray.min()) < 1e-6:
-        return np.ones(gray.shape, dtype=bool)
-    mask = gray > threshold_otsu(gray)
-    labels, n = ndi.label(mask)
-    if n > 1:
-        sizes = ndi.sum(mask, labels, index=np.arange(1, n + 1))
-        mask = labels == (1 + int(np.argmax(sizes)))
-    mask = ndi.binary_fill_holes(mask)
-    return mask if mask.any() else np.ones(gray.shape, dtype=bool)
+    mask = np.asarray(_geometry_mask(gray), dtype=bool)
+    return mask if mask.any() else np.ones(np.shape(gray), dtype=bool)
 
 
 def upright(gray: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
