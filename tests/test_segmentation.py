@@ -309,3 +309,20 @@ def test_real_bioimlab_spread(shared_data):
     assert 5 < estimate_chromosome_width(gray) < 20
     found = segment_watershed(gray)
     assert 0.4 * len(masks) < len(found) < 2 * len(masks)
+
+
+def test_width_estimate_survives_a_vignetted_wide_field():
+    """A global threshold on a wide brightfield field with an illumination gradient picks the bright
+    corner's noise (width ~4 px, so the spread was blown up 2.5x and gave 1500 objects); the estimate
+    must stay near the chromosomes' real width."""
+    import cv2
+
+    from karyopipe.io import normalize_polarity
+    from karyopipe.segmentation.infer import _median_width, estimate_chromosome_width
+    from karyopipe.synth import compose_spread
+
+    spread = compose_spread("46,XY", np.random.default_rng(1), size=(1600, 1200), banding="g", pixel_scale=62,
+                            illumination=0.25, noise=0.04)
+    gray, _ = normalize_polarity((np.clip(spread.image, 0, 1) * 255).astype(np.uint8), "brightfield")
+    assert _median_width(cv2.GaussianBlur(gray, (0, 0), 1.0)) < 6  # the failure this guards against
+    assert 9 < estimate_chromosome_width(gray) < 20
