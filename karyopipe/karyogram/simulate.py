@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import log_softmax
 
-from karyopipe.classes import CHROMOSOMES, NUM_CLASSES, SEX_MORPHOLOGICAL_GROUP, X, Y
+from karyopipe.classes import CHROMOSOMES, NUM_CLASSES, SEX_MORPHOLOGICAL_GROUP, Y
 
 __all__ = ["class_prototypes", "synthetic_log_probs", "SyntheticCell", "synthetic_cell", "karyotype_labels"]
 
