@@ -79,7 +79,13 @@ if has eval; then
         --threads "$THREADS" --json "$RUNS/eval/cls.json"
     # Classes for the metaphase polygons (matched to the crops), then the whole pipeline on them.
     "$PYTHON" -m karyopipe label-bioimlab "$BIOIMLAB_META" "$BIOIMLAB_CROPS" --out "$RUNS/eval/bioimlab_labelled.json"
-    "$PYTHON" -m karyopipe eval-e2e "$RUNS/eval/bioimlab_labelled.json" --split val --seg-weights "$SEG_WEIGHTS" \
+    # heldout: spreads of cells neither model trained on (both record their held-out cells in the weights).
+    "$PYTHON" -m karyopipe eval-e2e "$RUNS/eval/bioimlab_labelled.json" --split heldout --seg-weights "$SEG_WEIGHTS" \
         --cls-weights "$CLS_WEIGHTS" --device "$DEVICE" --json "$RUNS/eval/e2e.json"
+    "$PYTHON" -m karyopipe bench-karyotype --n 50 --weights "$CLS_WEIGHTS" --quiet --json "$RUNS/eval/karyotype.json"
+    "$PYTHON" -m karyopipe bench-karyotype --real "$BIOIMLAB_CROPS" --weights "$CLS_WEIGHTS" --quiet \
+        --json "$RUNS/eval/karyotype_real.json"
+    "$PYTHON" -m karyopipe bench-pipeline --seg-weights "$SEG_WEIGHTS" --cls-weights "$CLS_WEIGHTS" \
+        --threads "$THREADS" --json "$RUNS/eval/speed.json"
 fi
 log "done: weights in $WEIGHTS/, runs and metrics in $RUNS/"
