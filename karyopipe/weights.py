@@ -42,6 +42,11 @@ def default_weights(name: str) -> Path:
     return weights_dir() / name
 
 
+def weights_path(given, name: str) -> Path:
+    """``given`` as a Path, or the shipped default ``name`` when ``given`` is None or empty."""
+    return Path(given) if given else default_weights(name)
+
+
 def save_weights(path, state_dict: dict, config: dict, card: dict | None = None) -> Path:
     """Store a state dict as fp16 with its config, and write the model card beside it.
 

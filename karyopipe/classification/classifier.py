@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from karyopipe.classification.model import HybridResNet, build_hybrid_resnet
-from karyopipe.weights import CLASSIFICATION_WEIGHTS, default_weights, load_weights, save_weights
+from karyopipe.weights import CLASSIFICATION_WEIGHTS, load_weights, save_weights, weights_path
 
 
 class Classifier:
@@ -41,7 +41,7 @@ class Classifier:
     @classmethod
     def from_pretrained(cls, path=None, device="cpu") -> "Classifier":
         """Load weights saved by :meth:`save` (default ``weights/karyotype_classifier_best.pth``)."""
-        path = Path(path) if path is not None else default_weights(CLASSIFICATION_WEIGHTS)
+        path = weights_path(path, CLASSIFICATION_WEIGHTS)
         state, config, meta = load_weights(path)
         model = build_hybrid_resnet(**config)
         try:

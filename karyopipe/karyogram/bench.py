@@ -53,9 +53,9 @@ class _ClassifierScorer:
             from karyopipe.synth import render_chromosome
         except ImportError as exc:
             raise RuntimeError(f"the classifier scorer needs the synth, geometry and classification stages: {exc}")
-        from karyopipe.weights import CLASSIFICATION_WEIGHTS, default_weights
+        from karyopipe.weights import CLASSIFICATION_WEIGHTS, weights_path
 
-        path = Path(weights) if weights else default_weights(CLASSIFICATION_WEIGHTS)
+        path = weights_path(weights, CLASSIFICATION_WEIGHTS)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no classifier weights; train them or use --scorer synthetic")
         self.classifier = Classifier.from_pretrained(path)
@@ -209,9 +209,9 @@ def run_real(root, weights=None, split: str = "test", limit: int | None = None, 
     from karyopipe.geometry.axis import mask_from_crop
     from karyopipe.io import normalize_polarity, read_image
     from karyopipe.karyogram.iscn import karyotype_string
-    from karyopipe.weights import CLASSIFICATION_WEIGHTS, default_weights
+    from karyopipe.weights import CLASSIFICATION_WEIGHTS, weights_path
 
-    path = Path(weights) if weights else default_weights(CLASSIFICATION_WEIGHTS)
+    path = weights_path(weights, CLASSIFICATION_WEIGHTS)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no classifier weights; the real-data bench needs them")
     clf = Classifier.from_pretrained(path)
@@ -321,9 +321,9 @@ def main(argv: list[str] | None = None) -> int:
         parse_karyotype(kt)  # fail early on a bad karyotype string
     morphology = {"length_weight": 0.0, "ci_weight": 0.0} if args.no_morphology else {}
     if args.scorer == "auto":
-        from karyopipe.weights import CLASSIFICATION_WEIGHTS, default_weights
+        from karyopipe.weights import CLASSIFICATION_WEIGHTS, weights_path
 
-        have = Path(args.weights).is_file() if args.weights else default_weights(CLASSIFICATION_WEIGHTS).is_file()
+        have = weights_path(args.weights, CLASSIFICATION_WEIGHTS).is_file()
         args.scorer = "classifier" if have else "synthetic"
         if not have:
             print("no classifier weights found: using the calibrated SYNTHETIC scorer (measures the assignment only)",

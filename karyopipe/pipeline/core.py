@@ -265,7 +265,7 @@ class KaryoPipeline:
         """
         import sys
 
-        from karyopipe.weights import CLASSIFICATION_WEIGHTS, SEGMENTATION_WEIGHTS, default_weights
+        from karyopipe.weights import CLASSIFICATION_WEIGHTS, SEGMENTATION_WEIGHTS, weights_path
 
         if device == "cuda":
             import torch
@@ -274,7 +274,7 @@ class KaryoPipeline:
                 raise RuntimeError("--device cuda: no CUDA device is available (use --device cpu)")
         stages: dict = {}
         segmenter = classifier = None
-        seg_path = Path(seg_weights) if seg_weights else default_weights(SEGMENTATION_WEIGHTS)
+        seg_path = weights_path(seg_weights, SEGMENTATION_WEIGHTS)
         if seg_weights and not seg_path.is_file():
             raise FileNotFoundError(f"{seg_path}: segmentation weights not found")
         if seg_path.is_file():
@@ -285,7 +285,7 @@ class KaryoPipeline:
         else:
             stages["segmentation"] = {"model": "watershed", "fallback": True,
                                       "reason": f"segmentation weights missing: {seg_path} - using the watershed baseline"}
-        cls_path = Path(cls_weights) if cls_weights else default_weights(CLASSIFICATION_WEIGHTS)
+        cls_path = weights_path(cls_weights, CLASSIFICATION_WEIGHTS)
         if cls_weights and not cls_path.is_file():
             raise FileNotFoundError(f"{cls_path}: classifier weights not found")
         if cls_path.is_file():

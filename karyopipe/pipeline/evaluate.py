@@ -67,10 +67,10 @@ def select_cells(dataset, split: str, seg_weights=None, cls_weights=None) -> tup
     if split == "all":
         return list(dataset.samples), "all spreads"
     if split == "heldout":
-        from karyopipe.weights import CLASSIFICATION_WEIGHTS, default_weights, load_weights
+        from karyopipe.weights import CLASSIFICATION_WEIGHTS, load_weights, weights_path
 
         samples, note = select_cells(dataset, "val", seg_weights)
-        path = Path(cls_weights) if cls_weights else default_weights(CLASSIFICATION_WEIGHTS)
+        path = weights_path(cls_weights, CLASSIFICATION_WEIGHTS)
         held = load_weights(path)[1].get("heldout_cells") if path.is_file() else None
         if not held:
             raise ValueError(f"{path}: records no held-out cells (weights trained before they were recorded); "
@@ -79,9 +79,9 @@ def select_cells(dataset, split: str, seg_weights=None, cls_weights=None) -> tup
         return ([s for s in samples if str(s.cell_id) in held_ids],
                 f"{note}, and held out by the classifier ({path})")
     from karyopipe.data import split_by_cell
-    from karyopipe.weights import SEGMENTATION_WEIGHTS, default_weights, load_weights
+    from karyopipe.weights import SEGMENTATION_WEIGHTS, load_weights, weights_path
 
-    path = Path(seg_weights) if seg_weights else default_weights(SEGMENTATION_WEIGHTS)
+    path = weights_path(seg_weights, SEGMENTATION_WEIGHTS)
     cells, note = None, ""
     if path.is_file():
         _, config, _ = load_weights(path)

@@ -142,18 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _split_cells(args, dataset) -> tuple[set | None, str]:
     from karyopipe.segmentation.dataset import split_cells
+    from karyopipe.weights import SEGMENTATION_WEIGHTS, load_weights, weights_path
 
     if args.split == "all":
         return None, "all images"
     config = {}
-    weights = args.weights
-    if weights is None:
-        from karyopipe.weights import SEGMENTATION_WEIGHTS, default_weights
-
-        weights = default_weights(SEGMENTATION_WEIGHTS)
-    if Path(weights).is_file():
-        from karyopipe.weights import load_weights
-
+    weights = weights_path(args.weights, SEGMENTATION_WEIGHTS)
+    if weights.is_file():
         _, config, _ = load_weights(weights)
     key = f"{args.split}_cells"
     if config.get(key):

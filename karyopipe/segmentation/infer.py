@@ -15,7 +15,6 @@ Examples
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -226,9 +225,9 @@ class Segmenter:
         (``score_thresh=0.3``, ``rescale=False``...).
         """
         from karyopipe.segmentation.model import build_maskrcnn
-        from karyopipe.weights import SEGMENTATION_WEIGHTS, default_weights, load_weights
+        from karyopipe.weights import SEGMENTATION_WEIGHTS, load_weights, weights_path
 
-        path = Path(path) if path is not None else default_weights(SEGMENTATION_WEIGHTS)
+        path = weights_path(path, SEGMENTATION_WEIGHTS)
         state, config, _ = load_weights(path)
         model_kwargs = dict(config.get("model", {}))
         model = build_maskrcnn(**model_kwargs)
