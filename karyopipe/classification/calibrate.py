@@ -36,7 +36,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
-__all__ = ["fit_temperature", "nll", "expected_calibration_error", "calibrate_weights", "main"]
+__all__ = ["fit_temperature", "nll", "expected_calibration_error", "calibrate_classifier", "calibrate_weights", "main"]
 
 
 def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
@@ -95,6 +95,29 @@ def calibration_report(logits: np.ndarray, labels: np.ndarray, temperature: floa
             "ece_after": round(expected_calibration_error(after, labels), 4)}
 
 
+def calibrate_classifier(classifier, images: np.ndarray, features: np.ndarray, labels: np.ndarray) -> dict:
+    """Fit ``classifier``'s temperature on preprocessed arrays and set it in its config.
+
+    Parameters
+    ----------
+    classifier : Classifier
+    images : ndarray, shape (n, L, W)
+    features : ndarray, shape (n, F)
+    labels : ndarray, shape (n,)
+        Class numbers 1..24.
+
+    Returns
+    -------
+    dict
+        :func:`calibration_report` (the fit starts from the raw logits, not a previous temperature).
+    """
+    classifier.config["temperature"] = 1.0
+    raw = classifier.predict_arrays(images, features)
+    temperature = fit_temperature(raw, np.asarray(labels) - 1)
+    classifier.config["temperature"] = temperature
+    return calibration_report(raw, np.asarray(labels) - 1, temperature)
+
+
 def calibrate_weights(weights, data, out=None, split: str = "val") -> dict:
     """Fit the temperature of a weights file on one split of crop folders and store it in the file.
 
@@ -115,24 +138,17 @@ def calibrate_weights(weights, data, out=None, split: str = "val") -> dict:
         :func:`calibration_report` plus the data and split used.
     """
     from karyopipe.classification.classifier import Classifier
+    from karyopipe.classification.dataset import concat_arrays
     from karyopipe.classification.evaluate import load_eval_arrays
 
     clf = Classifier.from_pretrained(weights)
-    clf.config["temperature"] = 1.0  # fit on the raw logits, not on a previous calibration
     seed = int(clf.config.get("split_seed", 0))
-    logits, labels = [], []
-    for root in data:
-        arrays = load_eval_arrays(root, clf, split, seed)
-        logits.append(clf.predict_arrays(arrays.images, arrays.features))
-        labels.append(arrays.labels - 1)
-    logits, labels = np.concatenate(logits), np.concatenate(labels)
-    temperature = fit_temperature(logits, labels)
-    report = calibration_report(logits, labels, temperature)
+    arrays = concat_arrays([load_eval_arrays(root, clf, split, seed) for root in data])
+    report = calibrate_classifier(clf, arrays.images, arrays.features, arrays.labels)
     report.update(split=split, data=[str(d) for d in data])
-    clf.config["temperature"] = temperature
     card = dict(clf.meta)
-    card["calibration"] = (f"temperature {temperature:.3f} fitted by NLL on the {split} cells of "
-                           f"{', '.join(str(d) for d in data)} ({len(labels)} crops): NLL {report['nll_before']} -> "
+    card["calibration"] = (f"temperature {report['temperature']:.3f} fitted by NLL on the {split} cells of "
+                           f"{', '.join(str(d) for d in data)} ({report['n']} crops): NLL {report['nll_before']} -> "
                            f"{report['nll_after']}, ECE {report['ece_before']} -> {report['ece_after']}")
     clf.save(out or weights, card)
     return report

@@ -77,13 +77,13 @@ class Classifier:
     @torch.no_grad()
     def predict_arrays(self, images: np.ndarray, features: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Calibrated log-probabilities (n, 24) of preprocessed images (n, L, W) and features (n, F)."""
+        # Temperature fitted on validation cells (karyopipe.classification.calibrate); 1.0 = raw logits.
+        temperature = float(self.config.get("temperature", 1.0))
         out = []
         for i in range(0, len(images), batch_size):
             x = torch.from_numpy(np.ascontiguousarray(images[i: i + batch_size], dtype=np.float32))[:, None]
             f = torch.from_numpy(np.ascontiguousarray(features[i: i + batch_size], dtype=np.float32))
             logits = self.model(x.to(self.device), f.to(self.device))
-            # Temperature fitted on validation cells (karyopipe.classification.calibrate); 1.0 = raw logits.
-            temperature = float(self.config.get("temperature", 1.0))
             out.append(torch.log_softmax(logits.float() / temperature, dim=1).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, 24), dtype=np.float32)
 

@@ -266,12 +266,10 @@ def train(args, splits: dict | None = None) -> dict:
     if len(val_a.labels):
         # Label smoothing leaves the model under-confident; the karyogram weighs its
         # log-probabilities against priors in nats, so fit the scale on val cells.
-        from karyopipe.classification.calibrate import calibration_report, fit_temperature
+        from karyopipe.classification.calibrate import calibrate_classifier
 
-        clf.config["temperature"] = 1.0
-        raw = clf.predict_arrays(val_a.images, val_a.features)
-        clf.config["temperature"] = config["temperature"] = fit_temperature(raw, val_a.labels - 1)
-        result["calibration"] = calibration_report(raw, val_a.labels - 1, config["temperature"])
+        result["calibration"] = calibrate_classifier(clf, val_a.images, val_a.features, val_a.labels)
+        config["temperature"] = clf.config["temperature"]
         print(f"calibration on val: temperature {config['temperature']:.3f}, NLL "
               f"{result['calibration']['nll_before']:.4f} -> {result['calibration']['nll_after']:.4f}")
     for name, part in (("val", val_a), ("test", test_a)):
