@@ -147,7 +147,7 @@ def run_synthetic(n: int = 200, seed: int = 0, *, split_fraction: float = 0.25,
         banding = bandings[(i // len(bends)) % len(bandings)]
         split = float(rng.uniform(0.3, 0.8)) if rng.random() < split_fraction else 0.0
         syn = render_chromosome(number, rng, banding=banding, bend=bend, chromatid_split=split)
-        gray, _ = normalize_polarity(syn.image, "brightfield" if banding == "g" else "fluorescence")
+        gray, _ = normalize_polarity(syn.image, syn.polarity)
         t0, c0 = time.perf_counter(), time.process_time()
         geom = analyze_chromosome(np.asarray(syn.mask, bool), gray)
         ms = (time.perf_counter() - t0) * 1e3
@@ -264,7 +264,7 @@ def draw_figure(out: Path, seed: int = 0) -> None:
         ax.axis("off")
     for k, (number, banding, bend, split) in enumerate(cases):
         syn = render_chromosome(number, rng, banding=banding, bend=bend, chromatid_split=split)
-        gray, _ = normalize_polarity(syn.image, "brightfield" if banding == "g" else "fluorescence")
+        gray, _ = normalize_polarity(syn.image, syn.polarity)
         geom = analyze_chromosome(np.asarray(syn.mask, bool), gray)
         row, col = divmod(k, 4)
         a0, a1, a2 = axes[row, 3 * col:3 * col + 3]

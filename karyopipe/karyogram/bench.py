@@ -71,13 +71,12 @@ class _ClassifierScorer:
         rel = relative_lengths()
         chr1 = rng.uniform(90.0, 130.0)
         width = chr1 * rng.uniform(0.09, 0.12)
-        polarity = "brightfield" if banding == "g" else "fluorescence"
         geoms, crops = [], []
         for k in labels:
             # Homologs condense a little differently: ~6 % length spread within a cell.
             length = chr1 * rel[int(k)] * float(np.exp(rng.normal(0, 0.06)))
             syn = self.render(int(k), rng, banding=banding, length_px=length, width_px=width)
-            gray, _ = normalize_polarity(syn.image, polarity)
+            gray, _ = normalize_polarity(syn.image, syn.polarity)
             gray = gray * syn.mask
             geoms.append(self.analyze(syn.mask, gray))
             crops.append((gray, syn.mask))

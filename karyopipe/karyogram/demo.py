@@ -51,7 +51,7 @@ def synthetic_karyogram(karyotype: str, seed: int = 0, banding: str = "g", noise
     for k in labels:
         syn = render_chromosome(int(k), rng, banding=banding, length_px=chr1 * rel[int(k)] * np.exp(rng.normal(0, 0.05)),
                                 width_px=width, bend="gentle")
-        gray, _ = normalize_polarity(syn.image, "brightfield" if banding == "g" else "fluorescence")
+        gray, _ = normalize_polarity(syn.image, syn.polarity)
         geoms.append(analyze_chromosome(syn.mask, gray * syn.mask))
     call = assign_karyotype(
         synthetic_log_probs(labels, rng, noise),

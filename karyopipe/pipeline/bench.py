@@ -44,7 +44,7 @@ def _spreads(size: tuple[int, int], n: int, seed: int, fixed_chromosome_size: bo
     for i in range(n):
         banding = "g" if i % 2 == 0 else "q"
         spread = compose_spread("46,XY", rng, size=size, banding=banding, pixel_scale=scale)
-        out.append(((np.clip(spread.image, 0, 1) * 255).astype(np.uint8), "brightfield" if banding == "g" else "fluorescence"))
+        out.append(((np.clip(spread.image, 0, 1) * 255).astype(np.uint8), spread.polarity))
     return out
 
 

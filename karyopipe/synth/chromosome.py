@@ -31,6 +31,11 @@ from karyopipe.synth.ideogram import load_ideogram, relative_lengths
 
 BENDS = ("straight", "gentle", "strong", "fold")
 BANDINGS = ("g", "q")
+
+
+def banding_polarity(banding: str) -> str:
+    """Raw polarity of a banding: G-band is brightfield (dark on light), Q-band fluorescence."""
+    return "brightfield" if banding == "g" else "fluorescence"
 _STEP = 0.5  # px between dense axis samples: fine enough that chords equal arcs to <0.1%
 
 
@@ -75,6 +80,11 @@ class SynthChromosome:
     width_px: float = 0.0
     background: float = 0.0
     darkness: np.ndarray | None = None  # (H, W) float32 stain density before polarity, 0 outside
+
+    @property
+    def polarity(self) -> str:
+        """``"brightfield"`` (G) or ``"fluorescence"`` (Q): what :func:`karyopipe.io.normalize_polarity` takes."""
+        return banding_polarity(self.banding)
 
     @property
     def p_length(self) -> float:

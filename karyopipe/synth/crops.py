@@ -40,7 +40,6 @@ def render_crop_cell(karyotype: str, rng: np.random.Generator, banding: str = "g
     rel = relative_lengths()
     chr1 = rng.uniform(80.0, 140.0)
     width = chr1 * rng.uniform(0.08, 0.13)
-    polarity = "brightfield" if banding == "g" else "fluorescence"
     crops = []
     for number in sorted(counts):
         for _ in range(counts[number]):
@@ -50,7 +49,7 @@ def render_crop_cell(karyotype: str, rng: np.random.Generator, banding: str = "g
                 width_px=width * rng.uniform(0.92, 1.08), bend=str(rng.choice(BENDS)),
                 chromatid_split=float(rng.uniform(0.3, 0.8)) if rng.uniform() < 0.2 else 0.0,
             )
-            gray, _ = normalize_polarity(syn.image, polarity)
+            gray, _ = normalize_polarity(syn.image, syn.polarity)
             crops.append((number, (np.clip(gray * syn.mask, 0, 1) * 255 + 0.5).astype(np.uint8)))
     return crops
 

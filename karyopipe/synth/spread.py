@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from karyopipe.synth.chromosome import BANDINGS, BENDS, render_chromosome
+from karyopipe.synth.chromosome import BANDINGS, BENDS, banding_polarity, render_chromosome
 from karyopipe.synth.ideogram import relative_lengths
 from karyopipe.synth.karyotype import parse_karyotype
 
@@ -127,7 +127,7 @@ class SynthSpread:
 
     @property
     def polarity(self) -> str:
-        return "brightfield" if self.banding == "g" else "fluorescence"
+        return banding_polarity(self.banding)
 
 
 def _draw(value, rng, default):
