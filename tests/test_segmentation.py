@@ -14,7 +14,13 @@ import torch
 from karyopipe.segmentation import build_maskrcnn
 from karyopipe.segmentation.baseline import segment_watershed
 from karyopipe.segmentation.dataset import SpreadTrainSet, collate, load_spreads, split_cells
-from karyopipe.segmentation.infer import InferenceSettings, Segmenter, _tiles, estimate_chromosome_width
+from karyopipe.segmentation.infer import (
+    InferenceSettings,
+    Segmenter,
+    _tiles,
+    estimate_chromosome_width,
+    refine_mask,
+)
 
 KEYS = {"segm_AP", "segm_AP50", "bbox_AP50", "images", "count_mae", "seconds_per_image", "recall50"}
 
@@ -326,3 +332,40 @@ def test_width_estimate_survives_a_vignetted_wide_field():
     gray, _ = normalize_polarity((np.clip(spread.image, 0, 1) * 255).astype(np.uint8), "brightfield")
     assert _median_width(cv2.GaussianBlur(gray, (0, 0), 1.0)) < 6  # the failure this guards against
     assert 9 < estimate_chromosome_width(gray) < 20
+
+
+def _blurry_head_output(shape=(40, 60)):
+    """A sharp 8-px-wide bar with a pale band, and a blob-like probability around it."""
+    region = np.full(shape, 0.1, np.float32)
+    region[16:24, 8:52] = 0.9
+    region[16:24, 30:33] = 0.45  # a pale band across the whole width
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    prob = np.clip(1.2 - np.hypot((yy - 20) / 9.0, (xx - 30) / 26.0), 0, 1).astype(np.float32)
+    truth = np.zeros(shape, bool)
+    truth[16:24, 8:52] = True
+    return prob, cv2.GaussianBlur(region, (0, 0), 1.0), truth
+
+
+def _iou(a, b):
+    return (a & b).sum() / (a | b).sum()
+
+
+def test_refine_mask_takes_the_outline_from_the_image():
+    prob, region, truth = _blurry_head_output()
+    refined = refine_mask(prob, region)
+    # the smoothed edge adds about a pixel all round, as in real spreads
+    assert _iou(refined, truth) > 0.75
+    assert _iou(refined, truth) > _iou(prob >= 0.5, truth) + 0.15
+    # the pale band does not cut the chromosome in two
+    assert refined[20, 31]
+
+
+def test_refine_mask_never_leaves_the_support_and_falls_back_on_disagreement():
+    prob, region, truth = _blurry_head_output()
+    neighbour = region.copy()
+    neighbour[26:34, 8:52] = 0.9  # a touching chromosome the head gave little probability
+    refined = refine_mask(prob, neighbour, support=0.25)
+    assert not (refined & (prob < 0.25)).any()
+    # an empty region (no image contrast) gives back the network's own mask
+    flat = np.full_like(region, 0.3)
+    assert np.array_equal(refine_mask(prob, flat), prob >= 0.5)

@@ -135,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count-thresh", type=float, default=None,
                    help="score threshold for counting (default: the segmenter's own, 0.5)")
     p.add_argument("--no-rescale", action="store_true", help="do not resize spreads to the training chromosome width")
+    p.add_argument("--no-refine", action="store_true", help="keep the mask head's own outlines (no refine_mask)")
     p.add_argument("--limit", type=int, default=0, help="score only the first N images")
     p.add_argument("--device", default="cpu")
     return p
@@ -185,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides = {"score_thresh": 0.05}
         if args.no_rescale:
             overrides["rescale"] = False
+        if args.no_refine:
+            overrides["refine"] = False
         segmenter = Segmenter.from_pretrained(args.weights, device=args.device, **overrides)
         method, count_thresh = f"Mask R-CNN {args.weights or 'shipped weights'}", 0.5
         predict = segmenter
