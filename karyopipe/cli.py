@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-cls": ("karyopipe.classification.train", "train the hybrid ResNet classifier"),
     "eval-cls": ("karyopipe.classification.evaluate", "score classification on crops or annotated spreads"),
     "calibrate-cls": ("karyopipe.classification.calibrate", "fit the classifier's temperature on validation cells"),
+    "join-cls": ("karyopipe.classification.ensemble", "join trained classifiers into one ensemble weights file"),
     "bench-karyotype": ("karyopipe.karyogram.bench", "benchmark karyotype assignment on synthetic spreads"),
     "label-bioimlab": ("karyopipe.data.label_bioimlab", "give BioImLab metaphase polygons their classes from the crops"),
     "bench-pipeline": ("karyopipe.pipeline.bench", "time model loading and the whole pipeline per image size"),

@@ -262,3 +262,50 @@ def test_temperature_scaling_recovers_underconfidence_and_keeps_argmax(tmp_path)
     sharp = Classifier.from_pretrained(path).predict_cell(crops)
     np.testing.assert_array_equal(raw.argmax(1), sharp.argmax(1))
     np.testing.assert_allclose(sharp, log_softmax(2 * raw, 1), atol=2e-2)
+
+
+def _tiny_classifier(mode, num_features, seed):
+    torch.manual_seed(seed)
+    net = build_hybrid_resnet(num_features=num_features, width=8).eval()
+    with torch.no_grad():  # fp16 storage: make the reference exactly representable
+        for p in net.state_dict().values():
+            if p.is_floating_point():
+                p.copy_(p.half().float())
+    return Classifier(net, {"num_features": num_features, "width": 8, "size": [48, 24], "preprocess": mode,
+                            "split_seed": 0, "val_fraction": 0.2, "test_fraction": 0.2})
+
+
+def test_ensemble_joins_saves_and_scores_like_its_members(tmp_path):
+    from karyopipe.classification import ensemble, evaluate
+    from karyopipe.classification.classifier import ClassifierEnsemble
+
+    crops, _ = toy_cell(np.random.default_rng(4))
+    n_geometry = prepare_cell(crops, size=(48, 24), mode="geometry")[1].shape[1]
+    members = [_tiny_classifier("pca", 6, 0), _tiny_classifier("geometry", n_geometry, 1)]
+    paths = [m.save(tmp_path / f"m{i}.pth", {"data": "toy"}) for i, m in enumerate(members)]
+    joined = tmp_path / "ens.pth"
+    assert ensemble.main([str(p) for p in paths] + ["--out", str(joined)]) == 0
+    loaded = Classifier.from_pretrained(joined)
+    assert isinstance(loaded, ClassifierEnsemble) and [m.preprocess for m in loaded.members] == ["pca", "geometry"]
+    lp = loaded.predict_cell(crops)
+    np.testing.assert_allclose(np.exp(lp).sum(1), 1.0, atol=1e-5)
+    expected = ClassifierEnsemble.combine([m.predict_cell(crops) for m in members])
+    np.testing.assert_allclose(lp, expected, atol=1e-6)
+    # eval-cls preprocesses the data once per member and scores the average
+    data = tmp_path / "toy"
+    _write_toy_folder(data)
+    out = tmp_path / "eval.json"
+    assert evaluate.main([str(data), "--weights", str(joined), "--json", str(out)]) == 0
+    arrays = [evaluate.load_eval_arrays(data, m) for m in members]
+    manual = ClassifierEnsemble.combine([m.predict_arrays(a.images, a.features) for m, a in zip(members, arrays)])
+    assert json.loads(out.read_text())["accuracy"] == pytest.approx(float(np.mean(manual.argmax(1) + 1 == arrays[0].labels)))
+
+
+def test_join_refuses_members_with_different_splits(tmp_path):
+    from karyopipe.classification.ensemble import join_classifiers
+
+    a, b = _tiny_classifier("pca", 6, 0), _tiny_classifier("pca", 6, 1)
+    b.config["split_seed"] = 3
+    paths = [a.save(tmp_path / "a.pth", {}), b.save(tmp_path / "b.pth", {})]
+    with pytest.raises(ValueError, match="split_seed"):
+        join_classifiers(paths)

@@ -142,6 +142,8 @@ def calibrate_weights(weights, data, out=None, split: str = "val") -> dict:
     from karyopipe.classification.evaluate import load_eval_arrays
 
     clf = Classifier.from_pretrained(weights)
+    if hasattr(clf, "members"):
+        raise ValueError(f"{weights}: an ensemble; calibrate each member's weights before joining them")
     seed = int(clf.config.get("split_seed", 0))
     arrays = concat_arrays([load_eval_arrays(root, clf, split, seed) for root in data])
     report = calibrate_classifier(clf, arrays.images, arrays.features, arrays.labels)

@@ -39,15 +39,25 @@ class Classifier:
         self.preprocess = self.config.get("preprocess", "pca")
 
     @classmethod
-    def from_pretrained(cls, path=None, device="cpu") -> "Classifier":
-        """Load weights saved by :meth:`save` (default ``weights/karyotype_classifier_best.pth``)."""
+    def from_pretrained(cls, path=None, device="cpu") -> "Classifier | ClassifierEnsemble":
+        """Load weights saved by :meth:`save` (default ``weights/karyotype_classifier_best.pth``).
+
+        A file written by :meth:`ClassifierEnsemble.save` gives a :class:`ClassifierEnsemble`,
+        which predicts through the same ``predict_cell``.
+        """
         path = weights_path(path, CLASSIFICATION_WEIGHTS)
         state, config, meta = load_weights(path)
+        if "members" in config:
+            return ClassifierEnsemble.from_state(state, config, meta, device, path)
+        return cls._build(state, config, meta, device, path)
+
+    @classmethod
+    def _build(cls, state: dict, config: dict, meta: dict, device, where) -> "Classifier":
         model = build_hybrid_resnet(**config)
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:
-            raise ValueError(f"{path}: weights do not match their config ({str(exc).splitlines()[0]})") from None
+            raise ValueError(f"{where}: weights do not match their config ({str(exc).splitlines()[0]})") from None
         return cls(model, config, meta, device)
 
     def save(self, path, card: dict | None = None) -> Path:
@@ -104,3 +114,65 @@ class Classifier:
         """
         images, features = self.prepare(crops)
         return self.predict_arrays(images, features)
+
+
+class ClassifierEnsemble:
+    """Several :class:`Classifier` s, each with its own preprocessing, voting together.
+
+    The members' calibrated log-probabilities are averaged and renormalised
+    (a geometric mean of their probabilities). Members that straighten the
+    chromosome differently (PCA upright, medial axis) make different mistakes,
+    so the average is right more often than either alone.
+
+    Parameters
+    ----------
+    members : list of Classifier
+    meta : dict
+        Model-card fields of the ensemble file.
+
+    Examples
+    --------
+    >>> clf = Classifier.from_pretrained()    # an ensemble when the file holds one  # doctest: +SKIP
+    >>> clf.predict_cell(geometries).shape                                          # doctest: +SKIP
+    (46, 24)
+    """
+
+    def __init__(self, members: list[Classifier], meta: dict | None = None):
+        if not members:
+            raise ValueError("an ensemble needs at least one classifier")
+        self.members = list(members)
+        self.meta = dict(meta or {})
+        # Split settings and held-out cells are the members' (they must agree); the first member speaks for them.
+        self.config = {k: v for k, v in members[0].config.items() if k in _SHARED_CONFIG}
+        self.config["members"] = [m.config for m in members]
+        self.preprocess = "geometry" if any(m.preprocess == "geometry" for m in members) else members[0].preprocess
+        self.device = members[0].device
+
+    @staticmethod
+    def combine(log_probs: list[np.ndarray]) -> np.ndarray:
+        """Average (n, 24) log-probabilities and renormalise each row."""
+        mean = np.mean(np.stack(log_probs), axis=0)
+        return (mean - np.logaddexp.reduce(mean, axis=1, keepdims=True)).astype(np.float32)
+
+    def predict_cell(self, crops) -> np.ndarray:
+        """Log-probabilities (n, 24) of one cell's crops or geometries; see :meth:`Classifier.predict_cell`."""
+        crops = list(crops)
+        return self.combine([m.predict_cell(crops) for m in self.members])
+
+    def save(self, path, card: dict | None = None) -> Path:
+        """One fp16 file holding every member (``members.<i>.`` key prefixes)."""
+        state = {f"members.{i}.{k}": v for i, m in enumerate(self.members) for k, v in m.model.state_dict().items()}
+        return save_weights(path, state, self.config, card if card is not None else self.meta)
+
+    @classmethod
+    def from_state(cls, state: dict, config: dict, meta: dict, device="cpu", path="weights") -> "ClassifierEnsemble":
+        members = []
+        for i, member_config in enumerate(config["members"]):
+            prefix = f"members.{i}."
+            sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            members.append(Classifier._build(sub, member_config, {}, device, f"{path} member {i}"))
+        return cls(members, meta)
+
+
+# Config keys that describe the data split rather than one model; an ensemble keeps them.
+_SHARED_CONFIG = ("split_seed", "val_fraction", "test_fraction", "heldout_cells")

@@ -148,11 +148,34 @@ def load_eval_arrays(root, classifier, split=None, seed=0):
     return arrays
 
 
-def evaluate(classifier, arrays) -> dict:
-    """Score a :class:`~karyopipe.classification.Classifier` on preprocessed :class:`CellArrays`."""
+def predict_eval_arrays(root, classifier, split=None, seed=0):
+    """``(arrays, log_probs, seconds)`` of a classifier or ensemble on ``root``.
+
+    An ensemble's members each preprocess the data their own way; their rows
+    must line up (same crops, labels and cells) to be averaged.
+    """
+    members = getattr(classifier, "members", None) or [classifier]
+    parts = [load_eval_arrays(root, member, split, seed) for member in members]
+    for other in parts[1:]:
+        if not (np.array_equal(other.labels, parts[0].labels) and np.array_equal(other.cells, parts[0].cells)):
+            raise ValueError(f"{root}: the ensemble's members preprocess different crops; score them one by one")
     start = time.perf_counter()
-    log_probs = classifier.predict_arrays(arrays.images, arrays.features)
-    elapsed = time.perf_counter() - start
+    log_probs = [m.predict_arrays(a.images, a.features) for m, a in zip(members, parts)]
+    log_probs = classifier.combine(log_probs) if len(members) > 1 else log_probs[0]
+    return parts[0], log_probs, time.perf_counter() - start
+
+
+def evaluate(classifier, arrays, log_probs=None, seconds=None) -> dict:
+    """Score a :class:`~karyopipe.classification.Classifier` on preprocessed :class:`CellArrays`.
+
+    Pass ``log_probs`` (and the ``seconds`` they took) when they are already
+    computed, as :func:`predict_eval_arrays` does for ensembles.
+    """
+    if log_probs is None:
+        start = time.perf_counter()
+        log_probs = classifier.predict_arrays(arrays.images, arrays.features)
+        seconds = time.perf_counter() - start
+    elapsed = seconds or 0.0
     result = score_predictions(log_probs, arrays.labels, arrays.cells)
     result["crops_per_second"] = float(len(arrays.labels) / max(elapsed, 1e-9))
     result["problems"] = list(arrays.problems)
@@ -185,8 +208,8 @@ def main(argv: list[str]) -> int:
     report = {"weights": str(args.weights or "default"), "split": args.split, "data": {}}
     all_lp, all_labels, all_cells, problems, elapsed, n_total = [], [], [], [], 0.0, 0
     for root in args.data:
-        arrays = load_eval_arrays(root, classifier, args.split, seed)
-        res = evaluate(classifier, arrays)
+        arrays, log_probs, seconds = predict_eval_arrays(root, classifier, args.split, seed)
+        res = evaluate(classifier, arrays, log_probs, seconds)
         elapsed += res["n"] / max(res["crops_per_second"], 1e-9)
         n_total += res["n"]
         all_lp.append(res.pop("log_probs"))
