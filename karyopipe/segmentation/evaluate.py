@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate the held-out cells of the deterministic split (val), the others, or all")
     p.add_argument("--json", default=None, help="write the metrics here")
     p.add_argument("--count-thresh", type=float, default=None,
-                   help="score threshold for counting (default: the segmenter's own, 0.5)")
+                   help="score threshold for counting (default: the score_thresh stored with the weights)")
     p.add_argument("--no-rescale", action="store_true", help="do not resize spreads to the training chromosome width")
     p.add_argument("--no-refine", action="store_true", help="keep the mask head's own outlines (no refine_mask)")
     p.add_argument("--limit", type=int, default=0, help="score only the first N images")
@@ -189,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.no_refine:
             overrides["refine"] = False
         segmenter = Segmenter.from_pretrained(args.weights, device=args.device, **overrides)
-        method, count_thresh = f"Mask R-CNN {args.weights or 'shipped weights'}", 0.5
+        # AP is scored over all detections; counts use the score threshold the weights ship with.
+        count_thresh = float(segmenter.config.get("inference", {}).get("score_thresh", 0.5))
+        method = f"Mask R-CNN {args.weights or 'shipped weights'}"
         predict = segmenter
     if args.count_thresh is not None:
         count_thresh = args.count_thresh
