@@ -2,7 +2,8 @@
 # Whole staged training of karyopipe, from scratch (no pretrained weights):
 #   1. synthetic spreads (karyopipe synth)       -> $RUNS/synth
 #   2. segmentation Mask R-CNN (train_segmentation.py) on BioImLab metaphases + synthetic
-#   3. classification HybridResNet (train_classification.py) on BioImLab + gband612 crops
+#   3. classification: two HybridResNets (PCA and medial-axis straightening) on BioImLab + gband612
+#      + synthetic crops, joined into one ensemble (karyopipe join-cls)
 #   4. evaluation: eval-seg, eval-cls, label-bioimlab + eval-e2e on the held-out cells
 #
 # Run it in the background with a log:
@@ -27,6 +28,7 @@ EPOCHS_SEG=${EPOCHS_SEG:-30}
 EPOCHS_CLS=${EPOCHS_CLS:-40}
 BATCH_SEG=${BATCH_SEG:-4}
 BATCH_CLS=${BATCH_CLS:-128}
+WIDTH_CLS=${WIDTH_CLS:-32}
 SEED=${SEED:-0}
 STAGES=${STAGES:-"synth seg cls eval"}
 
@@ -64,9 +66,14 @@ if has cls; then
     log "3/4 classification -> $CLS_WEIGHTS"
     synth_crops=()
     [[ -d "$RUNS/synth_crops" ]] && synth_crops=("$RUNS/synth_crops")
-    "$PYTHON" train_classification.py --data "$BIOIMLAB_CROPS" "$GBAND_CROPS" "${synth_crops[@]}" --out "$RUNS/cls" \
-        --save-weights "$CLS_WEIGHTS" --mode hybrid --preprocess geometry --epochs "$EPOCHS_CLS" \
-        --batch-size "$BATCH_CLS" --seed "$SEED" --device "$DEVICE" --threads "$THREADS" --no-progress
+    # Two members that straighten differently (PCA upright, medial axis), joined into one ensemble file:
+    # they err on different chromosomes, so their average beats either (BENCHMARKS.md, Classification).
+    for prep in pca geometry; do
+        "$PYTHON" train_classification.py --data "$BIOIMLAB_CROPS" "$GBAND_CROPS" "${synth_crops[@]}" --out "$RUNS/cls_$prep" \
+            --mode hybrid --preprocess "$prep" --width "$WIDTH_CLS" --epochs "$EPOCHS_CLS" --lr 2e-3 --schedule onecycle \
+            --batch-size "$BATCH_CLS" --seed "$SEED" --device "$DEVICE" --threads "$THREADS" --no-progress
+    done
+    "$PYTHON" -m karyopipe join-cls "$RUNS/cls_pca/weights.pth" "$RUNS/cls_geometry/weights.pth" --out "$CLS_WEIGHTS"
 fi
 
 if has eval; then

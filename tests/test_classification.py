@@ -299,6 +299,16 @@ def test_ensemble_joins_saves_and_scores_like_its_members(tmp_path):
     arrays = [evaluate.load_eval_arrays(data, m) for m in members]
     manual = ClassifierEnsemble.combine([m.predict_arrays(a.images, a.features) for m, a in zip(members, arrays)])
     assert json.loads(out.read_text())["accuracy"] == pytest.approx(float(np.mean(manual.argmax(1) + 1 == arrays[0].labels)))
+    # fine-tuning from an ensemble file starts from the member that preprocesses the same way
+    from karyopipe.classification import train
+
+    argv = ["--data", str(data), "--width", "8", "--size", "48", "24", "--epochs", "1", "--batch-size", "16",
+            "--out", str(tmp_path / "ft"), "--no-progress", "--val-fraction", "0.2", "--test-fraction", "0.2"]
+    assert train.main(argv + ["--init", str(joined)]) == 0
+    with pytest.raises(ValueError, match="no 'geometry' member"):
+        single = tmp_path / "pca_only.pth"
+        ClassifierEnsemble([members[0], members[0]]).save(single)
+        train.main(argv + ["--init", str(single), "--preprocess", "geometry"])
 
 
 def test_join_refuses_members_with_different_splits(tmp_path):

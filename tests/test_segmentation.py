@@ -369,3 +369,27 @@ def test_refine_mask_never_leaves_the_support_and_falls_back_on_disagreement():
     # an empty region (no image contrast) gives back the network's own mask
     flat = np.full_like(region, 0.3)
     assert np.array_equal(refine_mask(prob, flat), prob >= 0.5)
+
+
+def test_train_seg_cli_checkpoints_resumes_and_picks_its_count_threshold(tmp_path):
+    from karyopipe.segmentation import train as seg_train
+    from karyopipe.weights import load_weights
+
+    data = tmp_path / "spreads"
+    data.mkdir()
+    for k in range(8):
+        image, polys = tube_image(k)
+        write_labelme(data, f"original_{k + 1}", image, polys)
+    run = tmp_path / "run"
+    argv = [str(data), "--out", str(run), "--backbone", "resnet18", "--fpn-channels", "32", "--crop", "96",
+            "--batch", "1", "--epochs", "1", "--steps-per-epoch", "2", "--warmup", "1", "--threads", "1",
+            "--val-fraction", "0.5"]
+    assert seg_train.main(argv) == 0
+    assert (run / "last.pt").is_file() and (run / "metrics.json").is_file()
+    _, config, card = load_weights(run / "best.pth")
+    # the shipped score threshold is chosen on the training spreads, and the card says how
+    assert config["inference"]["score_thresh"] in seg_train.COUNT_THRESHOLDS
+    assert "training spreads" in card["inference"]
+    argv[argv.index("--epochs") + 1] = "2"
+    assert seg_train.main(argv + ["--resume"]) == 0
+    assert [e["epoch"] for e in json.loads((run / "metrics.json").read_text())] == [0, 1]

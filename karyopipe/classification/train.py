@@ -156,7 +156,14 @@ def train(args, splits: dict | None = None) -> dict:
     if args.init and not args.resume:
         from karyopipe.weights import load_weights
 
-        state, _, _ = load_weights(args.init)
+        state, init_config, _ = load_weights(args.init)
+        if "members" in init_config:
+            # An ensemble file: fine-tune the member that straightens the way this run does.
+            modes = [m.get("preprocess", "pca") for m in init_config["members"]]
+            if args.preprocess not in modes:
+                raise ValueError(f"{args.init}: an ensemble with no {args.preprocess!r} member (it has {modes})")
+            prefix = f"members.{modes.index(args.preprocess)}."
+            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:
