@@ -80,6 +80,32 @@ def test_fake_classifier_fills_classes(no_weights):
     assert result.call is not None and len(result.call.labels) == len(RODS)
 
 
+def test_a_field_of_specks_gets_no_karyotype_call(no_weights):
+    from karyopipe.pipeline import core
+
+    class Fake:
+        calls = 0
+
+        def predict_cell(self, crops):
+            Fake.calls += 1
+            return np.zeros((len(crops), 24), np.float32)
+
+    from karyopipe.data import Instance
+
+    field = np.full((440, 440), 0.05, np.float32)
+    specks = []
+    for k in range(core.MAX_OBJECTS_FOR_A_CALL + 21):  # dust: far more objects than any metaphase has
+        y, x = 10 + 20 * (k // 11), 10 + 20 * (k % 11)
+        field[y:y + 4, x:x + 9] = 0.9
+        mask = np.zeros(field.shape, bool)
+        mask[y:y + 4, x:x + 9] = True
+        specks.append(Instance(mask=mask, bbox=(x, y, x + 9, y + 4), score=0.9, category="chromosome"))
+    result = KaryoPipeline(segmenter=lambda gray: specks, classifier=Fake())(field)
+    assert len(result.chromosomes) > core.MAX_OBJECTS_FOR_A_CALL
+    assert result.karyotype == "" and Fake.calls == 0
+    assert "more than any metaphase" in result.statement and result.statement in result.warnings
+
+
 def test_cli_writes_four_outputs(no_weights, spread_png, tmp_path, capsys):
     out = tmp_path / "out"
     assert main([str(spread_png), "--out", str(out), "--no-progress"]) == 0

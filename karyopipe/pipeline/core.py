@@ -40,6 +40,11 @@ _PAD = 4
 LOW_CONFIDENCE = 0.9
 
 
+
+# Above this many objects the segmentation did not see one metaphase (near-tetraploid cells
+# have 92 chromosomes): classifying and calling a karyotype would only dress up noise.
+MAX_OBJECTS_FOR_A_CALL = 100
+
 @dataclass
 class ChromosomeResult:
     """One detected chromosome.
@@ -390,14 +395,20 @@ class KaryoPipeline:
         geometries = self.analyze(gray, instances)
         timings["geometry"] = time.perf_counter() - t
 
+        implausible = len(instances) > MAX_OBJECTS_FOR_A_CALL
         t = time.perf_counter()
-        log_probs = self.classify(geometries)
+        log_probs = None if implausible else self.classify(geometries)
         timings["classification"] = time.perf_counter() - t
 
         t = time.perf_counter()
         call = None
         if not instances:
             statement = f"{source}: no chromosomes found - check the image is a metaphase spread and its polarity"
+            warnings.append(statement)
+        elif implausible:
+            statement = (f"{source}: {len(instances)} objects found, more than any metaphase holds "
+                         f"(a near-tetraploid cell has 92) - debris, an interphase field or a wrong scale? "
+                         f"Objects left unclassified, no karyotype call.")
             warnings.append(statement)
         else:
             call = self.assign(log_probs, geometries)
