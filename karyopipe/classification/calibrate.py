@@ -137,12 +137,12 @@ def calibrate_weights(weights, data, out=None, split: str = "val") -> dict:
     dict
         :func:`calibration_report` plus the data and split used.
     """
-    from karyopipe.classification.classifier import Classifier
+    from karyopipe.classification.classifier import Classifier, ClassifierEnsemble
     from karyopipe.classification.dataset import concat_arrays
     from karyopipe.classification.evaluate import load_eval_arrays
 
     clf = Classifier.from_pretrained(weights)
-    if hasattr(clf, "members"):
+    if isinstance(clf, ClassifierEnsemble):
         raise ValueError(f"{weights}: an ensemble; calibrate each member's weights before joining them")
     seed = int(clf.config.get("split_seed", 0))
     arrays = concat_arrays([load_eval_arrays(root, clf, split, seed) for root in data])

@@ -166,12 +166,15 @@ class ClassifierEnsemble:
 
     @classmethod
     def from_state(cls, state: dict, config: dict, meta: dict, device="cpu", path="weights") -> "ClassifierEnsemble":
-        members = []
-        for i, member_config in enumerate(config["members"]):
-            prefix = f"members.{i}."
-            sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-            members.append(Classifier._build(sub, member_config, {}, device, f"{path} member {i}"))
+        members = [Classifier._build(member_state(state, i), member_config, {}, device, f"{path} member {i}")
+                   for i, member_config in enumerate(config["members"])]
         return cls(members, meta)
+
+
+def member_state(state: dict, index: int) -> dict:
+    """State dict of member ``index`` of an ensemble file (keys without the ``members.<i>.`` prefix)."""
+    prefix = f"members.{index}."
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 # Config keys that describe the data split rather than one model; an ensemble keeps them.

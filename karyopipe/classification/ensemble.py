@@ -22,7 +22,7 @@ def join_classifiers(paths, card: dict | None = None):
 
     members = [Classifier.from_pretrained(p) for p in paths]
     for path, member in zip(paths, members):
-        if hasattr(member, "members"):
+        if isinstance(member, ClassifierEnsemble):
             raise ValueError(f"{path}: already an ensemble; join its member files instead")
         for key in _SHARED_CONFIG:
             if member.config.get(key) != members[0].config.get(key):

@@ -162,8 +162,9 @@ def train(args, splits: dict | None = None) -> dict:
             modes = [m.get("preprocess", "pca") for m in init_config["members"]]
             if args.preprocess not in modes:
                 raise ValueError(f"{args.init}: an ensemble with no {args.preprocess!r} member (it has {modes})")
-            prefix = f"members.{modes.index(args.preprocess)}."
-            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            from karyopipe.classification.classifier import member_state
+
+            state = member_state(state, modes.index(args.preprocess))
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:

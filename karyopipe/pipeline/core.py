@@ -38,12 +38,10 @@ from karyopipe.classes import CLASS_NAMES, class_name
 _PAD = 4
 # Below this label confidence a chromosome is marked in the overlay and report.
 LOW_CONFIDENCE = 0.9
-
-
-
 # Above this many objects the segmentation did not see one metaphase (near-tetraploid cells
 # have 92 chromosomes): classifying and calling a karyotype would only dress up noise.
 MAX_OBJECTS_FOR_A_CALL = 100
+
 
 @dataclass
 class ChromosomeResult:

@@ -96,8 +96,8 @@ def evaluate_model(model, samples, device="cpu", reference_width=None) -> dict:
 COUNT_THRESHOLDS = (0.5, 0.6, 0.7, 0.8)
 
 
-def choose_count_threshold(segmenter, samples, thresholds=COUNT_THRESHOLDS) -> tuple[float, dict]:
-    """The score threshold with the smallest mean count error on ``samples``.
+def choose_count_threshold(weights, samples, thresholds=COUNT_THRESHOLDS, device="cpu") -> tuple[float, dict]:
+    """The score threshold with the smallest mean count error of ``weights`` on ``samples``.
 
     Run on the *training* spreads after training, so the threshold the
     weights ship with is never fitted to validation cells. Ties go to the
@@ -110,14 +110,12 @@ def choose_count_threshold(segmenter, samples, thresholds=COUNT_THRESHOLDS) -> t
     """
     from karyopipe.segmentation.dataset import load_gray
     from karyopipe.segmentation.evaluate import count_errors
+    from karyopipe.segmentation.infer import Segmenter
 
-    previous = segmenter.settings.score_thresh
-    segmenter.settings.score_thresh = min(thresholds)
-    gts, preds = [], []
-    for sample in samples:
-        preds.append(segmenter(load_gray(sample)))
-        gts.append(sample.instances)
-    segmenter.settings.score_thresh = previous
+    # Detect down to the lowest candidate once; count_errors applies each threshold to the scores.
+    segmenter = Segmenter.from_pretrained(weights, device=device, score_thresh=min(thresholds))
+    gts = [sample.instances for sample in samples]
+    preds = [segmenter(load_gray(sample)) for sample in samples]
     table = {t: count_errors(gts, preds, t) for t in thresholds}
     best = min(thresholds, key=lambda t: (table[t]["count_mae"], t))
     return float(best), table
@@ -268,11 +266,9 @@ def main(argv: list[str] | None = None) -> int:
             break
     say(f"best val mask AP {best_ap:.4f}; weights {weights_out}")
     if weights_out.is_file() and train_samples:
-        from karyopipe.segmentation.infer import Segmenter
         from karyopipe.weights import load_weights
 
-        segmenter = Segmenter.from_pretrained(weights_out, device=args.device)
-        thresh, table = choose_count_threshold(segmenter, train_samples)
+        thresh, table = choose_count_threshold(weights_out, train_samples, device=args.device)
         state, config, card = load_weights(weights_out)
         config["inference"]["score_thresh"] = thresh
         card["inference"] = (f"score_thresh {thresh}: smallest count error on the {len(train_samples)} training spreads ("

@@ -31,12 +31,12 @@ from karyopipe.synth.ideogram import load_ideogram, relative_lengths
 
 BENDS = ("straight", "gentle", "strong", "fold")
 BANDINGS = ("g", "q")
+_STEP = 0.5  # px between dense axis samples: fine enough that chords equal arcs to <0.1%
 
 
 def banding_polarity(banding: str) -> str:
     """Raw polarity of a banding: G-band is brightfield (dark on light), Q-band fluorescence."""
     return "brightfield" if banding == "g" else "fluorescence"
-_STEP = 0.5  # px between dense axis samples: fine enough that chords equal arcs to <0.1%
 
 
 @dataclass
