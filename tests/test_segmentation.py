@@ -209,6 +209,61 @@ def test_tiling_merges_objects_cut_by_tiles():
     assert sum(int(i.mask.sum()) for i in found) == int((image > 0.5).sum())
 
 
+class SpeckleDetector(ComponentDetector):
+    """Finds the components, plus a spurious speck at a fixed place of whatever view it is shown."""
+
+    def forward(self, images):
+        out = super().forward(images)[0]
+        h, w = images[0].shape[-2:]
+        speck = torch.zeros(1, 1, h, w)
+        speck[..., 2:8, 2:8] = 1.0
+        return [{"boxes": torch.cat([out["boxes"], torch.tensor([[2.0, 2.0, 8.0, 8.0]])]),
+                 "scores": torch.cat([out["scores"], torch.tensor([0.95])]),
+                 "labels": torch.cat([out["labels"], torch.ones(1, dtype=torch.int64)]),
+                 "masks": torch.cat([out["masks"], speck])}]
+
+
+@pytest.mark.parametrize("flips", [2, 4])
+def test_flipped_views_vote_out_what_only_one_view_sees(flips):
+    image, _ = tube_image(5, size=128)
+    settings = InferenceSettings(rescale=False, refine=False, min_area_widths2=0.2)
+    plain = Segmenter(SpeckleDetector(), settings)(image)
+    voted = Segmenter(SpeckleDetector(), InferenceSettings(**{**settings.__dict__, "flips": flips}))(image)
+    n_tubes = int(ndi_label_count(image > 0.5))
+    # One view alone keeps the speck (score 0.95); each view puts it in another corner, so voting drops it.
+    assert len(plain) == n_tubes + 1
+    assert len(voted) == n_tubes
+    for inst in voted:
+        assert inst.score == pytest.approx(0.9)  # every view saw every tube, mapped back to one place
+        assert (image[inst.mask] > 0.5).all()
+    assert sum(int(i.mask.sum()) for i in voted) == int((image > 0.5).sum())
+
+
+def test_vote_detections_needs_mask_overlap():
+    from karyopipe.segmentation.infer import vote_detections
+
+    def view(x0, score):
+        mask = np.zeros((1, 20, 40), np.float32)
+        mask[0, 5:15, x0:x0 + 10] = 1.0
+        return {"boxes": np.array([[x0, 5, x0 + 10, 15]], np.float32), "scores": np.array([score], np.float32),
+                "masks": mask}
+
+    same = vote_detections([view(4, 0.8), view(5, 0.6)])
+    assert len(same["scores"]) == 1 and same["scores"][0] == pytest.approx(0.7)
+    assert same["boxes"][0].tolist() == [4, 5, 15, 15]
+    apart = vote_detections([view(4, 0.8), view(25, 0.6)])
+    assert sorted(apart["scores"].tolist()) == pytest.approx([0.3, 0.4])
+    with pytest.raises(ValueError, match="flips"):
+        from karyopipe.segmentation.infer import predict_views
+        predict_views(ComponentDetector(), np.zeros((8, 8), np.float32), flips=3)
+
+
+def ndi_label_count(binary) -> int:
+    from scipy import ndimage as ndi
+
+    return ndi.label(binary)[1]
+
+
 def test_segmenter_rescales_wide_chromosomes():
     image, _ = tube_image(2, size=128)
     big = cv2.resize(image, (384, 384), interpolation=cv2.INTER_LINEAR)

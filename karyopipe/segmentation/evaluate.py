@@ -136,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score threshold for counting (default: the score_thresh stored with the weights)")
     p.add_argument("--no-rescale", action="store_true", help="do not resize spreads to the training chromosome width")
     p.add_argument("--no-refine", action="store_true", help="keep the mask head's own outlines (no refine_mask)")
+    p.add_argument("--flips", type=int, default=None, choices=[1, 2, 4],
+                   help="test-time mirrored views (default: the weights' setting)")
     p.add_argument("--limit", type=int, default=0, help="score only the first N images")
     p.add_argument("--device", default="cpu")
     return p
@@ -188,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
             overrides["rescale"] = False
         if args.no_refine:
             overrides["refine"] = False
+        if args.flips:
+            overrides["flips"] = args.flips
         segmenter = Segmenter.from_pretrained(args.weights, device=args.device, **overrides)
         # AP is scored over all detections; counts use the score threshold the weights ship with.
         count_thresh = float(segmenter.config.get("inference", {}).get("score_thresh", 0.5))

@@ -67,6 +67,12 @@ class InferenceSettings:
         wide, while a banded chromosome's edge against the background is sharp.
     refine_support : float
         Mask-head probability that bounds where :func:`refine_mask` may grow.
+    flips : int
+        Test-time views: 1 = the image only, 2 = also mirrored left-right,
+        4 = also upside down and both. Detections of the views are matched by
+        mask IoU (:func:`vote_detections`); a detection's score is averaged over
+        *all* views, so what only one view sees (a speck, a fragment) loses
+        score. Each view costs one more network pass.
     """
 
     score_thresh: float = 0.5
@@ -83,6 +89,7 @@ class InferenceSettings:
     refine_support: float = 0.25
     rescale_tolerance: float = 1.1
     scale_bounds: tuple = field(default=(0.25, 4.0))
+    flips: int = 1
 
 
 def estimate_chromosome_width(gray: np.ndarray) -> float | None:
@@ -191,6 +198,103 @@ def predict_tile(model, image: np.ndarray, device="cpu") -> dict:
         "scores": out["scores"].cpu().numpy(),
         "masks": out["masks"][:, 0].cpu().numpy(),
     }
+
+
+# Flip codes of the test-time views, in order: none, left-right, up-down, both.
+_VIEWS = ((False, False), (False, True), (True, False), (True, True))
+
+
+def predict_views(model, image: np.ndarray, flips: int = 1, device="cpu") -> list[dict]:
+    """:func:`predict_tile` on up to four mirrored views, mapped back to ``image``'s frame.
+
+    Returns
+    -------
+    list of dict, one per view
+        ``boxes`` (N, 4) x0 y0 x1 y1, ``scores`` (N,), ``masks`` (N, H, W) in the original orientation.
+    """
+    if flips not in (1, 2, 4):
+        raise ValueError(f"flips must be 1, 2 or 4, got {flips}")
+    h, w = image.shape
+    outs = []
+    for flip_ud, flip_lr in _VIEWS[:flips]:
+        view = image[::-1 if flip_ud else 1, ::-1 if flip_lr else 1]
+        out = predict_tile(model, view, device)
+        boxes, masks = out["boxes"].copy(), out["masks"]
+        if flip_lr:
+            boxes[:, [0, 2]] = w - boxes[:, [2, 0]]
+            masks = masks[:, :, ::-1]
+        if flip_ud:
+            boxes[:, [1, 3]] = h - boxes[:, [3, 1]]
+            masks = masks[:, ::-1, :]
+        outs.append({"boxes": boxes, "scores": out["scores"], "masks": np.ascontiguousarray(masks)})
+    return outs
+
+
+def _boxes_touch(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def vote_detections(views: list[dict], iou_thresh: float = 0.5, mask_thresh: float = 0.5) -> dict:
+    """Merge the detections of several views of one image into one set.
+
+    Greedy in descending score: a detection gathers, from each *other* view,
+    the unused detection whose mask overlaps it best (IoU above
+    ``iou_thresh``). The group's mask probability is the mean over the views
+    (a view that missed it counts as 0 probability is *not* assumed; only
+    the members are averaged), its box the union, and its score the sum of
+    the members' scores divided by the number of views.
+
+    Parameters
+    ----------
+    views : list of dict
+        As returned by :func:`predict_views`.
+
+    Returns
+    -------
+    dict
+        ``boxes`` (M, 4), ``scores`` (M,), ``masks`` (M, H, W).
+    """
+    n_views = len(views)
+    if n_views == 1:
+        return views[0]
+    flat = [(v, i) for v, out in enumerate(views) for i in range(len(out["scores"]))]
+    shape = views[0]["masks"].shape[1:] if len(views[0]["masks"]) else None
+    if not flat:
+        return {"boxes": np.zeros((0, 4), np.float32), "scores": np.zeros(0, np.float32),
+                "masks": np.zeros((0,) + (shape or (0, 0)), np.float32)}
+    binary = {(v, i): views[v]["masks"][i] >= mask_thresh for v, i in flat}
+    area = {key: int(m.sum()) for key, m in binary.items()}
+    flat.sort(key=lambda key: -float(views[key[0]]["scores"][key[1]]))
+    used: set = set()
+    boxes, scores, masks = [], [], []
+    for key in flat:
+        if key in used:
+            continue
+        used.add(key)
+        group = [key]
+        for v in range(n_views):
+            if v == key[0]:
+                continue
+            best, best_iou = None, iou_thresh
+            for i in range(len(views[v]["scores"])):
+                other = (v, i)
+                if other in used or not area[other] or not area[key] or not _boxes_touch(
+                        views[key[0]]["boxes"][key[1]], views[v]["boxes"][i]):
+                    continue
+                inter = int(np.logical_and(binary[key], binary[other]).sum())
+                iou = inter / (area[key] + area[other] - inter)
+                if iou > best_iou:
+                    best, best_iou = other, iou
+            if best is not None:
+                used.add(best)
+                group.append(best)
+        member_boxes = np.array([views[v]["boxes"][i] for v, i in group])
+        boxes.append(np.concatenate([member_boxes[:, :2].min(0), member_boxes[:, 2:].max(0)]))
+        scores.append(sum(float(views[v]["scores"][i]) for v, i in group) / n_views)
+        masks.append(np.mean([views[v]["masks"][i] for v, i in group], axis=0))
+    order = np.argsort(-np.array(scores))
+    return {"boxes": np.array(boxes, np.float32)[order], "scores": np.array(scores, np.float32)[order],
+            "masks": np.array(masks, np.float32)[order]}
 
 
 def refine_mask(prob: np.ndarray, region: np.ndarray, support: float = 0.25,
@@ -333,7 +437,7 @@ class Segmenter:
         crops, scores = [], []
         for ty, tx in _tiles(wh, ww, s.tile_size, s.tile_overlap):
             tile = work[ty:ty + s.tile_size, tx:tx + s.tile_size]
-            out = predict_tile(self.model, tile, self.device)
+            out = vote_detections(predict_views(self.model, tile, s.flips, self.device), mask_thresh=s.mask_thresh)
             th, tw = tile.shape
             for box, score, prob in zip(out["boxes"], out["scores"], out["masks"]):
                 if score < s.score_thresh:
