@@ -99,6 +99,12 @@ def test_cli_writes_coco_with_classes(tmp_path, capsys):
     got = sorted(names[a["category_id"]] for a in coco["annotations"])
     want = sorted("X" if c == 23 else str(c) for c, _, _ in CHROMS)
     assert got == want
+    # The image records the cell's karyotype from its crops, for eval-e2e.
+    from karyopipe.karyogram import karyotype_string
+    counts = {}
+    for c, _, _ in CHROMS:
+        counts[c] = counts.get(c, 0) + 1
+    assert coco["images"][0]["karyotype"] == karyotype_string(counts)
     report = json.loads(out.with_suffix(".report.json").read_text())
     assert report["matched"] == len(CHROMS) and report["cells"]["7"]["unmatched"] == []
     assert "8 matched" in capsys.readouterr().out

@@ -9,7 +9,7 @@ from PIL import Image
 
 from karyopipe.data import Instance, Sample, write_coco
 from karyopipe.pipeline import KaryoPipeline
-from karyopipe.pipeline.evaluate import evaluate, main, match_instances, truth_karyotype
+from karyopipe.pipeline.evaluate import evaluate, main, match_instances, spread_truth, truth_karyotype
 from test_pipeline import RODS, draw_spread
 
 
@@ -43,6 +43,19 @@ def test_truth_karyotype():
     labels = [k for k in range(1, 23) for _ in range(2)] + [23, 24]
     assert truth_karyotype(labels) == "46,XY"
     assert truth_karyotype(labels[:-1] + [0]) == ""
+
+
+def test_spread_truth_prefers_the_recorded_cell_karyotype():
+    normal = [k for k in range(1, 23) for _ in range(2)] + [23, 24]
+    # Unsure polygon labels (two 1s called 2) do not matter when the cell's karyotype is recorded.
+    noisy = [2, 2] + normal[2:]
+    assert spread_truth({"karyotype": "46,XY"}, noisy) == ("46,XY", "cell")
+    # An overlap drawn as its own polygon: the frame still shows the whole cell.
+    assert spread_truth({"karyotype": "46,XY"}, noisy + [0]) == ("46,XY", "cell")
+    truth, why = spread_truth({"karyotype": "46,XY"}, noisy[:41])
+    assert truth == "" and "41 of the cell's 46" in why
+    assert spread_truth({}, normal) == ("46,XY", "labels")
+    assert spread_truth({}, normal[:-1] + [0])[0] == ""
 
 
 def test_evaluate_detection_and_classes(tmp_path, monkeypatch):

@@ -225,6 +225,16 @@ def _crop_descriptors(samples) -> tuple[list[Descriptor], list[int], list[str]]:
     return descs, labels, names
 
 
+def cell_karyotype(crops) -> str:
+    """ISCN karyotype of one cell from its labelled crops (``46,XY`` for a normal male set)."""
+    from karyopipe.karyogram import karyotype_string
+
+    counts: dict[int, int] = {}
+    for s in crops:
+        counts[int(s.label)] = counts.get(int(s.label), 0) + 1
+    return karyotype_string(counts)
+
+
 def label_metaphases(metaphases, crops, progress: bool = True) -> tuple[list, dict]:
     """Label every polygon of ``metaphases`` from ``crops`` (both Datasets or paths).
 
@@ -232,7 +242,8 @@ def label_metaphases(metaphases, crops, progress: bool = True) -> tuple[list, di
     -------
     samples : list of Sample
         The metaphase samples, instances with ``label`` set where matched and
-        ``extra`` holding ``label_confidence`` (``"high"``/``"low"``), ``match_ncc``, ``match_crop``.
+        ``extra`` holding ``label_confidence`` (``"high"``/``"low"``), ``match_ncc``, ``match_crop``;
+        ``meta["karyotype"]`` is the cell's karyotype from its crops.
     report : dict
         Totals and, per cell, the polygons left unmatched or unconfident.
     """
@@ -265,6 +276,9 @@ def label_metaphases(metaphases, crops, progress: bool = True) -> tuple[list, di
             continue
         if cell not in cache:
             cache[cell] = _crop_descriptors(by_cell[cell])
+        # The crops are the cell's full set, so they give its karyotype even where the
+        # frame's polygon labels are unsure; eval-e2e scores complete frames against it.
+        sample.meta["karyotype"] = cell_karyotype(by_cell[cell])
         cdesc, clabels, cnames = cache[cell]
         image = sample.loader()
         gray = to_gray(image)

@@ -10,8 +10,12 @@ Metrics
 * classification accuracy of matched chromosomes whose truth has a class, and
   (when the file records it, as ``karyopipe label-bioimlab`` writes) over the
   truths labelled with ``label_confidence: "high"`` only;
-* exact-karyotype rate: spreads whose ISCN call equals the truth's, where the
-  truth is complete (every instance has a class), listed per cell;
+* exact-karyotype rate: spreads whose ISCN call equals the truth's, listed per
+  cell. The truth is the image's recorded karyotype (``karyopipe
+  label-bioimlab`` records the cell's, from its crops; the generator records
+  its own) when the frame shows at least that many chromosomes; frames that
+  show fewer are not scored. Without a recorded karyotype it is read from the
+  instances' classes, when every instance has one;
 * seconds per spread (pipeline total, as timed by the pipeline).
 
 Examples
@@ -55,6 +59,23 @@ def truth_karyotype(labels) -> str:
     for v in labels:
         counts[int(v)] = counts.get(int(v), 0) + 1
     return karyotype_string(counts)
+
+
+def spread_truth(meta: dict, labels) -> tuple[str, str]:
+    """The karyotype a spread should be called and where it comes from.
+
+    Returns ``(karyotype, source)``: source ``"cell"`` (the recorded karyotype)
+    or ``"labels"`` (the instances' classes); ``("", reason)`` when the spread
+    cannot be scored.
+    """
+    recorded = meta.get("karyotype")
+    if recorded:
+        expected = int(str(recorded).split(",")[0])
+        if len(labels) < expected:
+            return "", f"the frame shows {len(labels)} of the cell's {expected} chromosomes"
+        return str(recorded), "cell"
+    from_labels = truth_karyotype(labels)
+    return (from_labels, "labels") if from_labels else ("", "not every instance has a class")
 
 
 def select_cells(dataset, split: str, seg_weights=None, cls_weights=None) -> tuple[list, str]:
@@ -128,7 +149,7 @@ def evaluate(pipe, samples, confidence: dict | None = None, progress: bool = Tru
             if confidence is not None and confidence.get(truths[t].extra.get("coco_id")) == "high":
                 totals["conf_n"] += 1
                 totals["conf_correct"] += right
-        true_k = truth_karyotype([inst.label for inst in truths])
+        true_k, truth_source = spread_truth(getattr(s, "meta", {}) or {}, [inst.label for inst in truths])
         exact = bool(true_k) and result.karyotype == true_k
         totals["n_true"] += n_true
         totals["n_pred"] += n_pred
@@ -140,7 +161,8 @@ def evaluate(pipe, samples, confidence: dict | None = None, progress: bool = Tru
         seconds.append(result.timings.get("total", float("nan")))
         per_spread.append({"file": str(s.path), "image_id": s.image_id, "cell": str(s.cell_id), "n_true": n_true,
                            "n_pred": n_pred, "tp": len(pairs), "classified": n_cls, "correct": correct,
-                           "true_karyotype": true_k, "karyotype": result.karyotype, "exact": exact,
+                           "true_karyotype": true_k, "truth_source": truth_source,
+                           "karyotype": result.karyotype, "exact": exact,
                            "seconds": result.timings.get("total")})
     div = lambda a, b: round(a / b, 4) if b else None  # noqa: E731
     cells: dict[str, list] = {}
@@ -158,6 +180,7 @@ def evaluate(pipe, samples, confidence: dict | None = None, progress: bool = Tru
         "confident_truth_matched": totals["conf_n"],
         "exact_karyotype_rate": div(totals["exact"], totals["exact_n"]),
         "exact_karyotype_spreads": totals["exact_n"],
+        "exact_karyotype_unscored": sum(1 for r in per_spread if not r["true_karyotype"]),
         "exact_karyotype_per_cell": {c: div(sum(v), len(v)) for c, v in sorted(cells.items())},
         "seconds_per_spread": round(float(np.nanmean(seconds)), 3) if seconds else None,
         "failures": failures,
@@ -211,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
                "problems": [f"{p.path}: {p.reason}" for p in dataset.problems], **metrics}
     keys = ("spreads", "detection_recall@0.5", "detection_precision@0.5", "count_mae", "classification_accuracy_matched",
             "classified_matched", "classification_accuracy_confident_truth", "confident_truth_matched",
-            "exact_karyotype_rate", "exact_karyotype_spreads", "seconds_per_spread")
+            "exact_karyotype_rate", "exact_karyotype_spreads", "exact_karyotype_unscored", "seconds_per_spread")
     print(f"{data} ({note})")
     for k in keys:
         print(f"  {k:34s} {metrics[k]}")
