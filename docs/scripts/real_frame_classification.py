@@ -15,10 +15,14 @@ held out. Each row is one way of cutting the chromosome out of the frame:
     the mask zeroed, all members fed the straightened chromosome;
 ``pca_member_cutout``
     the PCA member alone on the masked cut-out (its training path) instead;
-``crop_like_rim``
-    the cut-out keeps a 2 px rim of its surroundings, as the crops do;
-``crop_like_remask``
-    that rim, and the mask found by thresholding as for a crop, not the polygon.
+``geometry_member_rim``
+    the geometry member alone, its geometry computed on a cut-out that keeps a
+    2 px rim of its surroundings, as the crops do;
+``remask_rim``
+    both members on that rimmed cut-out, the mask found by thresholding as
+    for a crop instead of the polygon;
+``remask_tight``
+    the same on the masked cut-out without the rim.
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ import numpy as np
 from karyopipe.classification import Classifier
 from karyopipe.classification.classifier import ClassifierEnsemble
 from karyopipe.data import read_dataset
+from karyopipe.geometry import analyze_chromosome
 from karyopipe.io import normalize_polarity
 from karyopipe.pipeline.core import KaryoPipeline
 from karyopipe.weights import CLASSIFICATION_WEIGHTS, load_weights, weights_path
@@ -55,7 +60,8 @@ def main() -> None:
     held = {c.split("/", 1)[1] for c in config.get("heldout_cells", []) if c.startswith("bioimlab/")}
     pca_member = next(m for m in ensemble.members if m.preprocess == "pca")
     confident = {a["id"]: a.get("label_confidence") == "high" for a in json.loads(Path(args.coco).read_text())["annotations"]}
-    rows = ("pipeline", "pca_member_cutout", "crop_like_rim", "crop_like_remask")
+    geometry_member = next(m for m in ensemble.members if m.preprocess == "geometry")
+    rows = ("pipeline", "pca_member_cutout", "geometry_member_rim", "remask_rim", "remask_tight")
     scores = {part: {r: [0, 0] for r in rows} for part in ("trained on", "held out")}
     samples = read_dataset(args.coco).samples
     for sample in samples[: args.limit or None]:
@@ -80,8 +86,9 @@ def main() -> None:
         log_probs = {
             "pipeline": ensemble.predict_cell(geoms),
             "pca_member_cutout": pca_member.predict_cell(cutouts),
-            "crop_like_rim": ensemble.predict_cell(rimmed),
-            "crop_like_remask": ensemble.predict_cell([(g, None) for g, _ in rimmed]),
+            "geometry_member_rim": geometry_member.predict_cell([analyze_chromosome(m, g) for g, m in rimmed]),
+            "remask_rim": ensemble.predict_cell([(g, None) for g, _ in rimmed]),
+            "remask_tight": ensemble.predict_cell([(g, None) for g, _ in cutouts]),
         }
         part = "held out" if str(sample.cell_id) in held else "trained on"
         for k, inst in enumerate(instances):
