@@ -253,6 +253,9 @@ def test_vote_detections_needs_mask_overlap():
     assert same["boxes"][0].tolist() == [4, 5, 15, 15]
     apart = vote_detections([view(4, 0.8), view(25, 0.6)])
     assert sorted(apart["scores"].tolist()) == pytest.approx([0.3, 0.4])
+    empty = {"boxes": np.zeros((0, 4), np.float32), "scores": np.zeros(0, np.float32),
+             "masks": np.zeros((0, 20, 40), np.float32)}
+    assert vote_detections([empty, empty])["masks"].shape == (0, 20, 40)
     with pytest.raises(ValueError, match="flips"):
         from karyopipe.segmentation.infer import predict_views
         predict_views(ComponentDetector(), np.zeros((8, 8), np.float32), flips=3)

@@ -239,10 +239,10 @@ def vote_detections(views: list[dict], iou_thresh: float = 0.5, mask_thresh: flo
 
     Greedy in descending score: a detection gathers, from each *other* view,
     the unused detection whose mask overlaps it best (IoU above
-    ``iou_thresh``). The group's mask probability is the mean over the views
-    (a view that missed it counts as 0 probability is *not* assumed; only
-    the members are averaged), its box the union, and its score the sum of
-    the members' scores divided by the number of views.
+    ``iou_thresh``). The group's mask probability is the mean over its
+    members (a view that missed the object does not thin its outline), its
+    box the union of theirs, and its score the members' summed scores over
+    the number of views (a view that missed it does lower the score).
 
     Parameters
     ----------
@@ -258,10 +258,9 @@ def vote_detections(views: list[dict], iou_thresh: float = 0.5, mask_thresh: flo
     if n_views == 1:
         return views[0]
     flat = [(v, i) for v, out in enumerate(views) for i in range(len(out["scores"]))]
-    shape = views[0]["masks"].shape[1:] if len(views[0]["masks"]) else None
     if not flat:
         return {"boxes": np.zeros((0, 4), np.float32), "scores": np.zeros(0, np.float32),
-                "masks": np.zeros((0,) + (shape or (0, 0)), np.float32)}
+                "masks": np.zeros((0,) + tuple(views[0]["masks"].shape[1:]), np.float32)}
     binary = {(v, i): views[v]["masks"][i] >= mask_thresh for v, i in flat}
     area = {key: int(m.sum()) for key, m in binary.items()}
     flat.sort(key=lambda key: -float(views[key[0]]["scores"][key[1]]))
