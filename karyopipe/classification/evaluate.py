@@ -154,14 +154,16 @@ def predict_eval_arrays(root, classifier, split=None, seed=0):
     An ensemble's members each preprocess the data their own way; their rows
     must line up (same crops, labels and cells) to be averaged.
     """
-    members = getattr(classifier, "members", None) or [classifier]
+    from karyopipe.classification.classifier import ClassifierEnsemble
+
+    members = classifier.members if isinstance(classifier, ClassifierEnsemble) else [classifier]
     parts = [load_eval_arrays(root, member, split, seed) for member in members]
     for other in parts[1:]:
         if not (np.array_equal(other.labels, parts[0].labels) and np.array_equal(other.cells, parts[0].cells)):
             raise ValueError(f"{root}: the ensemble's members preprocess different crops; score them one by one")
     start = time.perf_counter()
     log_probs = [m.predict_arrays(a.images, a.features) for m, a in zip(members, parts)]
-    log_probs = classifier.combine(log_probs) if len(members) > 1 else log_probs[0]
+    log_probs = classifier.combine(log_probs) if isinstance(classifier, ClassifierEnsemble) else log_probs[0]
     return parts[0], log_probs, time.perf_counter() - start
 
 

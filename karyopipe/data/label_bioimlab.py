@@ -225,16 +225,6 @@ def _crop_descriptors(samples) -> tuple[list[Descriptor], list[int], list[str]]:
     return descs, labels, names
 
 
-def cell_karyotype(crops) -> str:
-    """ISCN karyotype of one cell from its labelled crops (``46,XY`` for a normal male set)."""
-    from karyopipe.karyogram import karyotype_string
-
-    counts: dict[int, int] = {}
-    for s in crops:
-        counts[int(s.label)] = counts.get(int(s.label), 0) + 1
-    return karyotype_string(counts)
-
-
 def label_metaphases(metaphases, crops, progress: bool = True) -> tuple[list, dict]:
     """Label every polygon of ``metaphases`` from ``crops`` (both Datasets or paths).
 
@@ -251,6 +241,7 @@ def label_metaphases(metaphases, crops, progress: bool = True) -> tuple[list, di
 
     from karyopipe.data import read_dataset
     from karyopipe.io import to_gray
+    from karyopipe.karyogram import labels_karyotype
 
     metaphases = read_dataset(metaphases) if isinstance(metaphases, (str, Path)) else metaphases
     crops = read_dataset(crops) if isinstance(crops, (str, Path)) else crops
@@ -278,7 +269,7 @@ def label_metaphases(metaphases, crops, progress: bool = True) -> tuple[list, di
             cache[cell] = _crop_descriptors(by_cell[cell])
         # The crops are the cell's full set, so they give its karyotype even where the
         # frame's polygon labels are unsure; eval-e2e scores complete frames against it.
-        sample.meta["karyotype"] = cell_karyotype(by_cell[cell])
+        sample.meta["karyotype"] = labels_karyotype(crop.label for crop in by_cell[cell])
         cdesc, clabels, cnames = cache[cell]
         image = sample.loader()
         gray = to_gray(image)

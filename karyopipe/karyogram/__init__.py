@@ -11,9 +11,9 @@ Examples
 >>> save_karyogram("karyogram.png", picture)                                        # doctest: +SKIP
 """
 from karyopipe.karyogram.assign import Abnormality, KaryotypeCall, assign_karyotype
-from karyopipe.karyogram.iscn import karyotype_string, parse_karyotype
+from karyopipe.karyogram.iscn import karyotype_string, labels_karyotype, parse_karyotype
 
-__all__ = ["Abnormality", "KaryotypeCall", "assign_karyotype", "karyotype_string", "parse_karyotype",
+__all__ = ["Abnormality", "KaryotypeCall", "assign_karyotype", "karyotype_string", "labels_karyotype", "parse_karyotype",
            "draw_karyogram", "save_karyogram"]
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from karyopipe.karyogram.assign import assign_karyotype
-from karyopipe.karyogram.iscn import karyotype_string, parse_karyotype
+from karyopipe.karyogram.iscn import labels_karyotype, parse_karyotype
 from karyopipe.karyogram.simulate import karyotype_labels, synthetic_cell
 
 __all__ = ["DEFAULT_KARYOTYPES", "NORMAL_KARYOTYPES", "run_bench", "main"]
@@ -120,7 +120,7 @@ def run_bench(karyotypes=DEFAULT_KARYOTYPES, n: int = 100, seed: int = 0, scorer
             call = assign_karyotype(lp, lengths, ci, polarity_confidence=pol, **assign_kw)
             hit = call.karyotype == kt
             top = np.argmax(lp, 1) + 1
-            row["exact_argmax"] += karyotype_string({k: int(np.sum(top == k)) for k in range(1, 25)}) == kt
+            row["exact_argmax"] += labels_karyotype(top) == kt
             row["n"] += 1
             row["exact"] += hit
             row["single"].append(float(np.mean(np.argmax(lp, 1) + 1 == labels)))
@@ -207,7 +207,6 @@ def run_real(root, weights=None, split: str = "test", limit: int | None = None, 
     from karyopipe.geometry import analyze_chromosome
     from karyopipe.geometry.axis import mask_from_crop
     from karyopipe.io import normalize_polarity, read_image
-    from karyopipe.karyogram.iscn import karyotype_string
     from karyopipe.weights import CLASSIFICATION_WEIGHTS, weights_path
 
     path = weights_path(weights, CLASSIFICATION_WEIGHTS)
@@ -247,7 +246,7 @@ def run_real(root, weights=None, split: str = "test", limit: int | None = None, 
         call = assign_karyotype(lp, np.array([max(g.length_px, 1.0) for g in geoms]),
                                 np.array([g.centromere_index for g in geoms]),
                                 polarity_confidence=np.array([g.polarity_confidence for g in geoms]), **assign_kw)
-        true_kt = karyotype_string({k: int(np.sum(truth == k)) for k in range(1, 25)})
+        true_kt = labels_karyotype(truth)
         rows.append({"cell": cell, "truth": true_kt, "call": call.karyotype,
                      "single": float(np.mean(np.argmax(lp, 1) + 1 == truth)),
                      "assigned": float(np.mean(call.labels == truth)),

@@ -20,7 +20,7 @@ import re
 
 from karyopipe.classes import AUTOSOMES, X, Y
 
-__all__ = ["karyotype_string", "parse_karyotype", "sex_complement", "ploidy_of", "count_changes"]
+__all__ = ["karyotype_string", "labels_karyotype", "parse_karyotype", "sex_complement", "ploidy_of", "count_changes"]
 
 _TOKEN_RE = re.compile(r"^(?P<sign>[+-])(?P<name>\d{1,2}|X|Y)$", re.I)
 
@@ -81,6 +81,18 @@ def karyotype_string(counts: dict[int, int], ploidy: int | None = None) -> str:
     parts = [str(total), sex_complement(counts) or "--"]
     parts += [("+" if sign > 0 else "-") + str(k) for k, sign in count_changes(counts, ploidy)]
     return ",".join(parts)
+
+
+def labels_karyotype(labels) -> str:
+    """ISCN numerical karyotype of one cell from its chromosomes' class numbers (1..24).
+
+    >>> labels_karyotype([k for k in range(1, 23) for _ in range(2)] + [23, 23])
+    '46,XX'
+    """
+    counts: dict[int, int] = {}
+    for label in labels:
+        counts[int(label)] = counts.get(int(label), 0) + 1
+    return karyotype_string(counts)
 
 
 def parse_karyotype(text: str) -> dict[int, int]:

@@ -51,14 +51,11 @@ def match_instances(pred_masks, true_masks, thresh: float = IOU_THRESH) -> tuple
 
 def truth_karyotype(labels) -> str:
     """ISCN string of a complete set of true labels (``""`` if any is missing)."""
-    from karyopipe.karyogram import karyotype_string
+    from karyopipe.karyogram import labels_karyotype
 
     if not len(labels) or any(not v for v in labels):
         return ""
-    counts: dict[int, int] = {}
-    for v in labels:
-        counts[int(v)] = counts.get(int(v), 0) + 1
-    return karyotype_string(counts)
+    return labels_karyotype(labels)
 
 
 def spread_truth(meta: dict, labels) -> tuple[str, str]:
@@ -68,9 +65,11 @@ def spread_truth(meta: dict, labels) -> tuple[str, str]:
     or ``"labels"`` (the instances' classes); ``("", reason)`` when the spread
     cannot be scored.
     """
+    from karyopipe.karyogram import parse_karyotype
+
     recorded = meta.get("karyotype")
     if recorded:
-        expected = int(str(recorded).split(",")[0])
+        expected = sum(parse_karyotype(recorded).values())
         if len(labels) < expected:
             return "", f"the frame shows {len(labels)} of the cell's {expected} chromosomes"
         return str(recorded), "cell"
