@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "calibrate-cls": ("karyopipe.classification.calibrate", "fit the classifier's temperature on validation cells"),
     "join-cls": ("karyopipe.classification.ensemble", "join trained classifiers into one ensemble weights file"),
     "bench-karyotype": ("karyopipe.karyogram.bench", "benchmark karyotype assignment on synthetic spreads"),
+    "relabel-frames": ("karyopipe.classification.frames", "label every chromosome of annotated frames from the cell's karyotype (training labels)"),
     "label-bioimlab": ("karyopipe.data.label_bioimlab", "give BioImLab metaphase polygons their classes from the crops"),
     "bench-pipeline": ("karyopipe.pipeline.bench", "time model loading and the whole pipeline per image size"),
     "eval-e2e": ("karyopipe.pipeline.evaluate", "end-to-end detection, classification and karyotype scores"),

@@ -66,16 +66,11 @@ class Classifier:
 
     def prepare(self, crops) -> tuple[np.ndarray, np.ndarray]:
         """Images (n, L, W) and features (n, F) of one cell's crops or geometries."""
-        from karyopipe.classification.preprocess import prepare_cell, prepare_geometries
+        from karyopipe.classification.preprocess import prepare_cell, prepare_from_geometries
 
         crops = list(crops)
         if crops and hasattr(crops[0], "straightened"):
-            if self.preprocess == "geometry":
-                return prepare_geometries(crops, self.size)
-            # A PCA-upright model given geometries: the straightened chromosome is already
-            # upright, so it goes through the same fallback path the model was trained with.
-            crops = [(np.clip(np.asarray(g.straightened, np.float32), 0, None), None) for g in crops]
-            crops = [(s, s > 0) if (s > 0).any() else (s, None) for s, _ in crops]
+            return prepare_from_geometries(crops, self.size, self.preprocess)
         pairs = []
         for item in crops:
             if isinstance(item, np.ndarray):

@@ -47,6 +47,10 @@ class CellArrays:
     cells : ndarray, shape (N,), str, ``"<source>/<cell>"``
     paths : list of str
     problems : list of str
+    frames : ndarray, shape (N,), str, optional
+        For chromosomes cut from annotated spreads, the frame each came from
+        (``""`` for crops). A cell photographed twice has two frames; each is
+        scored and assigned on its own, but both follow their cell in the split.
     """
 
     images: np.ndarray
@@ -55,15 +59,32 @@ class CellArrays:
     cells: np.ndarray
     paths: list = field(default_factory=list)
     problems: list = field(default_factory=list)
+    frames: np.ndarray | None = None
 
     def subset(self, index) -> "CellArrays":
         index = np.asarray(index)
         return CellArrays(self.images[index], self.features[index], self.labels[index],
-                          self.cells[index], [self.paths[i] for i in index], list(self.problems))
+                          self.cells[index], [self.paths[i] for i in index], list(self.problems),
+                          None if self.frames is None else self.frames[index])
 
     @property
     def unique_cells(self) -> list[str]:
         return sorted(set(self.cells.tolist()))
+
+    @property
+    def groups(self) -> np.ndarray:
+        """The unit of the karyotype-level assignment per row: its frame if it has one, else its cell."""
+        if self.frames is None:
+            return self.cells
+        return np.where(self.frames == "", self.cells, np.char.add(np.char.add(self.cells.astype(str), "#"),
+                                                                     self.frames.astype(str)))
+
+    def parts(self) -> dict[str, np.ndarray]:
+        """Row indices per data set: ``"<source>"`` for crops, ``"<source>_frames"`` for spread chromosomes."""
+        source = np.array([c.split("/", 1)[0] for c in self.cells.tolist()], dtype=object)
+        if self.frames is not None:
+            source = np.where(self.frames == "", source, source + "_frames")
+        return {name: np.flatnonzero(source == name) for name in sorted(set(source.tolist()))}
 
 
 def source_name(root) -> str:
@@ -72,7 +93,7 @@ def source_name(root) -> str:
     return root.parent.name if root.name.lower() in ("crops", "images", "data") else root.name
 
 
-def find_crops(root) -> tuple[list[CropRecord], list[str]]:
+def find_crops(root, dataset=None) -> tuple[list[CropRecord], list[str]]:
     """List the labelled crops under ``root`` and the problems met.
 
     Returns
@@ -84,7 +105,7 @@ def find_crops(root) -> tuple[list[CropRecord], list[str]]:
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"{root}: data folder not found")
-    dataset = read_dataset(root)
+    dataset = read_dataset(root) if dataset is None else dataset
     if dataset.kind != "crops":
         raise ValueError(f"{root}: holds {dataset.kind}, not single-chromosome crops")
     records = [CropRecord(Path(s.path), str(s.cell_id), int(s.label), source_name(root))
@@ -109,7 +130,9 @@ def build_arrays(root, size=(64, 32), mode="pca", cache_dir=CACHE_DIR, progress=
     Parameters
     ----------
     root : path
-        A crop folder (BioImLab, clase folders, generic ``<cell>/<label>/``).
+        A crop folder (BioImLab, clase folders, generic ``<cell>/<label>/``),
+        or annotated spreads whose chromosomes carry classes (read by
+        :func:`build_spread_arrays`).
     size : (L, W)
     mode : {"pca", "geometry"}
     cache_dir : path or None
@@ -118,7 +141,12 @@ def build_arrays(root, size=(64, 32), mode="pca", cache_dir=CACHE_DIR, progress=
     from karyopipe.classification.preprocess import prepare_cell
     from karyopipe.io import load_canonical
 
-    records, problems = find_crops(root)
+    if not Path(root).exists():
+        raise FileNotFoundError(f"{root}: data folder not found")
+    dataset = read_dataset(root)
+    if dataset.kind == "spreads":
+        return build_spread_arrays(root, size, mode, cache_dir, progress, dataset=dataset)
+    records, problems = find_crops(root, dataset)
     if not records:
         raise ValueError(f"{root}: no labelled chromosome crops found")
     cache = None
@@ -164,10 +192,124 @@ def build_arrays(root, size=(64, 32), mode="pca", cache_dir=CACHE_DIR, progress=
     return arrays
 
 
+def spread_source(root) -> str:
+    """Data-set name of annotated spreads: the COCO ``info["source"]`` when recorded, else the folder's.
+
+    Chromosomes cut from a source's spreads must be split with that source's
+    crops (the same cell must not be trained on as a frame and tested on as
+    crops), so the writers of such files record the crops' source name.
+    """
+    root = Path(root)
+    if root.is_file() and root.suffix.lower() == ".json":
+        try:
+            info = json.loads(root.read_text()).get("info") or {}
+        except (OSError, ValueError):
+            info = {}
+        if isinstance(info, dict) and info.get("source"):
+            return str(info["source"])
+        return source_name(root.parent)
+    return source_name(root)
+
+
+def build_spread_arrays(root, size=(64, 32), mode="pca", cache_dir=CACHE_DIR, progress=True,
+                        dataset=None) -> CellArrays:
+    """Classifier inputs of the labelled chromosomes of annotated spreads, cut out as the pipeline does.
+
+    Every chromosome instance of a frame is analysed on the frame
+    (:func:`karyopipe.geometry.analyze_in_image`) and prepared together
+    (:func:`karyopipe.classification.preprocess.prepare_from_geometries`), so
+    the cell-relative features see the whole frame, exactly as at inference;
+    rows are kept for the instances that carry a class.
+
+    Parameters
+    ----------
+    root : path
+        COCO JSON or labelme folder of spreads with classes (``karyopipe
+        label-bioimlab`` writes one for BioImLab).
+    size : (L, W)
+    mode : {"pca", "geometry"}
+    cache_dir : path or None
+
+    Returns
+    -------
+    CellArrays
+        ``cells`` are ``"<source>/<cell>"`` (:func:`spread_source`), ``frames``
+        the image each row came from.
+    """
+    from karyopipe.classification.preprocess import prepare_from_geometries
+    from karyopipe.geometry import analyze_in_image
+    from karyopipe.io import normalize_polarity
+
+    dataset = read_dataset(root) if dataset is None else dataset
+    if dataset.kind != "spreads":
+        raise ValueError(f"{root}: holds {dataset.kind}, not annotated spreads")
+    source = spread_source(root)
+    cache = None
+    if cache_dir is not None:
+        h = hashlib.sha1(json.dumps([list(size), mode, "spreads-v1", source]).encode())
+        for path in sorted({str(s.path) for s in dataset.samples}) + ([str(root)] if Path(root).is_file() else []):
+            h.update(f"{path}|{Path(path).stat().st_mtime_ns if Path(path).exists() else 0}\n".encode())
+        cache = Path(cache_dir) / f"{Path(root).stem}-spreads-{h.hexdigest()[:16]}.npz"
+        if cache.is_file():
+            blob = np.load(cache, allow_pickle=False)
+            return CellArrays(blob["images"], blob["features"], blob["labels"], blob["cells"],
+                              blob["paths"].tolist(), blob["problems"].tolist(), blob["frames"])
+    problems = [str(p) for p in dataset.problems]
+    images, features, labels, cells, paths, frames = [], [], [], [], [], []
+    samples = dataset.samples
+    if progress:
+        from tqdm import tqdm
+
+        samples = tqdm(samples, desc=f"preprocess {Path(root).stem}", unit="spread")
+    for sample in samples:
+        try:
+            gray, _ = normalize_polarity(sample.load_image())
+        except (ImageReadError, ValueError) as exc:
+            problems.append(str(exc))
+            continue
+        instances = []
+        for inst in sample.instances:
+            if inst.category != "chromosome":
+                continue
+            mask = inst.get_mask(gray.shape)
+            if mask.any():
+                instances.append((inst, mask))
+            elif inst.label is not None:
+                problems.append(f"{sample.path}: empty mask of a class-{inst.label} instance, skipped")
+        keep = [k for k, (inst, _) in enumerate(instances) if inst.label is not None]
+        if not keep:
+            problems.append(f"{sample.path}: no instance carries a chromosome class, skipped")
+            continue
+        im, ft = prepare_from_geometries(analyze_in_image(gray, [m for _, m in instances]), tuple(size), mode)
+        frame = str(sample.image_id or Path(sample.path).stem)
+        images.append(im[keep])
+        features.append(ft[keep])
+        for k in keep:
+            inst = instances[k][0]
+            labels.append(int(inst.label))
+            cells.append(f"{source}/{sample.cell_id}")
+            frames.append(frame)
+            paths.append(f"{sample.path}#{inst.extra.get('coco_id', k)}")
+    if not images:
+        raise ValueError(f"{root}: no labelled chromosomes found in the spreads")
+    arrays = CellArrays(np.concatenate(images), np.concatenate(features), np.asarray(labels, np.int64),
+                        np.asarray(cells), paths, problems, np.asarray(frames))
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(cache, images=arrays.images, features=arrays.features, labels=arrays.labels,
+                            cells=arrays.cells, paths=np.asarray(paths), problems=np.asarray(problems, dtype=str),
+                            frames=arrays.frames)
+    return arrays
+
+
 def concat_arrays(parts: list[CellArrays]) -> CellArrays:
+    frames = None
+    if any(p.frames is not None for p in parts):
+        frames = np.concatenate([np.full(len(p.labels), "", dtype=object) if p.frames is None
+                                 else p.frames.astype(object) for p in parts]).astype(str)
     return CellArrays(np.concatenate([p.images for p in parts]), np.concatenate([p.features for p in parts]),
                       np.concatenate([p.labels for p in parts]), np.concatenate([p.cells for p in parts]),
-                      sum((p.paths for p in parts), []), sum((p.problems for p in parts), []))
+                      sum((p.paths for p in parts), []), sum((p.problems for p in parts), []), frames)
 
 
 def split_cells(cells, val_fraction=0.15, test_fraction=0.15, seed=0) -> dict[str, list[str]]:

@@ -88,59 +88,11 @@ def plot_confusion(confusion, path, title="") -> None:
     plt.close(fig)
 
 
-def spreads_to_arrays(root, classifier):
-    """Preprocessed arrays from annotated spreads whose instances carry classes."""
-    from karyopipe.classification.dataset import CellArrays
-    from karyopipe.data import read_dataset
-    from karyopipe.io import ImageReadError, normalize_polarity
-
-    dataset = read_dataset(root)
-    images, feats, labels, cells, paths = [], [], [], [], []
-    problems = [str(p) for p in dataset.problems]
-    for sample in dataset.samples:
-        inst = [i for i in sample.instances if i.label is not None]
-        if not inst:
-            problems.append(f"{sample.path}: no instance carries a chromosome class, skipped")
-            continue
-        try:
-            gray, _ = normalize_polarity(sample.load_image())
-        except (ImageReadError, ValueError) as exc:
-            problems.append(str(exc))
-            continue
-        crops = []
-        for instance in inst:
-            mask = instance.get_mask(gray.shape)
-            ys, xs = np.nonzero(mask)
-            if len(ys) == 0:
-                problems.append(f"{sample.path}: empty instance mask, skipped")
-                continue
-            sl = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
-            crops.append(((gray[sl] * mask[sl]).astype(np.float32), mask[sl]))
-            labels.append(int(instance.label))
-            cells.append(f"{sample.cell_id}/{sample.image_id or Path(sample.path).stem}")
-            paths.append(str(sample.path))
-        if crops:
-            im, ft = classifier.prepare(crops)
-            images.append(im)
-            feats.append(ft)
-    if not images:
-        raise ValueError(f"{root}: no labelled chromosomes found in the spreads")
-    return CellArrays(np.concatenate(images), np.concatenate(feats), np.asarray(labels, np.int64),
-                      np.asarray(cells), paths, problems)
-
-
 def load_eval_arrays(root, classifier, split=None, seed=0):
     """Crops (auto-detected layouts) or annotated spreads -> CellArrays, optionally one split."""
-    from karyopipe.classification.dataset import build_arrays, find_crops, split_arrays
+    from karyopipe.classification.dataset import build_arrays, split_arrays
 
-    try:
-        records, _ = find_crops(root)
-    except ValueError:
-        records = []
-    if records:
-        arrays = build_arrays(root, size=classifier.size, mode=classifier.preprocess, progress=False)
-    else:
-        arrays = spreads_to_arrays(root, classifier)
+    arrays = build_arrays(root, size=classifier.size, mode=classifier.preprocess, progress=False)
     if split not in (None, "all"):
         cfg = classifier.config
         arrays = split_arrays(arrays, seed=seed, val_fraction=float(cfg.get("val_fraction", 0.15)),
@@ -178,7 +130,7 @@ def evaluate(classifier, arrays, log_probs=None, seconds=None) -> dict:
         log_probs = classifier.predict_arrays(arrays.images, arrays.features)
         seconds = time.perf_counter() - start
     elapsed = seconds or 0.0
-    result = score_predictions(log_probs, arrays.labels, arrays.cells)
+    result = score_predictions(log_probs, arrays.labels, arrays.groups)
     result["crops_per_second"] = float(len(arrays.labels) / max(elapsed, 1e-9))
     result["problems"] = list(arrays.problems)
     result["log_probs"] = log_probs
@@ -216,7 +168,7 @@ def main(argv: list[str]) -> int:
         n_total += res["n"]
         all_lp.append(res.pop("log_probs"))
         all_labels.append(arrays.labels)
-        all_cells.append(np.char.add(f"{root}::", arrays.cells.astype(str)))
+        all_cells.append(np.char.add(f"{root}::", arrays.groups.astype(str)))
         problems += res.pop("problems")
         print(f"{root}: n={res['n']} cells={res['cells']} accuracy={res['accuracy']:.4f} "
               f"accuracy_assigned={res['accuracy_assigned']:.4f} (hungarian {res['accuracy_assigned_hungarian']:.4f}) "

@@ -220,6 +220,28 @@ def prepare_geometries(geoms: list, size: tuple[int, int] = (64, 32)) -> tuple[n
     return images, features
 
 
+def prepare_from_geometries(geoms: list, size: tuple[int, int] = (64, 32), mode: str = "geometry"):
+    """Classifier inputs of one cell from its geometries, for a model of either straightening ``mode``.
+
+    This is how chromosomes segmented from a spread reach the classifier.
+    ``"geometry"`` models get :func:`prepare_geometries`. A ``"pca"`` model gets
+    the straightened chromosome through its own path: it is already upright
+    with the p-arm up, so the PCA rotation leaves it as it is.
+
+    Returns
+    -------
+    images : ndarray, shape (n, L, W), float32
+    features : ndarray, shape (n, F), float32
+    """
+    if mode == "geometry":
+        return prepare_geometries(geoms, size)
+    crops = []
+    for g in geoms:
+        straight = np.clip(np.asarray(g.straightened, np.float32), 0, None)
+        crops.append((straight, straight > 0) if (straight > 0).any() else (straight, None))
+    return prepare_cell(crops, size, mode)
+
+
 def standardize_images(images: np.ndarray) -> np.ndarray:
     """Per-image standardisation over the chromosome pixels (background stays 0).
 

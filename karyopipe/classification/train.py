@@ -238,16 +238,19 @@ def train(args, splits: dict | None = None) -> dict:
         train_time += time.time() - t0
         model.eval()
         val_lp = clf.predict_arrays(val_a.images, val_a.features)
-        val = score_predictions(val_lp, val_a.labels, val_a.cells)
+        val = score_predictions(val_lp, val_a.labels, val_a.groups)
+        val_parts = {name: round(float((val_lp[idx].argmax(1) + 1 == val_a.labels[idx]).mean()), 4)
+                     for name, idx in val_a.parts().items()}
         val_loss = float(criterion(torch.from_numpy(val_lp), torch.from_numpy(val_a.labels - 1)))
         record = {"epoch": epoch + 1, "train_loss": loss_sum / max(total, 1), "train_accuracy": correct / max(total, 1),
                   "val_loss": val_loss, "val_accuracy": val["accuracy"], "val_accuracy_assigned": val["accuracy_assigned"],
-                  "lr": optimizer.param_groups[0]["lr"], "seconds": time.time() - t0}
+                  "val_accuracy_per_source": val_parts, "lr": optimizer.param_groups[0]["lr"], "seconds": time.time() - t0}
         history.append(record)
         with open(out / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps(record) + "\n")
         print(f"epoch {epoch + 1}: loss {record['train_loss']:.3f} train {record['train_accuracy']:.3f} "
-              f"val {val['accuracy']:.4f} assigned {val['accuracy_assigned']:.4f} ({record['seconds']:.0f}s)", flush=True)
+              f"val {val['accuracy']:.4f} assigned {val['accuracy_assigned']:.4f} ({record['seconds']:.0f}s)"
+              + (" " + " ".join(f"{k} {v:.4f}" for k, v in val_parts.items()) if len(val_parts) > 1 else ""), flush=True)
         # Early stopping on val top-1 with assigned accuracy as tie-break.
         score = val["accuracy"] + 1e-3 * val["accuracy_assigned"]
         if score > best:
@@ -286,12 +289,11 @@ def train(args, splits: dict | None = None) -> dict:
         t0 = time.perf_counter()
         lp = clf.predict_arrays(part.images, part.features)
         speed = len(part.labels) / max(time.perf_counter() - t0, 1e-9)
-        res = score_predictions(lp, part.labels, part.cells)
+        res = score_predictions(lp, part.labels, part.groups)
         res["crops_per_second"] = speed
         per_source = {}
-        for source in sorted({c.split("/", 1)[0] for c in part.cells.tolist()}):
-            idx = np.flatnonzero(np.char.startswith(part.cells.astype(str), source + "/"))
-            r = score_predictions(lp[idx], part.labels[idx], part.cells[idx])
+        for source, idx in part.parts().items():
+            r = score_predictions(lp[idx], part.labels[idx], part.groups[idx])
             per_source[source] = {k: r[k] for k in ("n", "cells", "accuracy", "accuracy_assigned")}
         res["per_source"] = per_source
         plot_confusion(res.pop("confusion"), out / f"confusion_{name}.png",

@@ -348,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from karyopipe.classification.dataset import source_name
     from karyopipe.data import write_coco
 
     args = build_parser().parse_args(argv)
@@ -364,7 +365,9 @@ def main(argv: list[str] | None = None) -> int:
             for key in ("label_confidence", "match_ncc", "match_crop"):
                 if key in extra:
                     ann[key] = extra[key]
-        out.write_text(json.dumps(doc))
+    # The crops' data-set name: a classifier trained on these frames splits them with those crops.
+    doc["info"]["source"] = source_name(args.crops)
+    out.write_text(json.dumps(doc))
     report_path = Path(args.report) if args.report else out.with_suffix(".report.json")
     report_path.write_text(json.dumps(report, indent=1) + "\n")
     print(f"{report['frames']} frames, {report['polygons']} polygons: {report['matched']} matched "

@@ -7,7 +7,7 @@
 >>> round(geom.length_px), geom.straightened.shape[1]
 (50, 32)
 """
-from karyopipe.geometry.analyze import ChromosomeGeometry, analyze_chromosome
+from karyopipe.geometry.analyze import ChromosomeGeometry, analyze_chromosome, analyze_in_image
 from karyopipe.geometry.axis import clean_mask, mask_from_crop, medial_axis
 from karyopipe.geometry.centromere import find_centromere
 from karyopipe.geometry.features import FEATURE_NAMES, N_FEATURES, cell_features, cell_totals, feature_vector
@@ -20,6 +20,7 @@ __all__ = [
     "feature_vector",
     "ChromosomeGeometry",
     "analyze_chromosome",
+    "analyze_in_image",
     "clean_mask",
     "find_centromere",
     "mask_from_crop",

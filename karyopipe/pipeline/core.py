@@ -341,22 +341,10 @@ class KaryoPipeline:
 
     @staticmethod
     def analyze(gray: np.ndarray, instances) -> list:
-        """Geometry of each instance, computed on a padded crop, axis/centromere mapped back to input pixels."""
-        from karyopipe.geometry import analyze_chromosome
+        """Geometry of each instance (:func:`karyopipe.geometry.analyze_in_image`), axes in input pixels."""
+        from karyopipe.geometry import analyze_in_image
 
-        h, w = gray.shape
-        out = []
-        for inst in instances:
-            ys, xs = np.nonzero(inst.mask)
-            y0, y1 = max(0, ys.min() - _PAD), min(h, ys.max() + 1 + _PAD)
-            x0, x1 = max(0, xs.min() - _PAD), min(w, xs.max() + 1 + _PAD)
-            m = inst.mask[y0:y1, x0:x1]
-            g = analyze_chromosome(m, np.where(m, gray[y0:y1, x0:x1], 0).astype(np.float32))
-            offset = np.array([x0, y0], float)
-            g.axis = g.axis + offset
-            g.centromere_xy = np.asarray(g.centromere_xy, float) + offset
-            out.append(g)
-        return out
+        return analyze_in_image(gray, [inst.mask for inst in instances], pad=_PAD)
 
     def classify(self, geometries) -> np.ndarray | None:
         """(n, 24) log-probabilities, or None without a classifier."""
