@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "relabel-frames": ("karyopipe.classification.frames", "label every chromosome of annotated frames from the cell's karyotype (training labels)"),
     "label-bioimlab": ("karyopipe.data.label_bioimlab", "give BioImLab metaphase polygons their classes from the crops"),
     "bench-pipeline": ("karyopipe.pipeline.bench", "time model loading and the whole pipeline per image size"),
+    "calibrate-junk": ("karyopipe.pipeline.calibrate", "fit how often segmented objects are junk, by detection score"),
     "eval-e2e": ("karyopipe.pipeline.evaluate", "end-to-end detection, classification and karyotype scores"),
 }
 

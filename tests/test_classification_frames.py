@@ -87,10 +87,15 @@ def test_relabel_frame_puts_a_y_call_back_when_the_cell_is_female():
     labels, stats = relabel_frame(log_probs, _lengths(truth), np.full(46, np.nan), "46,XX", matches, np.zeros(46, bool))
     assert labels[43] == 22 and (labels == np.array(truth)).all()
     assert stats["whole"] and stats["changed_from_top"] == 1
-    # With no match to back it, the corrected object is left unlabelled rather than guessed.
+    # With no match to back it, the karyotype alone still says it is no Y: the assignment's choice stands.
     labels, _ = relabel_frame(log_probs, _lengths(truth), np.full(46, np.nan), "46,XX", np.zeros(46, int),
                               np.zeros(46, bool))
-    assert labels[43] == 0 and (labels[:43] == np.array(truth[:43])).all()
+    assert labels[43] == 22
+    # A possible but disputed call (a 22 called 21, no match) is left unlabelled rather than guessed.
+    log_probs = _cell_log_probs(truth, wrong={43: 21})
+    labels, _ = relabel_frame(log_probs, _lengths(truth), np.full(46, np.nan), "46,XX", np.zeros(46, int),
+                              np.zeros(46, bool))
+    assert labels[43] in (0, 22) and (labels[:40] == np.array(truth[:40])).all()
 
 
 def test_relabel_frame_partial_frame_may_miss_chromosomes_but_not_gain_them():

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from karyopipe.classes import CHROMOSOMES, X, Y
-from karyopipe.karyogram import assign_karyotype, karyotype_string, parse_karyotype
+from karyopipe.karyogram import assign_karyotype, junk_prior_from_scores, karyotype_string, parse_karyotype
+from karyopipe.karyogram.assign import JUNK_PRIOR, JUNK_PRIOR_BOUNDS
 from karyopipe.karyogram.simulate import karyotype_labels, synthetic_cell
 
 
@@ -224,3 +225,41 @@ def test_bench_real_crops_with_a_tiny_classifier(shared_data, tmp_path):
     (row,) = result["per_cell"]
     assert row["truth"] in ("46,XX", "46,XY")
     assert 0.0 <= row["assigned"] <= 1.0
+
+
+def test_junk_prior_from_scores_falls_with_the_score():
+    prior = junk_prior_from_scores([0.75, 0.9, 0.99, np.nan], intercept=-2.0, slope=-1.0)
+    assert prior[0] > prior[1] > prior[2] >= JUNK_PRIOR_BOUNDS[0] and prior[3] == JUNK_PRIOR
+    assert junk_prior_from_scores([0.01], intercept=5.0, slope=-1.0)[0] == JUNK_PRIOR_BOUNDS[1]
+
+
+def test_per_object_junk_prior_decides_what_an_extra_object_is():
+    labels, log_probs, lengths = _clean_cell("47,XX,+21", np.random.default_rng(3), p_true=0.9)
+    third = int(np.flatnonzero(labels == 21)[-1])
+    junk = np.full(len(labels), 1e-4)
+    assert assign_karyotype(log_probs, lengths, junk_prior=junk).karyotype == "47,XX,+21"
+    # The segmenter doubts one of the three 21s (say, a low detection score): it is left out.
+    junk[third] = 0.9
+    call = assign_karyotype(log_probs, lengths, junk_prior=junk)
+    assert call.karyotype == "46,XX" and call.labels[third] == 0 and "unassigned" in call.flags[third]
+    # One value for all objects is the same as the same value per object.
+    same = assign_karyotype(log_probs, lengths, junk_prior=np.full(len(labels), 0.02))
+    assert same.karyotype == assign_karyotype(log_probs, lengths, junk_prior=0.02).karyotype
+    with pytest.raises(ValueError, match="junk_prior"):
+        assign_karyotype(log_probs, lengths, junk_prior=np.full(3, 0.1))
+
+
+def test_an_extra_object_left_as_junk_is_named_as_a_possible_gain():
+    labels, log_probs, lengths = _clean_cell("47,XY,+13", np.random.default_rng(5), p_true=0.9)
+    third = int(np.flatnonzero(labels == 13)[-1])
+    junk = np.full(len(labels), 1e-4)
+    junk[third] = 0.3  # a middling detection score
+    call = assign_karyotype(log_probs, lengths, junk_prior=junk)
+    assert call.karyotype == "46,XY" and call.labels[third] == 0
+    (possible,) = call.possible
+    assert possible.description == "+13" and possible.kind == "possible_gain" and 0.05 <= possible.confidence < 0.5
+    assert "Possible gain of chromosome 13 (Patau syndrome)" in call.statement
+    assert call.abnormalities == [] and "possible" in call.to_dict()
+    # Without the extra object there is nothing to flag.
+    clean = assign_karyotype(log_probs[np.arange(len(labels)) != third], lengths[np.arange(len(labels)) != third])
+    assert clean.possible == []

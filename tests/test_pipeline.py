@@ -198,3 +198,19 @@ def test_bench_pipeline_times_each_size(no_weights, tmp_path, capsys):
         assert {"segmentation", "geometry", "karyogram"} <= set(row["stage_median_seconds"])
     assert result["load_seconds"] >= 0 and result["models"]["segmentation"] == "watershed"
     assert "model loading" in capsys.readouterr().out
+
+
+def test_junk_prior_comes_from_the_segmenter_calibration(no_weights):
+    from karyopipe.data import Instance
+
+    class CalibratedSegmenter:
+        config = {"junk_calibration": {"intercept": 1.0, "slope": -1.2}}
+
+        def __call__(self, gray):
+            return []
+
+    objects = [Instance(mask=np.ones((2, 2), bool), score=s) for s in (0.75, 0.99)]
+    prior = KaryoPipeline(segmenter=CalibratedSegmenter()).junk_prior(objects)
+    assert prior[0] > 0.3 and prior[1] < 0.02
+    # Weights without a calibration (or no segmenter): the assignment's default prior.
+    assert KaryoPipeline(segmenter=lambda gray: []).junk_prior(objects) is None

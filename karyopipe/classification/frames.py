@@ -19,7 +19,8 @@ Here every chromosome polygon of a frame is labelled jointly:
    miss any chromosome). Objects beyond the karyotype are left unassigned.
 
 A polygon keeps the assigned class when it agrees with its crop match or
-with the classifier's top class; otherwise it is written unlabelled.
+with the classifier's top class, or when that top class is impossible in
+the cell (a Y in a female cell); otherwise it is written unlabelled.
 
 These are training labels, partly from a classifier: never score anything
 on them. Only frames of the cells the segmentation weights trained on are
@@ -106,13 +107,17 @@ def relabel_frame(log_probs, lengths, centromere_index, karyotype: str, match_la
     bonus = np.zeros_like(log_probs)
     rows = np.flatnonzero(match_labels > 0)
     bonus[rows, match_labels[rows] - 1] = np.where(np.asarray(match_confident, bool)[rows], high_bonus, low_bonus)
-    whole = len(log_probs) >= sum(parse_karyotype(karyotype).values())
+    counts = parse_karyotype(karyotype)
+    whole = len(log_probs) >= sum(counts.values())
     call = assign_karyotype(log_softmax(log_probs + bonus, axis=1), lengths, centromere_index,
                             hypotheses=(hypothesis,), gain_prior=_FORBIDDEN,
                             loss_prior=_FORBIDDEN if whole else PARTIAL_LOSS_PRIOR)
     assigned = np.asarray(call.labels, int)
     top = log_probs.argmax(axis=1) + 1
-    keep = (assigned > 0) & ((assigned == match_labels) | (assigned == top))
+    # A top class the cell cannot have (a Y in a female cell) is wrong for sure: then the
+    # assignment's choice stands on its own, so the model learns what that object is not.
+    impossible = np.array([counts.get(int(k), 0) == 0 for k in top])
+    keep = (assigned > 0) & ((assigned == match_labels) | (assigned == top) | impossible)
     labels = np.where(keep, assigned, 0)
     stats = {"objects": int(len(labels)), "assigned": int((assigned > 0).sum()), "kept": int(keep.sum()),
              "changed_from_top": int((keep & (labels != top)).sum()), "whole": bool(whole)}

@@ -48,7 +48,8 @@ from scipy.special import log_softmax
 from karyopipe.classes import AUTOSOMES, CHROMOSOMES, NUM_CLASSES, X, Y, class_name
 from karyopipe.karyogram.iscn import karyotype_string
 
-__all__ = ["Abnormality", "KaryotypeCall", "Hypothesis", "HYPOTHESES", "assign_karyotype", "MIN_OBJECTS", "MAX_OBJECTS"]
+__all__ = ["Abnormality", "KaryotypeCall", "Hypothesis", "HYPOTHESES", "assign_karyotype", "junk_prior_from_scores",
+           "MIN_OBJECTS", "MAX_OBJECTS"]
 
 MIN_OBJECTS = 35
 MAX_OBJECTS = 95
@@ -72,11 +73,46 @@ GAIN_PRIOR: dict[int, float] = {k: 1e-5 for k in AUTOSOMES} | {21: 1.4e-3, 18: 2
 # A constitutional autosomal monosomy is lethal, but a chromosome lost while
 # spreading the cell is common (a few percent of cells): ~1e-3 per chromosome.
 LOSS_PRIOR: dict[int, float] = {k: 1e-3 for k in AUTOSOMES}
-# An object the segmenter passed as a chromosome that is not one (debris, a
-# clump of two, a fragment): 1e-4 per object after the segmenter's own filter.
+# An object passed as a chromosome that is not one (debris, a fragment, two
+# touching chromosomes taken as one), when nothing more is known about it:
+# 1e-4, for ground-truth masks or a clean segmentation. The pipeline does know
+# more: its segmenter's detection score, calibrated on training frames
+# (``karyopipe calibrate-junk``, :func:`junk_prior_from_scores`). There a flat
+# prior fails both ways: the shipped segmenter passes 4.5 % such objects on
+# its training frames, yet at that flat rate a real third 21 goes to junk.
 JUNK_PRIOR = 1e-4
+# Per-object priors are kept inside these bounds: no detection score makes an
+# object certainly a chromosome or certainly junk.
+JUNK_PRIOR_BOUNDS = (1e-4, 0.9)
+# An object left out as junk that is at least this likely a third copy of its
+# class is named in the statement ("possible +13"): junk is the likelier
+# reading, but a missed trisomy costs more than a second look.
+POSSIBLE_GAIN_P = 0.05
 # Junk lengths: spread evenly in log length over ~30-fold (a speck to two chromosome 1s).
 _JUNK_LOG_LENGTH_RANGE = math.log(30.0)
+
+
+def junk_prior_from_scores(scores, intercept: float, slope: float) -> np.ndarray:
+    """Per-object junk priors from detection scores: ``sigmoid(intercept + slope * logit(score))``.
+
+    Parameters
+    ----------
+    scores : array_like, shape (n,)
+        Detection scores in (0, 1); NaN (no score) gets :data:`JUNK_PRIOR`.
+    intercept, slope : float
+        Logistic calibration of "matches no true chromosome" on the logit of
+        the score, fitted on training frames (``karyopipe calibrate-junk``
+        stores them in the segmentation weights).
+
+    Returns
+    -------
+    junk_prior : ndarray, shape (n,), within :data:`JUNK_PRIOR_BOUNDS`
+    """
+    scores = np.asarray(scores, dtype=float).reshape(-1)
+    s = np.clip(scores, 1e-6, 1 - 1e-6)
+    prior = 1.0 / (1.0 + np.exp(-(intercept + slope * np.log(s / (1 - s)))))
+    prior = np.clip(prior, *JUNK_PRIOR_BOUNDS)
+    return np.where(np.isfinite(scores), prior, JUNK_PRIOR)
 
 
 @dataclass(frozen=True)
@@ -140,6 +176,11 @@ class KaryotypeCall:
     karyotype : str
         ISCN numerical karyotype (``"47,XX,+21"``); ``""`` when not callable.
     abnormalities : list of Abnormality
+    possible : list of Abnormality
+        Gains not called but not ruled out: an object left unassigned (as
+        junk) that would be a third copy of its class with probability >=
+        :data:`POSSIBLE_GAIN_P` (kind ``"possible_gain"``). Not in the karyotype
+        string; the statement asks for a check.
     sex : str
         Sex-chromosome complement found (``"XY"``, ``"X"``, ``"XXY"``...).
     statement : str
@@ -173,6 +214,7 @@ class KaryotypeCall:
     hypothesis_costs: dict[str, float] = field(default_factory=dict)
     scale: float = float("nan")
     callable: bool = True
+    possible: list[Abnormality] = field(default_factory=list)
 
     @property
     def classes(self) -> np.ndarray:
@@ -295,7 +337,7 @@ def assign_karyotype(
     hypotheses: tuple[Hypothesis, ...] = HYPOTHESES,
     gain_prior: float | dict[int, float] = GAIN_PRIOR,
     loss_prior: float | dict[int, float] = LOSS_PRIOR,
-    junk_prior: float = JUNK_PRIOR,
+    junk_prior=JUNK_PRIOR,
     unassigned_cost: float | None = None,
     max_extra: int = 1,
     temperature: float = 1.0,
@@ -328,10 +370,12 @@ def assign_karyotype(
     gain_prior, loss_prior : float or dict of int to float
         Prior probability of one extra / one missing copy of an autosome, one
         value or one per class number (defaults :data:`GAIN_PRIOR`, :data:`LOSS_PRIOR`).
-    junk_prior : float
+    junk_prior : float or array_like, shape (n,)
         Prior that an object is not a chromosome (debris, a clump of two, a
         fragment). Only an object that fits no free class slot, typically by
-        its length, is left out of the karyotype.
+        its length, is left out of the karyotype. One value per object when
+        the segmenter says more about each (its detection score, see
+        :func:`karyopipe.karyogram.junk_prior_from_scores`).
     unassigned_cost : float, optional
         Override the cost (nats) of leaving an object out, which is otherwise
         derived from ``junk_prior``: ``-log junk_prior + log 24`` (a junk
@@ -386,8 +430,18 @@ def assign_karyotype(
                              callable=False)
     log_probs = log_softmax(np.maximum(log_probs, -1e4), axis=1)
     gain_cost, loss_cost = _per_class(gain_prior, "gain_prior"), _per_class(loss_prior, "loss_prior")
+    junk_prior = np.asarray(junk_prior, dtype=float)
+    if junk_prior.ndim:
+        _check("junk_prior", junk_prior.reshape(-1), n)
+    if not np.all((junk_prior > 0) & (junk_prior < 1)):
+        raise ValueError("junk_prior must be probabilities in (0, 1)")
+    # Per-object priors: the slots share one unassigned cost (that of the mean
+    # prior), and each object's class costs shift by its log prior ratio, which
+    # is the same as giving each object its own unassigned cost.
+    reference = float(np.exp(np.mean(np.log(junk_prior))))
+    junk_shift = np.log(junk_prior.reshape(-1) / reference) if junk_prior.ndim else np.zeros(1)
     if unassigned_cost is None:
-        unassigned_cost = -math.log(junk_prior) + math.log(NUM_CLASSES)
+        unassigned_cost = -math.log(reference) + math.log(NUM_CLASSES)
         # Peak of the chromosome density over the junk density: the morphology
         # terms are zero at their peak, so junk pays this to stand on the same scale.
         if length_weight:
@@ -404,7 +458,7 @@ def assign_karyotype(
     scale = _estimate_scale(lengths, np.argmax(log_probs, axis=1) + 1)
     slots = {h.name: _build_slots(h, n, gain_cost, loss_cost, unassigned_cost, max_extra) for h in hypotheses}
     for iteration in range(4):
-        obj_cost = _costs(log_probs, lengths, centromere_index, scale, **kw)
+        obj_cost = _costs(log_probs, lengths, centromere_index, scale, **kw) + junk_shift[:, None]
         results = {name: _solve(obj_cost, s) for name, s in slots.items()}
         best = min(results, key=lambda name: results[name][0])
         labels = slots[best].cls[results[best][1]]
@@ -462,6 +516,7 @@ def assign_karyotype(
     assigned_counts = {k: v for k, v in counts.items()}
     call.karyotype = karyotype_string(assigned_counts, ploidy=hyp.ploidy)
     call.abnormalities = _abnormalities(obj_cost, results, slots, hyp, hypotheses, counts, best_cost)
+    call.possible = _possible_gains(obj_cost, s, labels, counts, hyp, best_cost)
     call.statement = _statement(call, n, n_assigned)
     return call
 
@@ -507,6 +562,27 @@ def _constrained_cost(obj_cost, s: _Slots, *, drop_gain: int | None = None, forc
     if force_fill is not None:
         cost += 1e6 * int(np.sum((s.cls == force_fill) & (s.kind == 0)))
     return cost
+
+
+def _possible_gains(obj_cost, s: _Slots, labels, counts, hyp, best_cost) -> list[Abnormality]:
+    """Unassigned objects that could be an extra copy of their likeliest autosome (see ``KaryotypeCall.possible``)."""
+    out = []
+    base = _cost_matrix(obj_cost, s)
+    for i in np.flatnonzero(labels == 0):
+        k = min(AUTOSOMES, key=lambda c: obj_cost[i, c - 1])
+        gain_slots = (s.cls == k) & (s.kind == 1)
+        if counts[k] != hyp.ploidy or not gain_slots.any():
+            continue
+        # Object i forced into a gain slot of class k, everything else re-solved.
+        cost = base.copy()
+        cost[i, :] += 1e6
+        cost[i, gain_slots] -= 1e6
+        rows, cols = linear_sum_assignment(cost)
+        delta = float(cost[rows, cols].sum() + s.constant) - best_cost
+        p = _sigmoid(-delta)
+        if p >= POSSIBLE_GAIN_P:
+            out.append(Abnormality(f"+{k}", p, "possible_gain", k))
+    return out
 
 
 def _sigmoid(delta: float) -> float:
@@ -577,6 +653,11 @@ def _statement(call: KaryotypeCall, n: int, n_assigned: int) -> str:
     if n_uncertain:
         tail += f", {n_uncertain} uncertain"
     tail += "."
+    for a in call.possible:
+        name = _TRISOMY_NAMES.get(a.number, "")
+        tail += (f" Possible gain of chromosome {a.number}" + (f" ({name})" if name and call.ploidy == 2 else "")
+                 + f", p={a.confidence:.2f}: an object left unassigned as debris may be a third {a.number};"
+                 " check it.")
     if n_uncertain > 0.25 * max(n_assigned, 1):
         tail += " Low confidence: review the karyogram before reporting."
     elif any(a.confidence < 0.9 for a in ab):

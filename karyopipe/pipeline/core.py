@@ -128,6 +128,9 @@ class KaryotypeResult:
         Plain-language summary, including why no call was made.
     abnormalities : list of dict
         ``{"description", "confidence", "kind", "number"}``.
+    possible_abnormalities : list of dict
+        Gains not called but worth a look (an object left out as debris that
+        may be a third copy), same keys, kind ``"possible_gain"``.
     sex : str
     call : KaryotypeCall or None
         The karyogram stage's full result.
@@ -155,6 +158,7 @@ class KaryotypeResult:
     statement: str = ""
     abnormalities: list = field(default_factory=list)
     sex: str = ""
+    possible_abnormalities: list = field(default_factory=list)
     call: object = field(repr=False, default=None)
     timings: dict = field(default_factory=dict)
     stages: dict = field(default_factory=dict)
@@ -353,16 +357,36 @@ class KaryoPipeline:
         return np.asarray(self.classifier.predict_cell(list(geometries)), np.float32)
 
     @staticmethod
-    def assign(log_probs, geometries):
-        """:class:`karyopipe.karyogram.KaryotypeCall` of one cell, or None without log-probs."""
+    def assign(log_probs, geometries, junk_prior=None):
+        """:class:`karyopipe.karyogram.KaryotypeCall` of one cell, or None without log-probs.
+
+        ``junk_prior``: one value or one per object (:meth:`junk_prior`); default
+        :data:`karyopipe.karyogram.assign.JUNK_PRIOR`.
+        """
         if log_probs is None:
             return None
         from karyopipe.karyogram import assign_karyotype
+        from karyopipe.karyogram.assign import JUNK_PRIOR
 
         lengths = np.array([g.length_px if g.length_px > 0 else np.nan for g in geometries], float)
         ci = np.array([g.centromere_index if g.length_px > 0 else np.nan for g in geometries], float)
         pc = np.array([g.polarity_confidence for g in geometries], float)
-        return assign_karyotype(log_probs, lengths, ci, polarity_confidence=pc)
+        return assign_karyotype(log_probs, lengths, ci, polarity_confidence=pc,
+                                junk_prior=JUNK_PRIOR if junk_prior is None else junk_prior)
+
+    def junk_prior(self, instances):
+        """Per-object junk priors from the detection scores, when the segmenter's weights carry a calibration.
+
+        ``None`` otherwise (no segmenter, the watershed fallback, or weights
+        not calibrated by ``karyopipe calibrate-junk``).
+        """
+        calibration = getattr(self.segmenter, "config", {}).get("junk_calibration") if self.segmenter else None
+        if not calibration or not instances:
+            return None
+        from karyopipe.karyogram import junk_prior_from_scores
+
+        scores = [i.score if i.score is not None else np.nan for i in instances]
+        return junk_prior_from_scores(scores, calibration["intercept"], calibration["slope"])
 
     # -- all together ---------------------------------------------------------
     def __call__(self, image_or_path, polarity: str | None = None) -> KaryotypeResult:
@@ -397,7 +421,7 @@ class KaryoPipeline:
                          f"Objects left unclassified, no karyotype call.")
             warnings.append(statement)
         else:
-            call = self.assign(log_probs, geometries)
+            call = self.assign(log_probs, geometries, self.junk_prior(instances))
             statement = call.statement if call is not None else (
                 f"{len(instances)} objects segmented; not classified (no classifier weights), no karyotype call.")
         timings["karyogram"] = time.perf_counter() - t
@@ -429,6 +453,7 @@ class KaryoPipeline:
             source=source, image=gray, polarity=pol, chromosomes=chromosomes,
             karyotype=call.karyotype if call is not None else "", statement=statement,
             abnormalities=[_abn(a) for a in (call.abnormalities if call is not None else [])],
+            possible_abnormalities=[_abn(a) for a in (call.possible if call is not None else [])],
             sex=call.sex if call is not None else "", call=call, timings=timings,
             stages={k: dict(v) for k, v in self.stages.items()}, warnings=warnings,
         )

@@ -50,6 +50,7 @@ def result_to_dict(result) -> dict:
         "statement": result.statement,
         "sex": result.sex,
         "abnormalities": result.abnormalities,
+        "possible_abnormalities": result.possible_abnormalities,
         "n_chromosomes": len(result.chromosomes),
         "n_low_confidence": sum(bool(c.low_confidence) for c in result.chromosomes),
         "relative_length_unit": "percent of the summed axis length of all objects in the spread",
