@@ -86,6 +86,9 @@ if has eval; then
         --threads "$THREADS" --json "$RUNS/eval/cls.json"
     # Classes for the metaphase polygons (matched to the crops), then the whole pipeline on them.
     "$PYTHON" -m karyopipe label-bioimlab "$BIOIMLAB_META" "$BIOIMLAB_CROPS" --out "$RUNS/eval/bioimlab_labelled.json"
+    # How often the new segmenter's objects are debris, by detection score (its training frames only).
+    "$PYTHON" -m karyopipe calibrate-junk "$RUNS/eval/bioimlab_labelled.json" --seg-weights "$SEG_WEIGHTS" \
+        --cls-weights "$CLS_WEIGHTS" --device "$DEVICE" --write --no-progress
     # heldout: spreads of cells neither model trained on (both record their held-out cells in the weights).
     "$PYTHON" -m karyopipe eval-e2e "$RUNS/eval/bioimlab_labelled.json" --split heldout --seg-weights "$SEG_WEIGHTS" \
         --cls-weights "$CLS_WEIGHTS" --device "$DEVICE" --json "$RUNS/eval/e2e.json"
