@@ -71,10 +71,17 @@ def test_match_frame_finds_every_crop_including_rotated():
     assert matches[3].ncc > 0.8  # the crop turned 90 degrees
 
 
-def _write_bioimlab(root, frame, polygons, crops):
-    meta, crop_dir = root / "metaphases", root / "crops" / "7"
+def _write_bioimlab(root, frame, polygons, crops, crop_folder="7", decoy_folder=None):
+    meta, crop_dir = root / "metaphases", root / "crops" / crop_folder
     meta.mkdir(parents=True)
     crop_dir.mkdir(parents=True)
+    if decoy_folder:  # another cell's crops: other lengths and bands
+        decoy = root / "crops" / decoy_folder
+        decoy.mkdir(parents=True)
+        for k, (cls, length, bands) in enumerate(CHROMS):
+            rod = _rod(int(length * 0.6) + 10, tuple((b + 0.37) % 1 for b in bands) + (0.9 - 0.1 * k,))
+            letter = "" if cls in (23, 24) else "a"
+            Image.fromarray((np.clip(rod, 0, 1) * 255).astype(np.uint8)).save(decoy / f"{decoy_folder} {cls}{letter}.bmp")
     buf = io.BytesIO()
     rgb = np.repeat((frame * 255).astype(np.uint8)[..., None], 3, axis=2)
     Image.fromarray(rgb).save(buf, format="PNG")
@@ -86,7 +93,7 @@ def _write_bioimlab(root, frame, polygons, crops):
     for cls, crop in crops:
         letter = "" if cls in (23, 24) else "ab"[seen.get(cls, 0)]
         seen[cls] = seen.get(cls, 0) + 1
-        Image.fromarray((crop * 255).astype(np.uint8)).save(crop_dir / f"7 {cls}{letter}.bmp")
+        Image.fromarray((crop * 255).astype(np.uint8)).save(crop_dir / f"{crop_folder} {cls}{letter}.bmp")
 
 
 def test_cli_writes_coco_with_classes(tmp_path, capsys):
@@ -108,6 +115,19 @@ def test_cli_writes_coco_with_classes(tmp_path, capsys):
     report = json.loads(out.with_suffix(".report.json").read_text())
     assert report["matched"] == len(CHROMS) and report["cells"]["7"]["unmatched"] == []
     assert "8 matched" in capsys.readouterr().out
+    assert coco["images"][0]["crop_cell"] == "7"
+
+
+def test_frame_finds_its_crop_folder_whatever_its_number(tmp_path):
+    # BioImLab numbers crop folders on their own: frame original_7 is crop folder 9 here, beside a decoy 8.
+    frame, polygons, crops = _frame_and_crops()
+    _write_bioimlab(tmp_path, frame, polygons, crops, crop_folder="9", decoy_folder="8")
+    samples, report = label_metaphases(tmp_path / "metaphases", tmp_path / "crops", progress=False)
+    (sample,) = samples
+    assert sample.cell_id == "7" and sample.meta["crop_cell"] == "9"
+    assert sorted(inst.label for inst in sample.instances) == sorted(c for c, _, _ in CHROMS)
+    entry = report["crop_cells"]["original_7.json"]
+    assert entry["crop_cell"] == "9" and entry["ncc"] - entry["runner_up_ncc"] >= 0.02
 
 
 def test_real_cell(shared_data):

@@ -287,7 +287,8 @@ def build_spread_arrays(root, size=(64, 32), mode="pca", cache_dir=CACHE_DIR, pr
         for k in keep:
             inst = instances[k][0]
             labels.append(int(inst.label))
-            cells.append(f"{source}/{sample.cell_id}")
+            # The crops' cell id when label-bioimlab found the frame's crop folder: the split follows the cell.
+            cells.append(f"{source}/{sample.meta.get('crop_cell') or sample.cell_id}")
             frames.append(frame)
             paths.append(f"{sample.path}#{inst.extra.get('coco_id', k)}")
     if not images:

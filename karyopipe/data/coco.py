@@ -121,7 +121,7 @@ def read_coco(path: str | Path, image_root: str | Path | None = None) -> Dataset
             continue
         width, height = info.get("width"), info.get("height")
         meta = {"coco_id": image_id, "width": width, "height": height}
-        for key in ("karyotype", "cell_id", "polarity", "sex"):
+        for key in ("karyotype", "cell_id", "polarity", "sex", "crop_cell", "crop_cell_ncc"):
             if key in info:
                 meta[key] = info[key]
         instances = []
@@ -271,7 +271,7 @@ def write_coco(data, path: str | Path, *, image_dir: str | Path | None = None) -
             "height": int(height),
             "cell_id": str(sample.cell_id),
         }
-        for key in ("karyotype", "polarity", "sex"):
+        for key in ("karyotype", "polarity", "sex", "crop_cell", "crop_cell_ncc"):
             if key in sample.meta:
                 entry[key] = sample.meta[key]
         images.append(entry)

@@ -25,6 +25,15 @@ Examples
 --------
     karyopipe label-bioimlab data/bioimlab/metaphases data/bioimlab/crops --out .cache/bioimlab_labelled.json
 
+Which crop folder belongs to which frame is found, not assumed: the crop
+folders are numbered on their own (frame ``original_112`` is crop folder
+``114``, ``original_36a-c`` are ``34``; only 4 of 107 frames share their
+number with their crops). Every frame is matched against every crop folder
+(:func:`best_crop_cell`: the median NCC of the assigned pairs) and takes the
+best one when it is clearly best; otherwise its polygons stay unlabelled and
+no karyotype is recorded. The frame keeps its own ``cell_id`` (the
+segmentation split uses it); ``meta["crop_cell"]`` names its crop folder.
+
 The output is derived from the data: write it to an ignored path (``.cache/``, ``runs/``).
 """
 from __future__ import annotations
@@ -48,6 +57,11 @@ CONFIDENT_NCC = 0.92
 CONFIDENT_SIZE = 0.25  # |log ratio| of area and length
 # First-round (fixed-grid) pairs at least this similar set the polygon/crop scale.
 SCALE_FIT_NCC = 0.75
+# A frame's crop folder: the best folder's median pair NCC must reach CELL_NCC and
+# beat the runner-up by CELL_MARGIN. Frames whose folder is certain (several
+# frames of one metaphase agreeing) score 0.88-0.98, a wrong folder 0.75-0.87.
+CELL_NCC = 0.88
+CELL_MARGIN = 0.02
 
 
 @dataclass
@@ -212,6 +226,40 @@ def match_frame(polys: list[Descriptor], crops: list[Descriptor], labels: list[i
     return matches
 
 
+def best_crop_cell(polys: list[Descriptor], cells: dict) -> tuple[str | None, float, float]:
+    """The crop folder whose crops match a frame's polygons best.
+
+    Parameters
+    ----------
+    polys : list of Descriptor
+        The frame's polygons.
+    cells : dict of str to (list of Descriptor, labels, names)
+        Crop descriptors per folder.
+
+    Returns
+    -------
+    cell : str or None
+        The best folder, or None when it is not clearly the best
+        (median NCC below :data:`CELL_NCC` or within :data:`CELL_MARGIN` of the runner-up).
+    score, runner_up : float
+        Median NCC of the assigned polygon-crop pairs for the best and second-best folder.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    if not polys or not cells:
+        return None, float("nan"), float("nan")
+    scores = {}
+    for cell, (descs, _, _) in cells.items():
+        cost, ncc, _ = cost_matrix(polys, descs)
+        rows, cols = linear_sum_assignment(cost)
+        scores[cell] = float(np.median(ncc[rows, cols]))
+    ranked = sorted(scores, key=scores.get, reverse=True)
+    best = scores[ranked[0]]
+    second = scores[ranked[1]] if len(ranked) > 1 else -1.0
+    ok = best >= CELL_NCC and best - second >= CELL_MARGIN
+    return (ranked[0] if ok else None), best, second
+
+
 def _crop_descriptors(samples) -> tuple[list[Descriptor], list[int], list[str]]:
     from karyopipe.geometry import mask_from_crop
     from karyopipe.io import to_gray
@@ -249,8 +297,10 @@ def label_metaphases(metaphases, crops, progress: bool = True) -> tuple[list, di
     for s in crops.samples:
         if s.label is not None:
             by_cell.setdefault(str(s.cell_id), []).append(s)
-    cache: dict[str, tuple] = {}
-    report = {"frames": 0, "polygons": 0, "matched": 0, "confident": 0, "cells": {}, "problems": []}
+    cache = {cell: _crop_descriptors(samples) for cell, samples in
+             tqdm(sorted(by_cell.items()), desc="crop folders", disable=not progress, file=sys.stderr)}
+    report = {"frames": 0, "polygons": 0, "matched": 0, "confident": 0, "cells": {}, "problems": [],
+              "crop_cells": {}}
     report["problems"] += [f"{p.path}: {p.reason}" for p in list(metaphases.problems) + list(crops.problems)]
     for sample in tqdm(metaphases.samples, desc="frames", disable=not progress, file=sys.stderr):
         cell = str(sample.cell_id)
@@ -261,20 +311,24 @@ def label_metaphases(metaphases, crops, progress: bool = True) -> tuple[list, di
         report["frames"] += 1
         report["polygons"] += len(polys)
         entry["polygons"] += len(polys)
-        if cell not in by_cell:
-            entry["unmatched"] += [f"{Path(sample.path).name}#{i}" for i in range(len(polys))]
-            report["problems"].append(f"{sample.path}: no crops for cell {cell}")
-            continue
-        if cell not in cache:
-            cache[cell] = _crop_descriptors(by_cell[cell])
-        # The crops are the cell's full set, so they give its karyotype even where the
-        # frame's polygon labels are unsure; eval-e2e scores complete frames against it.
-        sample.meta["karyotype"] = labels_karyotype(crop.label for crop in by_cell[cell])
-        cdesc, clabels, cnames = cache[cell]
         image = sample.loader()
         gray = to_gray(image)
         h, w = gray.shape
         pdesc = [describe(gray, inst.get_mask((h, w))) for inst in polys]
+        crop_cell, score, runner_up = best_crop_cell(pdesc, cache)
+        report["crop_cells"][Path(sample.path).name] = {"crop_cell": crop_cell, "ncc": round(score, 4),
+                                                        "runner_up_ncc": round(runner_up, 4)}
+        if crop_cell is None:
+            entry["unmatched"] += [f"{Path(sample.path).name}#{i}" for i in range(len(polys))]
+            report["problems"].append(f"{sample.path}: no crop folder clearly matches it (best median NCC "
+                                      f"{score:.3f}, runner-up {runner_up:.3f}): polygons left unlabelled")
+            continue
+        sample.meta["crop_cell"] = crop_cell
+        sample.meta["crop_cell_ncc"] = round(score, 4)
+        # The crops are the cell's full set, so they give its karyotype even where the
+        # frame's polygon labels are unsure; eval-e2e scores complete frames against it.
+        sample.meta["karyotype"] = labels_karyotype(crop.label for crop in by_cell[crop_cell])
+        cdesc, clabels, cnames = cache[crop_cell]
         for i, (inst, m) in enumerate(zip(polys, match_frame(pdesc, cdesc, clabels))):
             tag = f"{Path(sample.path).name}#{i}"
             if m.crop < 0:
