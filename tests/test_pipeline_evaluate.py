@@ -101,8 +101,12 @@ def test_heldout_split_keeps_cells_no_stage_trained_on(tmp_path):
     seg = save_weights(tmp_path / "seg.pth", state, {"val_cells": ["1", "2", "3"]})
     cls = save_weights(tmp_path / "cls.pth", state, {"heldout_cells": ["bioimlab/2", "bioimlab/3", "bioimlab/9"]})
     old = save_weights(tmp_path / "old.pth", state, {})
-    dataset = SimpleNamespace(samples=[SimpleNamespace(cell_id=c) for c in ("1", "2", "3", "4", "9")])
+    dataset = SimpleNamespace(samples=[SimpleNamespace(cell_id=c, meta={}) for c in ("1", "2", "3", "4", "9")])
     samples, note = select_cells(dataset, "heldout", seg, cls)
     assert [s.cell_id for s in samples] == ["2", "3"] and "classifier" in note
+    # A frame whose crops label-bioimlab found in another folder counts as that folder's cell for the classifier.
+    dataset.samples[0].meta["crop_cell"] = "9"
+    dataset.samples[1].meta["crop_cell"] = "5"
+    assert [s.cell_id for s in select_cells(dataset, "heldout", seg, cls)[0]] == ["1", "3"]
     with pytest.raises(ValueError, match="held-out cells"):
         select_cells(dataset, "heldout", seg, old)
