@@ -104,9 +104,10 @@ def test_heldout_split_keeps_cells_no_stage_trained_on(tmp_path):
     dataset = SimpleNamespace(samples=[SimpleNamespace(cell_id=c, meta={}) for c in ("1", "2", "3", "4", "9")])
     samples, note = select_cells(dataset, "heldout", seg, cls)
     assert [s.cell_id for s in samples] == ["2", "3"] and "classifier" in note
-    # A frame whose crops label-bioimlab found in another folder counts as that folder's cell for the classifier.
+    # A frame whose crops label-bioimlab found in another folder counts as that folder's cell for the
+    # classifier; once folders are recorded, a frame without one (cell 3) cannot be called held out.
     dataset.samples[0].meta["crop_cell"] = "9"
     dataset.samples[1].meta["crop_cell"] = "5"
-    assert [s.cell_id for s in select_cells(dataset, "heldout", seg, cls)[0]] == ["1", "3"]
+    assert [s.cell_id for s in select_cells(dataset, "heldout", seg, cls)[0]] == ["1"]
     with pytest.raises(ValueError, match="held-out cells"):
         select_cells(dataset, "heldout", seg, old)

@@ -96,8 +96,11 @@ def select_cells(dataset, split: str, seg_weights=None, cls_weights=None) -> tup
             raise ValueError(f"{path}: records no held-out cells (weights trained before they were recorded); "
                              "use --split val")
         held_ids = {str(c).rsplit("/", 1)[-1] for c in held}
-        # label-bioimlab records which crop folder (the classifier's cell id) a frame shows.
-        return ([s for s in samples if str(s.meta.get("crop_cell") or s.cell_id) in held_ids],
+        # label-bioimlab records which crop folder (the classifier's cell id) a frame shows; where it
+        # found none, nothing says whether the classifier saw that cell, so the frame is left out.
+        recorded = any("crop_cell" in getattr(s, "meta", {}) for s in dataset.samples)
+        return ([s for s in samples
+                 if str(s.meta.get("crop_cell") if recorded else s.cell_id) in held_ids],
                 f"{note}, and held out by the classifier ({path})")
     from karyopipe.data import split_by_cell
     from karyopipe.weights import SEGMENTATION_WEIGHTS, load_weights, weights_path
