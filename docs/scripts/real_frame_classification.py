@@ -90,7 +90,7 @@ def main() -> None:
             "remask_rim": ensemble.predict_cell([(g, None) for g, _ in rimmed]),
             "remask_tight": ensemble.predict_cell([(g, None) for g, _ in cutouts]),
         }
-        part = "held out" if str(sample.cell_id) in held else "trained on"
+        part = "held out" if str(sample.meta.get("crop_cell") or sample.cell_id) in held else "trained on"
         for k, inst in enumerate(instances):
             if confident.get(inst.extra.get("coco_id")) and inst.label:
                 for r in rows:
