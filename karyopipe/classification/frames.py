@@ -1,9 +1,9 @@
 """``karyopipe relabel-frames``: classes for every chromosome of a frame, from its cell's known karyotype.
 
 ``karyopipe label-bioimlab`` matches each BioImLab frame polygon to one of
-its cell's labelled crops, but only about 10 % of those matches are
-confident: the rest agree with the same chromosome's match in another frame
-of the cell only 41 % of the time. The crops do fix what the cell is
+its cell's labelled crops, but only about a third of those matches are
+confident, and a fifth of the others disagree with the same chromosome's
+match in another frame of the cell. The crops do fix what the cell is
 (``46,XX`` or ``46,XY``, recorded per frame as ``karyotype``), and that is a
 strong constraint: two of each autosome, and no Y in a female cell.
 
