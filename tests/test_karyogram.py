@@ -263,3 +263,14 @@ def test_an_extra_object_left_as_junk_is_named_as_a_possible_gain():
     # Without the extra object there is nothing to flag.
     clean = assign_karyotype(log_probs[np.arange(len(labels)) != third], lengths[np.arange(len(labels)) != third])
     assert clean.possible == []
+
+
+def test_an_extra_sex_chromosome_left_as_junk_is_named_as_a_possible_complement():
+    labels, log_probs, lengths = _clean_cell("47,XXY", np.random.default_rng(6), p_true=0.9)
+    extra = int(np.flatnonzero(labels == X)[-1])
+    junk = np.full(len(labels), 1e-4)
+    junk[extra] = 0.5
+    call = assign_karyotype(log_probs, lengths, junk_prior=junk)
+    assert call.karyotype == "46,XY" and call.labels[extra] == 0
+    assert [(a.description, a.kind) for a in call.possible] == [("XXY", "possible_sex")]
+    assert "Possible sex complement XXY (Klinefelter syndrome)" in call.statement

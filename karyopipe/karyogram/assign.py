@@ -178,9 +178,10 @@ class KaryotypeCall:
     abnormalities : list of Abnormality
     possible : list of Abnormality
         Gains not called but not ruled out: an object left unassigned (as
-        junk) that would be a third copy of its class with probability >=
-        :data:`POSSIBLE_GAIN_P` (kind ``"possible_gain"``). Not in the karyotype
-        string; the statement asks for a check.
+        junk) that would be a third copy of its class (kind ``"possible_gain"``)
+        or an extra sex chromosome (kind ``"possible_sex"``, description the
+        complement, ``"XXY"``) with probability >= :data:`POSSIBLE_GAIN_P`. Not in
+        the karyotype string; the statement asks for a check.
     sex : str
         Sex-chromosome complement found (``"XY"``, ``"X"``, ``"XXY"``...).
     statement : str
@@ -516,7 +517,8 @@ def assign_karyotype(
     assigned_counts = {k: v for k, v in counts.items()}
     call.karyotype = karyotype_string(assigned_counts, ploidy=hyp.ploidy)
     call.abnormalities = _abnormalities(obj_cost, results, slots, hyp, hypotheses, counts, best_cost)
-    call.possible = _possible_gains(obj_cost, s, labels, counts, hyp, best_cost)
+    call.possible = _possible_gains(obj_cost, s, labels, counts, hyp, best_cost) + \
+        _possible_sex_gains(results, slots, hyp, hypotheses, labels, best_cost)
     call.statement = _statement(call, n, n_assigned)
     return call
 
@@ -582,6 +584,20 @@ def _possible_gains(obj_cost, s: _Slots, labels, counts, hyp, best_cost) -> list
         p = _sigmoid(-delta)
         if p >= POSSIBLE_GAIN_P:
             out.append(Abnormality(f"+{k}", p, "possible_gain", k))
+    return out
+
+
+def _possible_sex_gains(results, slots, hyp, hypotheses, labels, best_cost) -> list[Abnormality]:
+    """Complements with one more sex chromosome that would use an object the call left unassigned."""
+    out = []
+    for h in hypotheses:
+        if h.ploidy != hyp.ploidy or h.n_x + h.n_y != hyp.n_x + hyp.n_y + 1 or h.n_x < hyp.n_x or h.n_y < hyp.n_y:
+            continue
+        cost, slot_of = results[h.name]
+        uses_junk = np.any((labels == 0) & (slots[h.name].cls[slot_of] > 0))
+        p = _sigmoid(best_cost - cost)
+        if uses_junk and p >= POSSIBLE_GAIN_P:
+            out.append(Abnormality("X" * h.n_x + "Y" * h.n_y, p, "possible_sex"))
     return out
 
 
@@ -654,6 +670,11 @@ def _statement(call: KaryotypeCall, n: int, n_assigned: int) -> str:
         tail += f", {n_uncertain} uncertain"
     tail += "."
     for a in call.possible:
+        if a.kind == "possible_sex":
+            tail += (f" Possible sex complement {a.description} ({_SEX_NAMES.get(a.description, 'abnormal')}), "
+                     f"p={a.confidence:.2f}: an object left unassigned as debris may be an extra sex chromosome;"
+                     " check it.")
+            continue
         name = _TRISOMY_NAMES.get(a.number, "")
         tail += (f" Possible gain of chromosome {a.number}" + (f" ({name})" if name and call.ploidy == 2 else "")
                  + f", p={a.confidence:.2f}: an object left unassigned as debris may be a third {a.number};"

@@ -166,6 +166,7 @@ def evaluate(pipe, samples, confidence: dict | None = None, progress: bool = Tru
                            "n_pred": n_pred, "tp": len(pairs), "classified": n_cls, "correct": correct,
                            "true_karyotype": true_k, "truth_source": truth_source,
                            "karyotype": result.karyotype, "exact": exact,
+                           "possible": [a["description"] for a in result.possible_abnormalities],
                            "seconds": result.timings.get("total")})
     div = lambda a, b: round(a / b, 4) if b else None  # noqa: E731
     cells: dict[str, list] = {}
@@ -185,6 +186,8 @@ def evaluate(pipe, samples, confidence: dict | None = None, progress: bool = Tru
         "exact_karyotype_spreads": totals["exact_n"],
         "exact_karyotype_unscored": sum(1 for r in per_spread if not r["true_karyotype"]),
         "exact_karyotype_per_cell": {c: div(sum(v), len(v)) for c, v in sorted(cells.items())},
+        # Spreads whose report names a possible abnormality for a human to check.
+        "spreads_with_possible_abnormality": sum(1 for r in per_spread if r["possible"]),
         "seconds_per_spread": round(float(np.nanmean(seconds)), 3) if seconds else None,
         "failures": failures,
         "per_spread": per_spread,
@@ -237,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
                "problems": [f"{p.path}: {p.reason}" for p in dataset.problems], **metrics}
     keys = ("spreads", "detection_recall@0.5", "detection_precision@0.5", "count_mae", "classification_accuracy_matched",
             "classified_matched", "classification_accuracy_confident_truth", "confident_truth_matched",
-            "exact_karyotype_rate", "exact_karyotype_spreads", "exact_karyotype_unscored", "seconds_per_spread")
+            "exact_karyotype_rate", "exact_karyotype_spreads", "exact_karyotype_unscored",
+            "spreads_with_possible_abnormality", "seconds_per_spread")
     print(f"{data} ({note})")
     for k in keys:
         print(f"  {k:34s} {metrics[k]}")
