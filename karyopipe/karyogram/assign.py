@@ -436,7 +436,7 @@ def assign_karyotype(
         _check("junk_prior", junk_prior.reshape(-1), n)
     if not np.all((junk_prior > 0) & (junk_prior < 1)):
         raise ValueError("junk_prior must be probabilities in (0, 1)")
-    # Per-object priors: the slots share one unassigned cost (that of the mean
+    # Per-object priors: the slots share one unassigned cost (that of the geometric mean
     # prior), and each object's class costs shift by its log prior ratio, which
     # is the same as giving each object its own unassigned cost.
     reference = float(np.exp(np.mean(np.log(junk_prior))))
