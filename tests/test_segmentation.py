@@ -451,3 +451,20 @@ def test_train_seg_cli_checkpoints_resumes_and_picks_its_count_threshold(tmp_pat
     argv[argv.index("--epochs") + 1] = "2"
     assert seg_train.main(argv + ["--resume"]) == 0
     assert [e["epoch"] for e in json.loads((run / "metrics.json").read_text())] == [0, 1]
+
+
+def test_pipeline_keeps_weaker_detections_when_the_weights_carry_a_junk_calibration(tmp_path):
+    from karyopipe.pipeline import KaryoPipeline
+    from karyopipe.weights import load_weights, save_weights
+
+    path = _tiny_weights(tmp_path)
+    plain = KaryoPipeline.from_pretrained(seg_weights=path, cls_weights=None)
+    assert plain.segmenter.settings.score_thresh == Segmenter.from_pretrained(path).settings.score_thresh
+    state, config, meta = load_weights(path)
+    config["junk_calibration"] = {"intercept": 1.0, "slope": -1.2, "score_thresh": 0.3}
+    save_weights(path, state, config, meta)
+    calibrated = KaryoPipeline.from_pretrained(seg_weights=path, cls_weights=None)
+    assert calibrated.segmenter.settings.score_thresh == 0.3
+    assert calibrated.stages["segmentation"]["score_thresh"] == 0.3
+    # The segmentation stage on its own (eval-seg, Segmenter.from_pretrained) keeps its own threshold.
+    assert Segmenter.from_pretrained(path).settings.score_thresh != 0.3

@@ -27,7 +27,7 @@ import sys
 
 import numpy as np
 
-SCORE_BINS = (0.0, 0.8, 0.9, 0.95, 0.98, 1.01)
+SCORE_BINS = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 1.01)
 
 
 def fit_junk_calibration(scores, junk) -> tuple[float, float]:
@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="annotated frames with classes (karyopipe label-bioimlab)")
     p.add_argument("--seg-weights", default=None, help="segmentation weights (default: the shipped ones)")
     p.add_argument("--cls-weights", default=None, help="classifier for the exact-karyotype report (default: shipped)")
+    p.add_argument("--score-thresh", type=float, default=None,
+                   help="keep detections from this score (default: the weights' own inference threshold); "
+                        "stored with the calibration, the pipeline then keeps them too")
     p.add_argument("--write", action="store_true", help="store the calibration in the segmentation weights")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true")
@@ -131,13 +134,20 @@ def main(argv: list[str] | None = None) -> int:
     if not samples:
         raise ValueError(f"{args.data}: no frames of the cells {seg_path} trained on")
     pipe = KaryoPipeline.from_pretrained(seg_weights=seg_path, cls_weights=args.cls_weights, device=args.device)
+    from dataclasses import replace
+
+    _, seg_config, _ = load_weights(seg_path)
+    score_thresh = args.score_thresh if args.score_thresh is not None else \
+        float(seg_config.get("inference", {}).get("score_thresh", pipe.segmenter.settings.score_thresh))
+    pipe.segmenter.settings = replace(pipe.segmenter.settings, score_thresh=score_thresh)
     rows = frame_objects(pipe, samples, progress=not args.no_progress)
     scores = np.concatenate([r["scores"] for r in rows])
     junk = ~np.concatenate([r["matched"] for r in rows])
     ok = np.isfinite(scores)
     calibration = fit_junk_calibration(scores[ok], junk[ok])
     flat = float(junk.mean())
-    print(f"{len(rows)} frames ({note}): {len(scores)} objects, {int(junk.sum())} match no true polygon "
+    print(f"{len(rows)} frames ({note}), detections from score {score_thresh}: {len(scores)} objects, "
+          f"{int(junk.sum())} match no true polygon "
           f"at IoU 0.5 (junk rate {flat:.4f})")
     for lo, hi in zip(SCORE_BINS[:-1], SCORE_BINS[1:]):
         b = ok & (scores >= lo) & (scores < hi)
@@ -150,12 +160,13 @@ def main(argv: list[str] | None = None) -> int:
                       for k, v in rates.items() if k != "frames"))
     if args.write:
         state, config, meta = load_weights(seg_path)
-        record = {"intercept": round(calibration[0], 4), "slope": round(calibration[1], 4),
+        record = {"intercept": round(calibration[0], 4), "slope": round(calibration[1], 4), "score_thresh": score_thresh,
                   "objects": int(len(scores)), "junk_rate": round(flat, 4),
                   "data": f"{args.data}, {len(rows)} frames of the training cells"}
         config["junk_calibration"] = record
         meta = dict(meta)
-        meta["junk_calibration"] = (f"P(junk) = sigmoid({record['intercept']} + {record['slope']} * logit(score)), "
+        meta["junk_calibration"] = (f"P(junk) = sigmoid({record['intercept']} + {record['slope']} * logit(score)) "
+                                    f"for detections from score {score_thresh} (the pipeline keeps those), "
                                     f"fitted by karyopipe calibrate-junk on {record['objects']} objects of "
                                     f"{len(rows)} training frames (junk rate {record['junk_rate']})")
         save_weights(seg_path, state, config, meta)

@@ -27,7 +27,7 @@ Examples
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -289,6 +289,12 @@ class KaryoPipeline:
 
             segmenter = Segmenter.from_pretrained(seg_path, device=device)
             stages["segmentation"] = {"model": "mask_rcnn", "weights": str(seg_path), **_card(seg_path)}
+            # Weights calibrated for junk (karyopipe calibrate-junk) keep weaker detections: the
+            # assignment leaves out the debris among them by their score, and finds more chromosomes.
+            keep_from = (segmenter.config.get("junk_calibration") or {}).get("score_thresh")
+            if keep_from is not None:
+                segmenter.settings = replace(segmenter.settings, score_thresh=float(keep_from))
+                stages["segmentation"]["score_thresh"] = float(keep_from)
         else:
             stages["segmentation"] = {"model": "watershed", "fallback": True,
                                       "reason": f"segmentation weights missing: {seg_path} - using the watershed baseline"}
