@@ -26,6 +26,8 @@ N_SYNTH=${N_SYNTH:-200}
 N_SYNTH_CELLS=${N_SYNTH_CELLS:-250}
 EPOCHS_SEG=${EPOCHS_SEG:-30}
 EPOCHS_CLS=${EPOCHS_CLS:-40}
+# The pipeline keeps detections from this score once the junk calibration is stored (calibrate-junk).
+JUNK_SCORE_THRESH=${JUNK_SCORE_THRESH:-0.3}
 BATCH_SEG=${BATCH_SEG:-4}
 BATCH_CLS=${BATCH_CLS:-128}
 WIDTH_CLS=${WIDTH_CLS:-32}
@@ -88,7 +90,7 @@ if has eval; then
     "$PYTHON" -m karyopipe label-bioimlab "$BIOIMLAB_META" "$BIOIMLAB_CROPS" --out "$RUNS/eval/bioimlab_labelled.json"
     # How often the new segmenter's objects are debris, by detection score (its training frames only).
     "$PYTHON" -m karyopipe calibrate-junk "$RUNS/eval/bioimlab_labelled.json" --seg-weights "$SEG_WEIGHTS" \
-        --cls-weights "$CLS_WEIGHTS" --device "$DEVICE" --write --no-progress
+        --cls-weights "$CLS_WEIGHTS" --score-thresh "$JUNK_SCORE_THRESH" --device "$DEVICE" --write --no-progress
     # heldout: spreads of cells neither model trained on (both record their held-out cells in the weights).
     "$PYTHON" -m karyopipe eval-e2e "$RUNS/eval/bioimlab_labelled.json" --split heldout --seg-weights "$SEG_WEIGHTS" \
         --cls-weights "$CLS_WEIGHTS" --device "$DEVICE" --json "$RUNS/eval/e2e.json"
