@@ -20,3 +20,10 @@ def test_fit_recovers_a_known_calibration():
 def test_fit_needs_both_kinds_of_object():
     with pytest.raises(ValueError, match="both"):
         fit_junk_calibration([0.9, 0.95], [False, False])
+
+
+def test_cli_needs_segmentation_weights(tmp_path, capsys):
+    from karyopipe.cli import main
+
+    assert main(["calibrate-junk", str(tmp_path / "frames.json"), "--seg-weights", str(tmp_path / "none.pth")]) == 2
+    assert "none.pth" in capsys.readouterr().err

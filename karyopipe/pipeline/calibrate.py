@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 
 import numpy as np
 
@@ -130,13 +131,13 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     seg_path = weights_path(args.seg_weights, SEGMENTATION_WEIGHTS)
+    if not seg_path.is_file():
+        raise FileNotFoundError(f"{seg_path}: segmentation weights not found (the junk calibration belongs to them)")
+    state, seg_config, meta = load_weights(seg_path)
     samples, note = select_cells(read_dataset(args.data), "train", seg_weights=seg_path)
     if not samples:
         raise ValueError(f"{args.data}: no frames of the cells {seg_path} trained on")
     pipe = KaryoPipeline.from_pretrained(seg_weights=seg_path, cls_weights=args.cls_weights, device=args.device)
-    from dataclasses import replace
-
-    _, seg_config, _ = load_weights(seg_path)
     score_thresh = args.score_thresh if args.score_thresh is not None else \
         float(seg_config.get("inference", {}).get("score_thresh", pipe.segmenter.settings.score_thresh))
     pipe.segmenter.settings = replace(pipe.segmenter.settings, score_thresh=score_thresh)
@@ -147,8 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     calibration = fit_junk_calibration(scores[ok], junk[ok])
     flat = float(junk.mean())
     print(f"{len(rows)} frames ({note}), detections from score {score_thresh}: {len(scores)} objects, "
-          f"{int(junk.sum())} match no true polygon "
-          f"at IoU 0.5 (junk rate {flat:.4f})")
+          f"{int(junk.sum())} match no true polygon at IoU 0.5 (junk rate {flat:.4f})")
     for lo, hi in zip(SCORE_BINS[:-1], SCORE_BINS[1:]):
         b = ok & (scores >= lo) & (scores < hi)
         if b.any():
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
           + ", ".join(f"{k} prior {v['exact']} ({v['gains_called']} gains called)"
                       for k, v in rates.items() if k != "frames"))
     if args.write:
-        state, config, meta = load_weights(seg_path)
+        config = dict(seg_config)
         record = {"intercept": round(calibration[0], 4), "slope": round(calibration[1], 4), "score_thresh": score_thresh,
                   "objects": int(len(scores)), "junk_rate": round(flat, 4),
                   "data": f"{args.data}, {len(rows)} frames of the training cells"}
