@@ -468,3 +468,6 @@ def test_pipeline_keeps_weaker_detections_when_the_weights_carry_a_junk_calibrat
     assert calibrated.stages["segmentation"]["score_thresh"] == 0.3
     # The segmentation stage on its own (eval-seg, Segmenter.from_pretrained) keeps its own threshold.
     assert Segmenter.from_pretrained(path).settings.score_thresh != 0.3
+    # A threshold below the detector's own floor lowers that floor too.
+    low = Segmenter.from_pretrained(path).configure(score_thresh=0.01)
+    assert low.settings.score_thresh == 0.01 and low.model.roi_heads.score_thresh == 0.01

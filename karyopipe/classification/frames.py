@@ -127,8 +127,10 @@ def relabel_frame(log_probs, lengths, centromere_index, karyotype: str, match_la
 def relabel_coco(coco_path, classifier, samples, progress: bool = True) -> tuple[dict, dict]:
     """Relabel the frames ``samples`` of the COCO file ``coco_path``; returns the new COCO and a report."""
     from karyopipe.classes import CLASS_NAMES
+    from karyopipe.classification.dataset import spread_source
     from karyopipe.geometry import analyze_in_image
     from karyopipe.io import ImageReadError, normalize_polarity
+    from karyopipe.karyogram import geometry_measures
 
     doc = json.loads(Path(coco_path).read_text())
     ann_by_id = {a["id"]: a for a in doc["annotations"]}
@@ -162,17 +164,15 @@ def relabel_coco(coco_path, classifier, samples, progress: bool = True) -> tuple
             if inst.category == "chromosome":
                 mask = inst.get_mask(gray.shape)
                 if mask.any():
-                    objects.append((ann_by_id[inst.extra["coco_id"]], mask))
+                    objects.append((ann_by_id[inst.extra["coco_id"]], inst.label or 0, mask))
         if not objects:
             report["skipped"].append(f"{sample.path}: no chromosome polygons")
             continue
-        geoms = analyze_in_image(gray, [m for _, m in objects])
+        geoms = analyze_in_image(gray, [m for _, _, m in objects])
         log_probs = classifier.predict_cell(geoms)
-        lengths = np.array([g.length_px if g.length_px > 0 else np.nan for g in geoms], float)
-        ci = np.array([g.centromere_index if g.length_px > 0 else np.nan for g in geoms], float)
-        class_of_category = {v: k for k, v in category_of_class.items()}
-        matched = np.array([class_of_category.get(a["category_id"], 0) for a, _ in objects], int)
-        confident = np.array([a.get("label_confidence") == "high" for a, _ in objects], bool)
+        lengths, ci, _ = geometry_measures(geoms)
+        matched = np.array([label for _, label, _ in objects], int)
+        confident = np.array([a.get("label_confidence") == "high" for a, _, _ in objects], bool)
         try:
             labels, stats = relabel_frame(log_probs, lengths, ci, karyotype, matched, confident)
         except ValueError as exc:
@@ -185,14 +185,12 @@ def relabel_coco(coco_path, classifier, samples, progress: bool = True) -> tuple
         report["agree_with_confident_match"][0] += int((labels[both] == matched[both]).sum())
         report["agree_with_confident_match"][1] += int(both.sum())
         keep_images.add(objects[0][0]["image_id"])
-        for (ann, _), label in zip(objects, labels):
+        for (ann, _, _), label in zip(objects, labels):
             ann = dict(ann, category_id=category_of_class[label] if label else unlabelled,
                        label_source="karyotype_assignment" if label else "untrusted")
             keep_annotations.append(ann)
     doc["images"] = [im for im in doc["images"] if im["id"] in keep_images]
     doc["annotations"] = keep_annotations
-    from karyopipe.classification.dataset import spread_source
-
     info = dict(doc.get("info") or {})
     # The frames must be split with their cells' crops (karyopipe.classification.dataset.spread_source).
     info["source"] = spread_source(coco_path)

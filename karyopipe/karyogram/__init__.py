@@ -10,11 +10,12 @@ Examples
 >>> picture = draw_karyogram(straightened, call, centromere_t=centromere_t)         # doctest: +SKIP
 >>> save_karyogram("karyogram.png", picture)                                        # doctest: +SKIP
 """
-from karyopipe.karyogram.assign import Abnormality, KaryotypeCall, assign_karyotype, junk_prior_from_scores
+from karyopipe.karyogram.assign import (Abnormality, KaryotypeCall, assign_karyotype, geometry_measures,
+                                       junk_prior_from_scores)
 from karyopipe.karyogram.iscn import karyotype_string, labels_karyotype, parse_karyotype
 
-__all__ = ["Abnormality", "KaryotypeCall", "assign_karyotype", "junk_prior_from_scores", "karyotype_string",
-           "labels_karyotype", "parse_karyotype", "draw_karyogram", "save_karyogram"]
+__all__ = ["Abnormality", "KaryotypeCall", "assign_karyotype", "geometry_measures", "junk_prior_from_scores",
+           "karyotype_string", "labels_karyotype", "parse_karyotype", "draw_karyogram", "save_karyogram"]
 
 
 def __getattr__(name):

@@ -48,8 +48,8 @@ from scipy.special import log_softmax
 from karyopipe.classes import AUTOSOMES, CHROMOSOMES, NUM_CLASSES, X, Y, class_name
 from karyopipe.karyogram.iscn import karyotype_string
 
-__all__ = ["Abnormality", "KaryotypeCall", "Hypothesis", "HYPOTHESES", "assign_karyotype", "junk_prior_from_scores",
-           "MIN_OBJECTS", "MAX_OBJECTS"]
+__all__ = ["Abnormality", "KaryotypeCall", "Hypothesis", "HYPOTHESES", "assign_karyotype", "geometry_measures",
+           "junk_prior_from_scores", "MIN_OBJECTS", "MAX_OBJECTS"]
 
 MIN_OBJECTS = 35
 MAX_OBJECTS = 95
@@ -113,6 +113,20 @@ def junk_prior_from_scores(scores, intercept: float, slope: float) -> np.ndarray
     prior = 1.0 / (1.0 + np.exp(-(intercept + slope * np.log(s / (1 - s)))))
     prior = np.clip(prior, *JUNK_PRIOR_BOUNDS)
     return np.where(np.isfinite(scores), prior, JUNK_PRIOR)
+
+
+def geometry_measures(geometries) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What the assignment reads from :class:`karyopipe.geometry.ChromosomeGeometry` results.
+
+    Returns
+    -------
+    lengths, centromere_index, polarity_confidence : ndarray, shape (n,)
+        Length and centromere index are NaN for an object without an axis.
+    """
+    lengths = np.array([g.length_px if g.length_px > 0 else np.nan for g in geometries], float)
+    ci = np.array([g.centromere_index if g.length_px > 0 else np.nan for g in geometries], float)
+    pc = np.array([g.polarity_confidence for g in geometries], float)
+    return lengths, ci, pc
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
 
 import numpy as np
 
@@ -66,6 +65,7 @@ def fit_junk_calibration(scores, junk) -> tuple[float, float]:
 def frame_objects(pipe, samples, progress: bool = True) -> list[dict]:
     """Per frame: each object's detection score, whether it matches a true polygon, and what assignment needs."""
     from karyopipe.io import normalize_polarity
+    from karyopipe.karyogram import geometry_measures
     from karyopipe.pipeline.evaluate import match_instances
 
     if progress:
@@ -81,13 +81,11 @@ def frame_objects(pipe, samples, progress: bool = True) -> list[dict]:
         pairs, _ = match_instances([i.mask for i in instances], truth)
         matched = np.zeros(len(instances), bool)
         matched[[p for p, _, _ in pairs]] = True
+        lengths, ci, pc = geometry_measures(geoms)
         rows.append({
             "frame": str(sample.path), "karyotype": sample.meta.get("karyotype", ""), "n_true": len(truth),
             "scores": np.array([i.score if i.score is not None else np.nan for i in instances], float),
-            "matched": matched, "log_probs": pipe.classify(geoms),
-            "lengths": np.array([g.length_px if g.length_px > 0 else np.nan for g in geoms], float),
-            "ci": np.array([g.centromere_index if g.length_px > 0 else np.nan for g in geoms], float),
-            "pc": np.array([g.polarity_confidence for g in geoms], float),
+            "matched": matched, "log_probs": pipe.classify(geoms), "lengths": lengths, "ci": ci, "pc": pc,
         })
     return rows
 
@@ -140,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     pipe = KaryoPipeline.from_pretrained(seg_weights=seg_path, cls_weights=args.cls_weights, device=args.device)
     score_thresh = args.score_thresh if args.score_thresh is not None else \
         float(seg_config.get("inference", {}).get("score_thresh", pipe.segmenter.settings.score_thresh))
-    pipe.segmenter.settings = replace(pipe.segmenter.settings, score_thresh=score_thresh)
+    pipe.segmenter.configure(score_thresh=score_thresh)
     rows = frame_objects(pipe, samples, progress=not args.no_progress)
     scores = np.concatenate([r["scores"] for r in rows])
     junk = ~np.concatenate([r["matched"] for r in rows])

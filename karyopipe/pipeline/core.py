@@ -27,7 +27,7 @@ Examples
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -293,7 +293,7 @@ class KaryoPipeline:
             # assignment leaves out the debris among them by their score, and finds more chromosomes.
             keep_from = (segmenter.config.get("junk_calibration") or {}).get("score_thresh")
             if keep_from is not None:
-                segmenter.settings = replace(segmenter.settings, score_thresh=float(keep_from))
+                segmenter.configure(score_thresh=float(keep_from))
                 stages["segmentation"]["score_thresh"] = float(keep_from)
         else:
             stages["segmentation"] = {"model": "watershed", "fallback": True,
@@ -371,12 +371,10 @@ class KaryoPipeline:
         """
         if log_probs is None:
             return None
-        from karyopipe.karyogram import assign_karyotype
+        from karyopipe.karyogram import assign_karyotype, geometry_measures
         from karyopipe.karyogram.assign import JUNK_PRIOR
 
-        lengths = np.array([g.length_px if g.length_px > 0 else np.nan for g in geometries], float)
-        ci = np.array([g.centromere_index if g.length_px > 0 else np.nan for g in geometries], float)
-        pc = np.array([g.polarity_confidence for g in geometries], float)
+        lengths, ci, pc = geometry_measures(geometries)
         return assign_karyotype(log_probs, lengths, ci, polarity_confidence=pc,
                                 junk_prior=JUNK_PRIOR if junk_prior is None else junk_prior)
 

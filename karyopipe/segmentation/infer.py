@@ -363,8 +363,20 @@ class Segmenter:
         self.device = device
         self.config = dict(config or {})
         self.model.roi_heads.nms_thresh = 0.7
+        self._apply_settings()
+
+    def _apply_settings(self) -> None:
+        # The detector keeps low scores too; the settings' own threshold is applied after refinement.
         self.model.roi_heads.score_thresh = min(self.settings.score_thresh, 0.05)
         self.model.roi_heads.detections_per_img = self.settings.max_detections
+
+    def configure(self, **changes) -> "Segmenter":
+        """Change :class:`InferenceSettings` fields in place (``score_thresh=0.3``); returns ``self``."""
+        from dataclasses import replace
+
+        self.settings = replace(self.settings, **changes)
+        self._apply_settings()
+        return self
 
     @classmethod
     def from_pretrained(cls, path=None, device: str = "cpu", **settings) -> "Segmenter":
