@@ -418,6 +418,31 @@ def test_refine_mask_takes_the_outline_from_the_image():
     assert refined[20, 31]
 
 
+def test_refine_grow_sets_how_far_the_outline_reaches_into_the_blurred_rim():
+    prob, region, truth = _blurry_head_output()
+    areas = [refine_mask(prob, region, grow=g).sum() for g in (0.4, 0.6, 0.8)]
+    assert areas[0] > areas[1] > areas[2] >= truth.sum() * 0.9
+    # the default sits nearest the sharp object under the blur
+    assert _iou(refine_mask(prob, region), truth) >= max(_iou(refine_mask(prob, region, grow=g), truth) for g in (0.4, 0.6))
+
+
+def test_segmenter_passes_its_refine_settings_on(monkeypatch):
+    from karyopipe.segmentation import infer
+
+    seen = []
+
+    def spy(prob, region, **kwargs):
+        seen.append(kwargs)
+        return prob >= 0.5
+
+    monkeypatch.setattr(infer, "refine_mask", spy)
+    image = np.zeros((64, 64), np.float32)
+    image[20:28, 10:50] = 0.9
+    seg = Segmenter(ComponentDetector(), InferenceSettings(rescale=False, refine_grow=0.7, refine_support=0.3))
+    seg(image, keep_rejected=True)
+    assert seen and all(k["grow"] == 0.7 and k["support"] == 0.3 for k in seen)
+
+
 def test_refine_mask_never_leaves_the_support_and_falls_back_on_disagreement():
     prob, region, truth = _blurry_head_output()
     neighbour = region.copy()

@@ -67,6 +67,10 @@ class InferenceSettings:
         wide, while a banded chromosome's edge against the background is sharp.
     refine_support : float
         Mask-head probability that bounds where :func:`refine_mask` may grow.
+    refine_grow : float
+        How far below the object's Otsu level :func:`refine_mask`'s outline
+        reaches, as a fraction of the way from the background level (1 = Otsu
+        itself; lower values draw fatter masks).
     flips : int
         Test-time views: 1 = the image only, 2 = also mirrored left-right,
         4 = also upside down and both. Detections of the views are matched by
@@ -86,7 +90,8 @@ class InferenceSettings:
     max_thickness_widths: float = 2.0
     max_detections: int = 150
     refine: bool = True
-    refine_support: float = 0.25
+    refine_support: float = 0.35
+    refine_grow: float = 0.8
     rescale_tolerance: float = 1.1
     scale_bounds: tuple = field(default=(0.25, 4.0))
     flips: int = 1
@@ -296,8 +301,8 @@ def vote_detections(views: list[dict], iou_thresh: float = 0.5, mask_thresh: flo
             "masks": np.array(masks, np.float32)[order]}
 
 
-def refine_mask(prob: np.ndarray, region: np.ndarray, support: float = 0.25,
-                mask_thresh: float = 0.5, grow: float = 0.6, min_kept: float = 0.6) -> np.ndarray:
+def refine_mask(prob: np.ndarray, region: np.ndarray, support: float = 0.35,
+                mask_thresh: float = 0.5, grow: float = 0.8, min_kept: float = 0.5) -> np.ndarray:
     """Outline one detection from the image, inside the network's mask support.
 
     The region's Otsu threshold seeds the chromosome; hysteresis grows it down
@@ -480,7 +485,7 @@ class Segmenter:
             prob = prob[: h - y0, : w - x0]
             if s.refine:
                 region = smooth[y0:y0 + prob.shape[0], x0:x0 + prob.shape[1]]
-                m = refine_mask(prob, region, support=s.refine_support, mask_thresh=s.mask_thresh)
+                m = refine_mask(prob, region, support=s.refine_support, mask_thresh=s.mask_thresh, grow=s.refine_grow)
             else:
                 m = prob >= s.mask_thresh
             if not m.any():
