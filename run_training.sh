@@ -62,6 +62,8 @@ if has seg; then
     "$PYTHON" train_segmentation.py "$BIOIMLAB_META" "${synth_args[@]}" --out "$RUNS/seg" \
         --weights-out "$SEG_WEIGHTS" --epochs "$EPOCHS_SEG" --batch "$BATCH_SEG" --seed "$SEED" \
         --device "$DEVICE" --threads "$THREADS"
+    # Where each outline's edge lies, learned from the annotated polygons of the training spreads.
+    "$PYTHON" -m karyopipe fit-outline "$BIOIMLAB_META" --weights "$SEG_WEIGHTS" --device "$DEVICE" --write --no-progress
 fi
 
 if has cls; then

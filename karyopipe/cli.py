@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "label-bioimlab": ("karyopipe.data.label_bioimlab", "give BioImLab metaphase polygons their classes from the crops"),
     "bench-pipeline": ("karyopipe.pipeline.bench", "time model loading and the whole pipeline per image size"),
     "calibrate-junk": ("karyopipe.pipeline.calibrate", "fit how often segmented objects are junk, by detection score"),
+    "fit-outline": ("karyopipe.segmentation.outline", "fit the per-pixel outline model on the segmenter's training spreads"),
     "eval-e2e": ("karyopipe.pipeline.evaluate", "end-to-end detection, classification and karyotype scores"),
 }
 

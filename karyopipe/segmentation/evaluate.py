@@ -136,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score threshold for counting (default: the score_thresh stored with the weights)")
     p.add_argument("--no-rescale", action="store_true", help="do not resize spreads to the training chromosome width")
     p.add_argument("--no-refine", action="store_true", help="keep the mask head's own outlines (no refine_mask)")
+    p.add_argument("--no-learned-outline", action="store_true",
+                   help="draw outlines with refine_mask's rule even when the weights carry an outline model")
     p.add_argument("--flips", type=int, default=None, choices=[1, 2, 4],
                    help="test-time mirrored views (default: the weights' setting)")
     p.add_argument("--limit", type=int, default=0, help="score only the first N images")
@@ -190,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
             overrides["rescale"] = False
         if args.no_refine:
             overrides["refine"] = False
+        if args.no_learned_outline:
+            overrides["learned_outline"] = False
         if args.flips:
             overrides["flips"] = args.flips
         segmenter = Segmenter.from_pretrained(args.weights, device=args.device, **overrides)

@@ -71,6 +71,10 @@ class InferenceSettings:
         How far below the object's Otsu level :func:`refine_mask`'s outline
         reaches, as a fraction of the way from the background level (1 = Otsu
         itself; lower values draw fatter masks).
+    learned_outline : bool
+        Draw outlines with the weights' :class:`~karyopipe.segmentation.outline.OutlineModel`
+        (``karyopipe fit-outline``) when they carry one; otherwise, or when
+        False, with :func:`refine_mask`'s rule.
     flips : int
         Test-time views: 1 = the image only, 2 = also mirrored left-right,
         4 = also upside down and both. Detections of the views are matched by
@@ -92,6 +96,7 @@ class InferenceSettings:
     refine: bool = True
     refine_support: float = 0.35
     refine_grow: float = 0.8
+    learned_outline: bool = True
     rescale_tolerance: float = 1.1
     scale_bounds: tuple = field(default=(0.25, 4.0))
     flips: int = 1
@@ -301,6 +306,31 @@ def vote_detections(views: list[dict], iou_thresh: float = 0.5, mask_thresh: flo
             "masks": np.array(masks, np.float32)[order]}
 
 
+@dataclass
+class Detection:
+    """One detection before its outline is drawn, at the input's full resolution.
+
+    Attributes
+    ----------
+    y0, x0 : int
+        Top-left corner of ``prob`` in the spread.
+    prob : ndarray, shape (h, w), float32
+        Mask-head probability over a crop a few pixels larger than the box.
+    score : float
+    category : str
+        ``"chromosome"``, ``"nucleus"`` or ``"debris"`` (from the head's mask).
+    scale : float
+        Working scale the network saw the spread at.
+    """
+
+    y0: int
+    x0: int
+    prob: np.ndarray
+    score: float
+    category: str
+    scale: float = 1.0
+
+
 def refine_mask(prob: np.ndarray, region: np.ndarray, support: float = 0.35,
                 mask_thresh: float = 0.5, grow: float = 0.8, min_kept: float = 0.5) -> np.ndarray:
     """Outline one detection from the image, inside the network's mask support.
@@ -369,6 +399,13 @@ class Segmenter:
         self.config = dict(config or {})
         self.model.roi_heads.nms_thresh = 0.7
         self._apply_settings()
+        record = self.config.get("outline_model")
+        if record:
+            from karyopipe.segmentation.outline import OutlineModel
+
+            self.outline_model = OutlineModel.from_dict(record)
+        else:
+            self.outline_model = None
 
     def _apply_settings(self) -> None:
         # The detector keeps low scores too; the settings' own threshold is applied after refinement.
@@ -422,22 +459,21 @@ class Segmenter:
         lo, hi = self.settings.scale_bounds
         return float(np.clip(ratio, lo, hi))
 
-    def __call__(self, gray: np.ndarray, keep_rejected: bool = False) -> list[Instance]:
-        """Segment one spread.
+    def smooth(self, gray: np.ndarray) -> np.ndarray:
+        """The spread as outlines are drawn from it (lightly smoothed against pixel noise)."""
+        return cv2.GaussianBlur(np.asarray(gray, np.float32), (0, 0), 1.0)
+
+    def detect(self, gray: np.ndarray) -> list[Detection]:
+        """Run the network (rescaled, tiled, merged); outlines are not drawn yet.
 
         Parameters
         ----------
         gray : ndarray, shape (H, W), float32 in [0, 1], canonical polarity
-        keep_rejected : bool
-            Also return objects rejected as ``"nucleus"`` or ``"debris"``
-            (with that ``category``); by default only chromosomes.
 
         Returns
         -------
-        list of Instance
-            Full-resolution bool ``mask``, ``bbox`` (x0, y0, x1, y1), ``score``,
-            ``category``; sorted by descending score. ``extra["scale"]`` is the
-            working scale used.
+        list of Detection
+            Above ``score_thresh``, after mask NMS, in full-resolution coordinates.
         """
         gray = np.asarray(gray, np.float32)
         if gray.ndim != 2:
@@ -464,15 +500,14 @@ class Segmenter:
                 if (tx > 0 and x0 < margin) or (ty > 0 and y0 < margin) or \
                         (tx + tw < ww and x1 > tw - margin) or (ty + th < wh and y1 > th - margin):
                     continue
-                # A few pixels of background around the box give refine_mask its threshold.
+                # A few pixels of background around the box give the outline its background level.
                 cy0, cx0 = max(0, int(y0) - 4), max(0, int(x0) - 4)
                 cy1, cx1 = min(th, int(np.ceil(y1)) + 4), min(tw, int(np.ceil(x1)) + 4)
                 crops.append((ty + cy0, tx + cx0, prob[cy0:cy1, cx0:cx1]))
                 scores.append(float(score))
         binary = [(y, x, p >= s.mask_thresh) for y, x, p in crops]
         keep = [i for i in mask_nms(binary, np.array(scores), s.nms_thresh) if binary[i][2].any()]
-        smooth = cv2.GaussianBlur(gray, (0, 0), 1.0) if s.refine else None
-        instances = []
+        detections = []
         for i in keep:
             wy, wx, prob = crops[i]
             if scale_x == 1.0 and scale_y == 1.0:
@@ -482,26 +517,63 @@ class Segmenter:
                 y1 = min(h, int(np.ceil((wy + prob.shape[0]) / scale_y)))
                 x1 = min(w, int(np.ceil((wx + prob.shape[1]) / scale_x)))
                 prob = cv2.resize(prob, (max(1, x1 - x0), max(1, y1 - y0)), interpolation=cv2.INTER_LINEAR)
-            prob = prob[: h - y0, : w - x0]
-            if s.refine:
-                region = smooth[y0:y0 + prob.shape[0], x0:x0 + prob.shape[1]]
-                m = refine_mask(prob, region, support=s.refine_support, mask_thresh=s.mask_thresh, grow=s.refine_grow)
-            else:
-                m = prob >= s.mask_thresh
+            prob = np.ascontiguousarray(prob[: h - y0, : w - x0], np.float32)
+            category = _classify_shape(binary[i][2], s.reference_width, s)
+            detections.append(Detection(int(y0), int(x0), prob, scores[i], category, scale))
+        return detections
+
+    def outline(self, detection: Detection, smooth: np.ndarray) -> np.ndarray:
+        """A detection's bool mask over its crop (``detection.prob``'s shape)."""
+        s = self.settings
+        if not s.refine:
+            return detection.prob >= s.mask_thresh
+        h, w = detection.prob.shape
+        region = smooth[detection.y0:detection.y0 + h, detection.x0:detection.x0 + w]
+        if s.learned_outline and self.outline_model is not None:
+            from karyopipe.segmentation.outline import outline_mask
+
+            return outline_mask(detection.prob, region, self.outline_model, support=s.refine_support,
+                                grow=s.refine_grow, mask_thresh=s.mask_thresh)
+        return refine_mask(detection.prob, region, support=s.refine_support, mask_thresh=s.mask_thresh,
+                           grow=s.refine_grow)
+
+    def __call__(self, gray: np.ndarray, keep_rejected: bool = False) -> list[Instance]:
+        """Segment one spread.
+
+        Parameters
+        ----------
+        gray : ndarray, shape (H, W), float32 in [0, 1], canonical polarity
+        keep_rejected : bool
+            Also return objects rejected as ``"nucleus"`` or ``"debris"``
+            (with that ``category``); by default only chromosomes.
+
+        Returns
+        -------
+        list of Instance
+            Full-resolution bool ``mask``, ``bbox`` (x0, y0, x1, y1), ``score``,
+            ``category``; sorted by descending score. ``extra["scale"]`` is the
+            working scale used.
+        """
+        gray = np.asarray(gray, np.float32)
+        detections = self.detect(gray)
+        if not keep_rejected:
+            detections = [d for d in detections if d.category == "chromosome"]
+        smooth = self.smooth(gray) if self.settings.refine else None
+        h, w = gray.shape
+        instances = []
+        for det in detections:
+            m = self.outline(det, smooth)
             if not m.any():
                 continue
             full = np.zeros((h, w), bool)
-            full[y0:y0 + m.shape[0], x0:x0 + m.shape[1]] = m
-            category = _classify_shape(binary[i][2], s.reference_width, s)
-            if category != "chromosome" and not keep_rejected:
-                continue
+            full[det.y0:det.y0 + m.shape[0], det.x0:det.x0 + m.shape[1]] = m
             ys, xs = np.nonzero(full)
             instances.append(Instance(
                 mask=full,
                 bbox=(float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)),
-                score=scores[i],
-                category=category,
-                extra={"scale": scale},
+                score=det.score,
+                category=det.category,
+                extra={"scale": det.scale},
             ))
         instances.sort(key=lambda inst: -inst.score)
         return instances
