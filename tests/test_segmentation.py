@@ -131,6 +131,41 @@ def test_augmented_masks_follow_the_image():
             assert abs(inside - outside) > 0.2
 
 
+def test_copy_paste_puts_whole_chromosomes_against_others():
+    from scipy import ndimage as ndi
+
+    from karyopipe.segmentation.transforms import cut_instances, paste_instances, prepare_polygons
+
+    from karyopipe.data.model import Instance
+
+    image, polys = tube_image(3, size=160, n=5)
+    donors = cut_instances(image, prepare_polygons([Instance(polygon=p) for p in polys], image.shape))
+    assert len(donors) == 5 and all(patch.shape == mask.shape and mask.any() for patch, mask in donors)
+    crop = np.full((128, 128), 0.05, np.float32)
+    crop[60:68, 30:90] = 0.8
+    first = (crop > 0.5).astype(np.uint8)
+    out, masks = paste_instances(crop, [first], donors, np.random.default_rng(0), n=4, touching=1.0)
+    assert len(masks) >= 4 and out is not crop and crop.max() == np.float32(0.8)  # input left alone
+    for k in range(1, len(masks)):
+        new, before = masks[k].astype(bool), np.any(masks[:k], axis=0)
+        assert (new & before).sum() <= 0.03 * new.sum()  # every annotated mask stays whole
+        assert (new & ndi.binary_dilation(before, iterations=2)).any()  # touching one already there
+        assert out[new].mean() > 0.4  # the pasted chromosome is bright where its mask says
+
+
+def test_copy_paste_in_the_training_set_adds_instances():
+    from karyopipe.data.model import Instance, Sample
+
+    image, polys = tube_image(3, size=160, n=5)
+    sample = Sample(path=Path("x.json"), cell_id="1", instances=[Instance(polygon=p) for p in polys],
+                    loader=lambda: (image * 255).astype(np.uint8))
+    plain = SpreadTrainSet([sample], crop_size=128, length=4, seed=1)
+    pasted = SpreadTrainSet([sample], crop_size=128, length=4, seed=1, copy_paste=1.0, max_paste=3)
+    assert len(pasted.donors) == 5 and not plain.donors
+    counts = [(len(plain[k][1]["masks"]), len(pasted[k][1]["masks"])) for k in range(4)]
+    assert sum(b for _, b in counts) > sum(a for a, _ in counts)
+
+
 def test_split_is_by_cell_and_deterministic():
     cells = [str(k) for k in range(1, 41)]
     train, val = split_cells(cells)
@@ -476,6 +511,15 @@ def test_train_seg_cli_checkpoints_resumes_and_picks_its_count_threshold(tmp_pat
     argv[argv.index("--epochs") + 1] = "2"
     assert seg_train.main(argv + ["--resume"]) == 0
     assert [e["epoch"] for e in json.loads((run / "metrics.json").read_text())] == [0, 1]
+    # fine-tuning from weights keeps their model and working scale, with copy-paste on
+    tuned = tmp_path / "tuned"
+    assert seg_train.main([str(data), "--out", str(tuned), "--init", str(run / "best.pth"), "--copy-paste", "0.5",
+                           "--crop", "96", "--batch", "1", "--epochs", "1", "--steps-per-epoch", "2", "--warmup", "1",
+                           "--threads", "1", "--val-fraction", "0.5", "--backbone", "resnet50"]) == 0
+    _, tuned_config, tuned_card = load_weights(tuned / "best.pth")
+    assert tuned_config["model"] == config["model"]
+    assert tuned_config["inference"]["reference_width"] == config["inference"]["reference_width"]
+    assert "initialised from" in tuned_card["training"] and "copy-paste" in tuned_card["training"]
 
 
 def test_pipeline_keeps_weaker_detections_when_the_weights_carry_a_junk_calibration(tmp_path):

@@ -69,12 +69,17 @@ class SpreadTrainSet:
     with the image and rasterised after augmentation, so masks stay sharp at
     any rotation or scale and memory stays small.
 
+    With ``copy_paste`` > 0, that share of crops gets 1 to ``max_paste``
+    chromosomes cut from the training spreads pasted in, most of them
+    touching another (:func:`~karyopipe.segmentation.transforms.paste_instances`).
+
     Each item is ``(image (1, S, S) float32, target)`` with target ``boxes (N, 4)``,
     ``labels (N,)`` int64 (1 = chromosome) and ``masks (N, S, S)`` uint8.
     """
 
     def __init__(self, samples, crop_size: int = 384, scale_range=(0.8, 1.25), length: int | None = None,
-                 seed: int = 0, augment: bool = True, reference_width: float | None = None):
+                 seed: int = 0, augment: bool = True, reference_width: float | None = None,
+                 copy_paste: float = 0.0, max_paste: int = 6):
         from karyopipe.segmentation.infer import estimate_chromosome_width
         from karyopipe.segmentation.transforms import prepare_polygons
 
@@ -91,6 +96,15 @@ class SpreadTrainSet:
             self.items.append((gray, prepare_polygons(sample.instances, gray.shape), base))
         if not self.items:
             raise ValueError("no spreads with chromosome masks to train on")
+        self.copy_paste = copy_paste
+        self.max_paste = max_paste
+        self.donors = []
+        if copy_paste > 0:
+            from karyopipe.segmentation.transforms import cut_instances
+
+            # Cut at each spread's training scale, so pasted chromosomes have the size of the crop's own.
+            for gray, polys, base in self.items:
+                self.donors += cut_instances(gray, polys, base * float(np.sqrt(scale_range[0] * scale_range[1])))
         self.crop_size = crop_size
         self.scale_range = scale_range
         self.length = length or len(self.items)
@@ -105,8 +119,12 @@ class SpreadTrainSet:
 
         gray, polys, base = self.items[index % len(self.items)]
         scale_range = (base * self.scale_range[0], base * self.scale_range[1])
-        image, out_polys = augment_sample(gray, polys, self.rng, self.crop_size, scale_range, self.augment)
-        return to_target(image, out_polys)
+        paste = 0
+        if self.augment and self.donors and self.rng.random() < self.copy_paste:
+            paste = int(self.rng.integers(1, self.max_paste + 1))
+        image, masks = augment_sample(gray, polys, self.rng, self.crop_size, scale_range, self.augment,
+                                      donors=self.donors, paste=paste)
+        return to_target(image, masks)
 
 
 def collate(batch):

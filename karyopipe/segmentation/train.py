@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--init", default=None,
+                   help="start from these segmentation weights (their model and working scale; fine-tuning)")
+    p.add_argument("--copy-paste", type=float, default=0.0,
+                   help="share of crops that get chromosomes of other spreads pasted in, mostly touching (0 = off)")
     p.add_argument("--limit-train", type=int, default=0, help="use only this many training images (tests, debugging)")
     return p
 
@@ -161,14 +165,27 @@ def main(argv: list[str] | None = None) -> int:
     say(f"train: {len(train_samples)} images of {len(train_cells)} cells (+{len(extra)} synthetic); "
         f"val: {len(val_samples)} images of {len(val_cells)} cells {val_cells}")
 
-    widths = [w for w in (estimate_chromosome_width(load_gray(s)) for s in train_samples) if w]
-    reference_width = args.work_scale * (float(np.median(widths)) if widths else DEFAULT_REFERENCE_WIDTH)
-    model_kwargs = {
-        "backbone": args.backbone, "num_classes": 2, "norm": args.norm, "fpn_channels": args.fpn_channels,
-        "rpn_pre_nms_top_n_train": 1000, "rpn_post_nms_top_n_train": 600, "box_batch_size_per_image": 256,
-        "rpn_pre_nms_top_n_test": 1000, "rpn_post_nms_top_n_test": 600, "box_detections_per_img": 150,
-    }
+    init_state = None
+    if args.init:
+        from karyopipe.weights import load_weights
+
+        init_state, init_config, _ = load_weights(args.init)
+        # The starting model fixes the architecture and the scale it sees spreads at.
+        model_kwargs = dict(init_config["model"])
+        reference_width = float(init_config.get("inference", {}).get("reference_width", DEFAULT_REFERENCE_WIDTH))
+        args.backbone, args.fpn_channels = model_kwargs.get("backbone", args.backbone), model_kwargs.get("fpn_channels", args.fpn_channels)
+    else:
+        widths = [w for w in (estimate_chromosome_width(load_gray(s)) for s in train_samples) if w]
+        reference_width = args.work_scale * (float(np.median(widths)) if widths else DEFAULT_REFERENCE_WIDTH)
+        model_kwargs = {
+            "backbone": args.backbone, "num_classes": 2, "norm": args.norm, "fpn_channels": args.fpn_channels,
+            "rpn_pre_nms_top_n_train": 1000, "rpn_post_nms_top_n_train": 600, "box_batch_size_per_image": 256,
+            "rpn_pre_nms_top_n_test": 1000, "rpn_post_nms_top_n_test": 600, "box_detections_per_img": 150,
+        }
     model = build_maskrcnn(**model_kwargs).to(args.device)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+        say(f"initialised from {args.init}")
     say(f"model: Mask R-CNN {args.backbone}-FPN{args.fpn_channels}, {count_parameters(model) / 1e6:.1f} M parameters, "
         f"reference chromosome width {reference_width:.2f} px")
     params = [p for p in model.parameters() if p.requires_grad]
@@ -191,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
 
     train_set = SpreadTrainSet(train_samples + extra, crop_size=args.crop, scale_range=(args.scale_min, args.scale_max),
                                length=args.steps_per_epoch * args.batch, seed=args.seed + start_epoch,
-                               reference_width=reference_width)
+                               reference_width=reference_width, copy_paste=args.copy_paste)
     loader = torch.utils.data.DataLoader(train_set, batch_size=args.batch, shuffle=True, collate_fn=collate,
                                          num_workers=0, generator=torch.Generator().manual_seed(args.seed + start_epoch))
     t0 = time.time()
@@ -240,7 +257,9 @@ def main(argv: list[str] | None = None) -> int:
                          f"{len(val_cells)} val cells {val_cells}",
                 "training": f"epoch {epoch + 1}/{args.epochs} x {args.steps_per_epoch} steps, batch {args.batch}, "
                             f"crops {args.crop}px at working width {reference_width:.2f}px (x{args.scale_min}-{args.scale_max}), AdamW lr {args.lr}, "
-                            f"{elapsed / 60:.0f} min on {args.device} ({args.threads} thread(s))",
+                            f"{elapsed / 60:.0f} min on {args.device} ({args.threads} thread(s))"
+                            + (f", initialised from {args.init}" if args.init else "")
+                            + (f", copy-paste of touching chromosomes into {args.copy_paste:.0%} of crops" if args.copy_paste else ""),
                 "metrics": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.get("val", {}).items()},
                 "limitations": "trained on CPU in a short budget; a GPU run is pending. Q-banded BioImLab only: "
                                "brightfield G-band spreads rely on polarity normalisation and rescaling.",
