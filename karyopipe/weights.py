@@ -121,6 +121,16 @@ def load_weights(path) -> tuple[dict, dict, dict]:
     return state, dict(blob.get("config", {})), dict(blob.get("meta", {}))
 
 
+def update_weights(path, config: dict | None = None, card: dict | None = None) -> Path:
+    """Add or replace entries of a weights file's config and model card; the tensors stay as they are.
+
+    For what is fitted after training and belongs with the model (a junk
+    calibration, an outline model, inference settings).
+    """
+    state, old_config, meta = load_weights(path)
+    return save_weights(path, state, {**old_config, **(config or {})}, {**meta, **(card or {})})
+
+
 def write_model_card(path, weights_name: str, config: dict, card: dict) -> None:
     """Write a short Markdown model card: data, split, config, metrics, date."""
     lines = [f"# Model card: `{weights_name}`", ""]

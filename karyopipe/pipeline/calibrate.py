@@ -125,13 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     from karyopipe.data import read_dataset
     from karyopipe.pipeline import KaryoPipeline
     from karyopipe.pipeline.evaluate import select_cells
-    from karyopipe.weights import SEGMENTATION_WEIGHTS, load_weights, save_weights, weights_path
+    from karyopipe.weights import SEGMENTATION_WEIGHTS, load_weights, update_weights, weights_path
 
     args = build_parser().parse_args(argv)
     seg_path = weights_path(args.seg_weights, SEGMENTATION_WEIGHTS)
     if not seg_path.is_file():
         raise FileNotFoundError(f"{seg_path}: segmentation weights not found (the junk calibration belongs to them)")
-    state, seg_config, meta = load_weights(seg_path)
+    _, seg_config, _ = load_weights(seg_path)
     samples, note = select_cells(read_dataset(args.data), "train", seg_weights=seg_path)
     if not samples:
         raise ValueError(f"{args.data}: no frames of the cells {seg_path} trained on")
@@ -157,17 +157,14 @@ def main(argv: list[str] | None = None) -> int:
           + ", ".join(f"{k} prior {v['exact']} ({v['gains_called']} gains called)"
                       for k, v in rates.items() if k != "frames"))
     if args.write:
-        config = dict(seg_config)
         record = {"intercept": round(calibration[0], 4), "slope": round(calibration[1], 4), "score_thresh": score_thresh,
                   "objects": int(len(scores)), "junk_rate": round(flat, 4),
                   "data": f"{args.data}, {len(rows)} frames of the training cells"}
-        config["junk_calibration"] = record
-        meta = dict(meta)
-        meta["junk_calibration"] = (f"P(junk) = sigmoid({record['intercept']} + {record['slope']} * logit(score)) "
-                                    f"for detections from score {score_thresh} (the pipeline keeps those), "
-                                    f"fitted by karyopipe calibrate-junk on {record['objects']} objects of "
-                                    f"{len(rows)} training frames (junk rate {record['junk_rate']})")
-        save_weights(seg_path, state, config, meta)
+        update_weights(seg_path, {"junk_calibration": record}, {
+            "junk_calibration": f"P(junk) = sigmoid({record['intercept']} + {record['slope']} * logit(score)) "
+                                f"for detections from score {score_thresh} (the pipeline keeps those), "
+                                f"fitted by karyopipe calibrate-junk on {record['objects']} objects of "
+                                f"{len(rows)} training frames (junk rate {record['junk_rate']})"})
         print(f"wrote the calibration into {seg_path}")
     return 0
 

@@ -242,13 +242,12 @@ def main(argv: list[str] | None = None) -> int:
     from karyopipe.segmentation.dataset import load_gray, load_spreads
     from karyopipe.segmentation.evaluate import _split_cells
     from karyopipe.segmentation.infer import Segmenter
-    from karyopipe.weights import SEGMENTATION_WEIGHTS, load_weights, save_weights, weights_path
+    from karyopipe.weights import SEGMENTATION_WEIGHTS, update_weights, weights_path
 
     args = build_parser().parse_args(argv)
     path = weights_path(args.weights, SEGMENTATION_WEIGHTS)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: segmentation weights not found (the outline model belongs to them)")
-    state, config, meta = load_weights(path)
     dataset = load_spreads(args.data)
     args.split = "train"
     cells, note = _split_cells(args, dataset)
@@ -273,15 +272,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(samples)} spreads ({note}): {len(labels)} edge pixels, {labels.mean():.3f} inside; "
           f"cross-entropy {loss:.4f}")
     if args.write:
-        config = dict(config)
         record = model.to_dict()
         record["data"] = f"{args.data}, {len(samples)} spreads of the training cells, {len(labels)} pixels"
-        config["outline_model"] = record
-        meta = dict(meta)
-        meta["outline_model"] = (f"{args.hidden}-unit perceptron over {', '.join(FEATURES)}, fitted by karyopipe "
-                                 f"fit-outline on {len(labels)} edge pixels of {len(samples)} training spreads "
-                                 f"(cross-entropy {loss:.4f})")
-        save_weights(path, state, config, meta)
+        update_weights(path, {"outline_model": record}, {
+            "outline_model": f"{args.hidden}-unit perceptron over {', '.join(FEATURES)}, fitted by karyopipe "
+                             f"fit-outline on {len(labels)} edge pixels of {len(samples)} training spreads "
+                             f"(cross-entropy {loss:.4f})"})
         print(f"wrote the outline model into {path}")
     return 0
 

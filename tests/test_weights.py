@@ -1,0 +1,28 @@
+"""Weights files (karyopipe.weights): fp16 on disk, fp32 in memory, a model card beside each."""
+from __future__ import annotations
+
+import torch
+
+from karyopipe.weights import load_weights, save_weights, update_weights
+
+
+def test_weights_are_stored_fp16_and_loaded_fp32_with_their_card(tmp_path):
+    state = {"w": torch.randn(4, 3), "steps": torch.tensor([7])}
+    path = save_weights(tmp_path / "m.pth", state, {"model": {"width": 3}}, {"data": "none"})
+    raw = torch.load(path, weights_only=True)
+    assert raw["state_dict"]["w"].dtype == torch.float16 and raw["state_dict"]["steps"].dtype == torch.int64
+    loaded, config, card = load_weights(path)
+    assert loaded["w"].dtype == torch.float32 and torch.allclose(loaded["w"], state["w"], atol=1e-2)
+    assert config == {"model": {"width": 3}} and card["data"] == "none" and "date" in card
+    assert "none" in path.with_suffix(".md").read_text()
+
+
+def test_update_weights_adds_entries_and_keeps_the_tensors(tmp_path):
+    path = save_weights(tmp_path / "m.pth", {"w": torch.randn(5)}, {"model": {"a": 1}}, {"data": "x"})
+    before, _, _ = load_weights(path)
+    update_weights(path, {"calibration": {"slope": -1.2}}, {"calibration": "fitted on training frames"})
+    after, config, card = load_weights(path)
+    assert torch.equal(before["w"], after["w"])
+    assert config == {"model": {"a": 1}, "calibration": {"slope": -1.2}}
+    assert card["data"] == "x" and card["calibration"] == "fitted on training frames"
+    assert "fitted on training frames" in path.with_suffix(".md").read_text()
