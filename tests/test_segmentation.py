@@ -144,13 +144,22 @@ def test_copy_paste_puts_whole_chromosomes_against_others():
     crop = np.full((128, 128), 0.05, np.float32)
     crop[60:68, 30:90] = 0.8
     first = (crop > 0.5).astype(np.uint8)
-    out, masks = paste_instances(crop, [first], donors, np.random.default_rng(0), n=4, touching=1.0)
+    out, masks = paste_instances(crop, [first], donors, np.random.default_rng(0), n=4, touching=1.0, crossing=0.0)
     assert len(masks) >= 4 and out is not crop and crop.max() == np.float32(0.8)  # input left alone
     for k in range(1, len(masks)):
         new, before = masks[k].astype(bool), np.any(masks[:k], axis=0)
         assert (new & before).sum() <= 0.03 * new.sum()  # every annotated mask stays whole
         assert (new & ndi.binary_dilation(before, iterations=2)).any()  # touching one already there
         assert out[new].mean() > 0.4  # the pasted chromosome is bright where its mask says
+    # crossing: both masks keep the shared pixels, which are brighter than either chromosome alone
+    dim = np.where(first > 0, 0.4, 0.05).astype(np.float32)
+    out, masks = paste_instances(dim, [first], donors, np.random.default_rng(1), n=3, touching=0.0, crossing=1.0)
+    assert len(masks) >= 2
+    for k in range(1, len(masks)):
+        new, before = masks[k].astype(bool), np.any(masks[:k], axis=0)
+        assert 0.05 * new.sum() <= (new & before).sum() <= 0.4 * new.sum()
+    shared = masks[1].astype(bool) & first.astype(bool)
+    assert out[shared].mean() > dim[shared].mean() + 0.2
 
 
 def test_copy_paste_in_the_training_set_adds_instances():
