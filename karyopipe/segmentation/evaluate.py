@@ -145,21 +145,32 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _split_cells(args, dataset) -> tuple[set | None, str]:
+def cells_of_split(dataset, split: str, weights=None) -> tuple[set | None, str]:
+    """The cells of ``split`` ("train", "val" or "all") for segmentation weights.
+
+    Weights record the cells they trained on and were selected on; without
+    them, the deterministic :func:`~karyopipe.segmentation.dataset.split_cells`.
+
+    Returns
+    -------
+    cells : set of str, or None for "all"
+    note : str
+        Where the split came from, for reports.
+    """
     from karyopipe.segmentation.dataset import split_cells
     from karyopipe.weights import SEGMENTATION_WEIGHTS, load_weights, weights_path
 
-    if args.split == "all":
+    if split == "all":
         return None, "all images"
     config = {}
-    weights = weights_path(args.weights, SEGMENTATION_WEIGHTS)
-    if weights.is_file():
-        _, config, _ = load_weights(weights)
-    key = f"{args.split}_cells"
+    path = weights_path(weights, SEGMENTATION_WEIGHTS)
+    if path.is_file():
+        _, config, _ = load_weights(path)
+    key = f"{split}_cells"
     if config.get(key):
-        return set(config[key]), f"{args.split} cells recorded in {weights}"
+        return set(config[key]), f"{split} cells recorded in {path}"
     train, val = split_cells(dataset.cells)
-    return set(val if args.split == "val" else train), f"{args.split} cells of split_cells(seed 0, 0.2)"
+    return set(val if split == "val" else train), f"{split} cells of split_cells(seed 0, 0.2)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     dataset = load_spreads(args.data, args.format)
-    cells, split_note = _split_cells(args, dataset)
+    cells, split_note = cells_of_split(dataset, args.split, args.weights)
     samples = [s for s in dataset.samples if cells is None or s.cell_id in cells]
     if args.limit:
         samples = samples[: args.limit]

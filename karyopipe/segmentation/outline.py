@@ -240,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from karyopipe.segmentation.dataset import load_gray, load_spreads
-    from karyopipe.segmentation.evaluate import _split_cells
+    from karyopipe.segmentation.evaluate import cells_of_split
     from karyopipe.segmentation.infer import Segmenter
     from karyopipe.weights import SEGMENTATION_WEIGHTS, update_weights, weights_path
 
@@ -249,8 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: segmentation weights not found (the outline model belongs to them)")
     dataset = load_spreads(args.data)
-    args.split = "train"
-    cells, note = _split_cells(args, dataset)
+    cells, note = cells_of_split(dataset, "train", path)
     samples = [s for s in dataset.samples if s.cell_id in cells and s.instances]
     if not samples:
         raise ValueError(f"{args.data}: no annotated spreads of the cells {path} trained on")
