@@ -71,7 +71,7 @@ class SpreadTrainSet:
 
     With ``copy_paste`` > 0, that share of crops gets 1 to ``max_paste``
     chromosomes cut from the training spreads pasted in, most of them
-    touching another (:func:`~karyopipe.segmentation.transforms.paste_instances`).
+    against or across another (:func:`~karyopipe.segmentation.transforms.paste_instances`).
 
     Each item is ``(image (1, S, S) float32, target)`` with target ``boxes (N, 4)``,
     ``labels (N,)`` int64 (1 = chromosome) and ``masks (N, S, S)`` uint8.

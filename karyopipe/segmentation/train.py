@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", default=None,
                    help="start from these segmentation weights (their model and working scale; fine-tuning)")
     p.add_argument("--copy-paste", type=float, default=0.0,
-                   help="share of crops that get chromosomes of other spreads pasted in, mostly touching (0 = off)")
+                   help="share of crops that get chromosomes of other spreads pasted in, mostly against or across another (0 = off)")
     p.add_argument("--limit-train", type=int, default=0, help="use only this many training images (tests, debugging)")
     return p
 
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
                             f"crops {args.crop}px at working width {reference_width:.2f}px (x{args.scale_min}-{args.scale_max}), AdamW lr {args.lr}, "
                             f"{elapsed / 60:.0f} min on {args.device} ({args.threads} thread(s))"
                             + (f", initialised from {args.init}" if args.init else "")
-                            + (f", copy-paste of touching chromosomes into {args.copy_paste:.0%} of crops" if args.copy_paste else ""),
+                            + (f", copy-paste of touching and crossing chromosomes into {args.copy_paste:.0%} of crops" if args.copy_paste else ""),
                 "metrics": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.get("val", {}).items()},
                 "limitations": "trained on CPU in a short budget; a GPU run is pending. Q-banded BioImLab only: "
                                "brightfield G-band spreads rely on polarity normalisation and rescaling.",

@@ -6,8 +6,9 @@ rasterised once, after augmentation, at the crop's resolution. Photometry
 covers what differs between microscopes and stains: gamma, contrast and
 brightness, occasional polarity inversion (in case polarity detection fails on
 an unusual image), blur and noise. Copy-paste (:func:`paste_instances`) adds
-chromosomes cut from other spreads, most of them touching one already there:
-touching pairs are where the detector most often returns one object for two.
+chromosomes cut from other spreads, most of them against or across one already
+there: touching and crossing pairs are where the detector most often returns
+one object for two.
 """
 from __future__ import annotations
 
