@@ -125,19 +125,18 @@ def main(argv: list[str] | None = None) -> int:
     from karyopipe.data import read_dataset
     from karyopipe.pipeline import KaryoPipeline
     from karyopipe.pipeline.evaluate import select_cells
-    from karyopipe.weights import SEGMENTATION_WEIGHTS, load_weights, update_weights, weights_path
+    from karyopipe.weights import SEGMENTATION_WEIGHTS, update_weights, weights_path
 
     args = build_parser().parse_args(argv)
     seg_path = weights_path(args.seg_weights, SEGMENTATION_WEIGHTS)
     if not seg_path.is_file():
         raise FileNotFoundError(f"{seg_path}: segmentation weights not found (the junk calibration belongs to them)")
-    _, seg_config, _ = load_weights(seg_path)
     samples, note = select_cells(read_dataset(args.data), "train", seg_weights=seg_path)
     if not samples:
         raise ValueError(f"{args.data}: no frames of the cells {seg_path} trained on")
     pipe = KaryoPipeline.from_pretrained(seg_weights=seg_path, cls_weights=args.cls_weights, device=args.device)
     score_thresh = args.score_thresh if args.score_thresh is not None else \
-        float(seg_config.get("inference", {}).get("score_thresh", pipe.segmenter.settings.score_thresh))
+        float(pipe.segmenter.config.get("inference", {}).get("score_thresh", pipe.segmenter.settings.score_thresh))
     pipe.segmenter.configure(score_thresh=score_thresh)
     rows = frame_objects(pipe, samples, progress=not args.no_progress)
     scores = np.concatenate([r["scores"] for r in rows])

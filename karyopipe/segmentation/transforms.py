@@ -153,6 +153,7 @@ def paste_instances(image: np.ndarray, masks: list, donors: list, rng: np.random
     union = np.zeros(image.shape, bool)
     for m in masks:
         union |= m.astype(bool)
+    areas = [int(m.sum()) for m in masks]
     for _ in range(n):
         patch, mask = donors[rng.integers(len(donors))]
         angle, flip = rng.uniform(0, 360), rng.random() < 0.5
@@ -188,7 +189,7 @@ def paste_instances(image: np.ndarray, masks: list, donors: list, rng: np.random
             shared = int((sub & union[ys, xs]).sum())
             if how == "cross":
                 if not 0.05 * visible <= shared <= 0.4 * visible or \
-                        any((sub & (o[ys, xs] > 0)).sum() > 0.5 * o.sum() for o in masks):
+                        any((sub & (o[ys, xs] > 0)).sum() > 0.5 * a for o, a in zip(masks, areas)):
                     continue
             elif shared > 0.03 * visible or (how == "touch" and not (sub & near[ys, xs]).any()):
                 continue
@@ -199,6 +200,7 @@ def paste_instances(image: np.ndarray, masks: list, donors: list, rng: np.random
             full = np.zeros(image.shape, np.uint8)
             full[ys, xs] = sub
             masks.append(full)
+            areas.append(visible)
             union |= full.astype(bool)
             break
     return image, masks
