@@ -112,6 +112,29 @@ def test_tiny_training_loss_falls(tmp_path):
     assert np.mean([l["loss_mask"] for l in losses[-4:]]) < np.mean([l["loss_mask"] for l in losses[:4]])
 
 
+def _crops_through_workers(sample, seed):
+    import torch
+
+    from karyopipe.segmentation.dataset import seed_worker
+
+    train = SpreadTrainSet([sample], crop_size=64, length=4, seed=0)
+    loader = torch.utils.data.DataLoader(train, batch_size=1, num_workers=2, collate_fn=collate,
+                                         worker_init_fn=seed_worker, generator=torch.Generator().manual_seed(seed))
+    return [images[0].numpy() for images, _ in loader]
+
+
+def test_loader_workers_draw_their_own_crops_reproducibly():
+    from karyopipe.data.model import Instance, Sample
+
+    image, polys = tube_image(5, size=160, n=5)
+    sample = Sample(path=Path("x.json"), cell_id="1", instances=[Instance(polygon=p) for p in polys],
+                    loader=lambda: (image * 255).astype(np.uint8))
+    crops = _crops_through_workers(sample, seed=3)
+    # Workers 0 and 1 take items in turn; without their own streams they would repeat each other.
+    assert not np.array_equal(crops[0], crops[1]) and not np.array_equal(crops[2], crops[3])
+    assert all(np.array_equal(a, b) for a, b in zip(crops, _crops_through_workers(sample, seed=3)))
+
+
 def test_augmented_masks_follow_the_image():
     image, polys = tube_image(3, size=160, n=5)
     from karyopipe.data.model import Instance, Sample
@@ -524,7 +547,7 @@ def test_train_seg_cli_checkpoints_resumes_and_picks_its_count_threshold(tmp_pat
     tuned = tmp_path / "tuned"
     assert seg_train.main([str(data), "--out", str(tuned), "--init", str(run / "best.pth"), "--copy-paste", "0.5",
                            "--crop", "96", "--batch", "1", "--epochs", "1", "--steps-per-epoch", "2", "--warmup", "1",
-                           "--threads", "1", "--val-fraction", "0.5", "--backbone", "resnet50"]) == 0
+                           "--threads", "1", "--val-fraction", "0.5", "--backbone", "resnet50", "--workers", "2"]) == 0
     _, tuned_config, tuned_card = load_weights(tuned / "best.pth")
     assert tuned_config["model"] == config["model"]
     assert tuned_config["inference"]["reference_width"] == config["inference"]["reference_width"]

@@ -127,6 +127,20 @@ class SpreadTrainSet:
         return to_target(image, masks)
 
 
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: give each worker's copy of a :class:`SpreadTrainSet` its own stream.
+
+    Forked workers would otherwise share the parent's generator state and
+    produce the same crops. torch derives each worker's seed from the loader's
+    generator, so a run stays reproducible.
+    """
+    import torch
+
+    info = torch.utils.data.get_worker_info()
+    if info is not None and hasattr(info.dataset, "rng"):
+        info.dataset.rng = np.random.default_rng(info.seed)
+
+
 def collate(batch):
     """Detection collate: lists of images and targets."""
     return tuple(zip(*batch))

@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-budget", type=float, default=0.0, help="stop after this many minutes (0 = no limit)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--workers", type=int, default=0,
+                   help="DataLoader worker processes preparing crops (0 = in the training process; a GPU wants several)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--init", default=None,
                    help="start from these segmentation weights (their model and working scale; fine-tuning)")
@@ -129,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from tqdm import tqdm
 
-    from karyopipe.segmentation.dataset import (SpreadTrainSet, collate, dataset_statistics, has_masks, load_gray,
+    from karyopipe.segmentation.dataset import (SpreadTrainSet, collate, dataset_statistics, has_masks, load_gray, seed_worker,
                                                 load_spreads, split_cells)
     from karyopipe.segmentation.infer import DEFAULT_REFERENCE_WIDTH, estimate_chromosome_width, settings_dict, InferenceSettings
     from karyopipe.segmentation.model import build_maskrcnn, count_parameters, model_config
@@ -210,7 +212,9 @@ def main(argv: list[str] | None = None) -> int:
                                length=args.steps_per_epoch * args.batch, seed=args.seed + start_epoch,
                                reference_width=reference_width, copy_paste=args.copy_paste)
     loader = torch.utils.data.DataLoader(train_set, batch_size=args.batch, shuffle=True, collate_fn=collate,
-                                         num_workers=0, generator=torch.Generator().manual_seed(args.seed + start_epoch))
+                                         num_workers=args.workers, worker_init_fn=seed_worker,
+                                         persistent_workers=args.workers > 0,
+                                         generator=torch.Generator().manual_seed(args.seed + start_epoch))
     t0 = time.time()
     inference = settings_dict(InferenceSettings(reference_width=reference_width))
     for epoch in range(start_epoch, args.epochs):
