@@ -521,6 +521,20 @@ def test_refine_mask_never_leaves_the_support_and_falls_back_on_disagreement():
     assert np.array_equal(refine_mask(prob, flat), prob >= 0.5)
 
 
+def test_learning_rate_anneals_by_steps_or_by_time_whichever_ends_first():
+    from karyopipe.segmentation.train import _lr_factor
+
+    assert _lr_factor(0, 10, 100) == pytest.approx(0.1)
+    assert _lr_factor(10, 10, 100) == pytest.approx(1.0)
+    assert _lr_factor(100, 10, 100) == pytest.approx(0.05)
+    # Early in the steps but at the end of the time budget: already at the floor.
+    assert _lr_factor(20, 10, 100, time_progress=1.0) == pytest.approx(0.05)
+    assert _lr_factor(20, 10, 100, time_progress=0.5) < _lr_factor(20, 10, 100)
+    # Time never undoes the warm-up, and steps still count when time is short.
+    assert _lr_factor(5, 10, 100, time_progress=1.0) == pytest.approx(0.6)
+    assert _lr_factor(90, 10, 100, time_progress=0.1) == pytest.approx(_lr_factor(90, 10, 100))
+
+
 def test_train_seg_cli_checkpoints_resumes_and_picks_its_count_threshold(tmp_path):
     from karyopipe.segmentation import train as seg_train
     from karyopipe.weights import load_weights
@@ -552,6 +566,14 @@ def test_train_seg_cli_checkpoints_resumes_and_picks_its_count_threshold(tmp_pat
     assert tuned_config["model"] == config["model"]
     assert tuned_config["inference"]["reference_width"] == config["inference"]["reference_width"]
     assert "initialised from" in tuned_card["training"] and "copy-paste" in tuned_card["training"]
+    # A run cut by its time budget with --anneal-by-time ends at the schedule's floor.
+    timed = tmp_path / "timed"
+    assert seg_train.main([str(data), "--out", str(timed), "--backbone", "resnet18", "--fpn-channels", "32",
+                           "--crop", "96", "--batch", "1", "--epochs", "5", "--steps-per-epoch", "3", "--warmup", "1",
+                           "--lr", "1e-3", "--time-budget", "0.0001", "--anneal-by-time", "--threads", "1",
+                           "--val-fraction", "0.5"]) == 0
+    history = json.loads((timed / "metrics.json").read_text())
+    assert len(history) == 1 and history[0]["lr"] == pytest.approx(0.05e-3)
 
 
 def test_pipeline_keeps_weaker_detections_when_the_weights_carry_a_junk_calibration(tmp_path):

@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-budget", type=float, default=0.0, help="stop after this many minutes (0 = no limit)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--anneal-by-time", action="store_true",
+                   help="the cosine schedule also follows --time-budget, ending at its low learning rate when time runs out")
     p.add_argument("--workers", type=int, default=0,
                    help="DataLoader worker processes preparing crops (0 = in the training process; a GPU wants several)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
@@ -65,10 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _lr_factor(step: int, warmup: int, total: int) -> float:
+def _lr_factor(step: int, warmup: int, total: int, time_progress: float = 0.0) -> float:
+    """Linear warm-up, then cosine to 5 % over the steps, or over the time budget if that ends first."""
     if step < warmup:
         return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    progress = min(1.0, max((step - warmup) / max(1, total - warmup), time_progress))
     return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
@@ -138,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     from karyopipe.weights import save_weights
 
     torch.set_num_threads(max(1, args.threads))
+    if str(args.device).startswith("cuda"):
+        # TF32 matmuls and convolutions: several times faster on Ampere/Hopper, ample precision for training.
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -193,7 +200,17 @@ def main(argv: list[str] | None = None) -> int:
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
     total_steps = args.epochs * args.steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, args.warmup, total_steps))
+    # With --anneal-by-time the cosine follows the time budget as well, so a run cut by its budget
+    # (a GPU lease, a session) still ends at a low learning rate instead of mid-schedule.
+    clock = {"start": None, "before": 0.0}
+
+    def time_progress() -> float:
+        if not (args.anneal_by_time and args.time_budget) or clock["start"] is None:
+            return 0.0
+        return (clock["before"] + time.time() - clock["start"]) / (60.0 * args.time_budget)
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: _lr_factor(s, args.warmup, total_steps, time_progress()))
     # -inf, not -1: without val spreads the score is -loss, which starts below -1.
     start_epoch, best_ap, history, bad_epochs, elapsed_before = 0, -math.inf, [], 0, 0.0
     last = out / "last.pt"
@@ -216,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
                                          persistent_workers=args.workers > 0,
                                          generator=torch.Generator().manual_seed(args.seed + start_epoch))
     t0 = time.time()
+    clock.update(start=t0, before=elapsed_before)
     inference = settings_dict(InferenceSettings(reference_width=reference_width))
     for epoch in range(start_epoch, args.epochs):
         model.train()
@@ -265,8 +283,9 @@ def main(argv: list[str] | None = None) -> int:
                             + (f", initialised from {args.init}" if args.init else "")
                             + (f", copy-paste of touching and crossing chromosomes into {args.copy_paste:.0%} of crops" if args.copy_paste else ""),
                 "metrics": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.get("val", {}).items()},
-                "limitations": "trained on CPU in a short budget; a GPU run is pending. Q-banded BioImLab only: "
-                               "brightfield G-band spreads rely on polarity normalisation and rescaling.",
+                "limitations": ("trained on CPU in a short budget; a GPU run is pending. " if str(args.device) == "cpu" else "")
+                               + "Q-banded BioImLab only: brightfield G-band spreads rely on polarity normalisation "
+                                 "and rescaling.",
             }
             config = {"model": model_config(model_kwargs), "inference": inference, "val_cells": val_cells,
                       "train_cells": train_cells, "data": str(args.data), "epoch": epoch}
