@@ -145,11 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def cells_of_split(dataset, split: str, weights=None) -> tuple[set | None, str]:
+def cells_of_split(dataset, split: str, weights=None, config: dict | None = None) -> tuple[set | None, str]:
     """The cells of ``split`` ("train", "val" or "all") for segmentation weights.
 
     Weights record the cells they trained on and were selected on; without
     them, the deterministic :func:`~karyopipe.segmentation.dataset.split_cells`.
+    Pass ``config`` (a loaded Segmenter's ``config``) to spare reading the
+    weights file again; ``weights`` then only names it in the note.
 
     Returns
     -------
@@ -162,10 +164,9 @@ def cells_of_split(dataset, split: str, weights=None) -> tuple[set | None, str]:
 
     if split == "all":
         return None, "all images"
-    config = {}
     path = weights_path(weights, SEGMENTATION_WEIGHTS)
-    if path.is_file():
-        _, config, _ = load_weights(path)
+    if config is None:
+        config = load_weights(path)[1] if path.is_file() else {}
     key = f"{split}_cells"
     if config.get(key):
         return set(config[key]), f"{split} cells recorded in {path}"
@@ -181,17 +182,10 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     dataset = load_spreads(args.data, args.format)
-    cells, split_note = cells_of_split(dataset, args.split, args.weights)
-    samples = [s for s in dataset.samples if cells is None or s.cell_id in cells]
-    if args.limit:
-        samples = samples[: args.limit]
-    if not samples:
-        raise ValueError(f"{args.data}: no images in the {args.split} split")
-    with_masks = all(has_masks(s) for s in samples)
     if args.baseline:
         from karyopipe.segmentation.baseline import segment_watershed
 
-        method, count_thresh = "watershed baseline", 0.0
+        method, count_thresh, config = "watershed baseline", 0.0, None
 
         def predict(gray):
             return segment_watershed(gray)
@@ -211,7 +205,14 @@ def main(argv: list[str] | None = None) -> int:
         # AP is scored over all detections; counts use the score threshold the weights ship with.
         count_thresh = float(segmenter.config.get("inference", {}).get("score_thresh", 0.5))
         method = f"Mask R-CNN {args.weights or 'shipped weights'}"
-        predict = segmenter
+        predict, config = segmenter, segmenter.config
+    cells, split_note = cells_of_split(dataset, args.split, args.weights, config)
+    samples = [s for s in dataset.samples if cells is None or s.cell_id in cells]
+    if args.limit:
+        samples = samples[: args.limit]
+    if not samples:
+        raise ValueError(f"{args.data}: no images in the {args.split} split")
+    with_masks = all(has_masks(s) for s in samples)
     if args.count_thresh is not None:
         count_thresh = args.count_thresh
     gts, preds, shapes, problems = [], [], [], [f"{p.path}: {p.reason}" for p in dataset.problems]

@@ -248,13 +248,13 @@ def main(argv: list[str] | None = None) -> int:
     path = weights_path(args.weights, SEGMENTATION_WEIGHTS)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: segmentation weights not found (the outline model belongs to them)")
+    # The outline model is fitted on the rule's outlines, never on its own.
+    segmenter = Segmenter.from_pretrained(path, device=args.device, learned_outline=False)
     dataset = load_spreads(args.data)
-    cells, note = cells_of_split(dataset, "train", path)
+    cells, note = cells_of_split(dataset, "train", path, segmenter.config)
     samples = [s for s in dataset.samples if s.cell_id in cells and s.instances]
     if not samples:
         raise ValueError(f"{args.data}: no annotated spreads of the cells {path} trained on")
-    # The outline model is fitted on the rule's outlines, never on its own.
-    segmenter = Segmenter.from_pretrained(path, device=args.device, learned_outline=False)
     from tqdm import tqdm
 
     xs, ys = [], []
