@@ -10,6 +10,7 @@
 #   nohup ./run_training.sh > train.log 2>&1 &
 # Override any setting from the environment, e.g.
 #   DEVICE=cuda EPOCHS_SEG=40 EPOCHS_CLS=60 nohup ./run_training.sh > train.log 2>&1 &
+#   DEVICE=cuda TIME_SEG=60 EPOCHS_SEG=1000 ./run_training.sh   # segmentation bounded by an hour, annealed over it
 #   STAGES="cls eval" ./run_training.sh          # only some stages
 # Weights go to $WEIGHTS ($RUNS/weights by default, so a trial run never overwrites
 # the shipped ones; WEIGHTS=weights updates weights/). Everything else goes under
@@ -29,6 +30,10 @@ EPOCHS_CLS=${EPOCHS_CLS:-40}
 # The pipeline keeps detections from this score once the junk calibration is stored (calibrate-junk).
 JUNK_SCORE_THRESH=${JUNK_SCORE_THRESH:-0.3}
 BATCH_SEG=${BATCH_SEG:-4}
+# Crop-preparing processes for segmentation training (0 = in the training process; a GPU wants several).
+WORKERS_SEG=${WORKERS_SEG:-$([[ $DEVICE == cuda* ]] && echo 8 || echo 0)}
+# Minutes of segmentation training (0 = no limit); the learning rate then anneals over this budget.
+TIME_SEG=${TIME_SEG:-0}
 BATCH_CLS=${BATCH_CLS:-128}
 WIDTH_CLS=${WIDTH_CLS:-32}
 SEED=${SEED:-0}
@@ -59,9 +64,11 @@ if has seg; then
     log "2/4 segmentation -> $SEG_WEIGHTS"
     synth_args=()
     [[ -f "$RUNS/synth/annotations.json" ]] && synth_args=(--synthetic "$RUNS/synth/annotations.json")
+    seg_time=()
+    [[ "$TIME_SEG" != 0 ]] && seg_time=(--time-budget "$TIME_SEG" --anneal-by-time)
     "$PYTHON" train_segmentation.py "$BIOIMLAB_META" "${synth_args[@]}" --out "$RUNS/seg" \
         --weights-out "$SEG_WEIGHTS" --epochs "$EPOCHS_SEG" --batch "$BATCH_SEG" --seed "$SEED" \
-        --device "$DEVICE" --threads "$THREADS"
+        --device "$DEVICE" --threads "$THREADS" --workers "$WORKERS_SEG" "${seg_time[@]}"
     # Where each outline's edge lies, learned from the annotated polygons of the training spreads.
     "$PYTHON" -m karyopipe fit-outline "$BIOIMLAB_META" --weights "$SEG_WEIGHTS" --device "$DEVICE" --write --no-progress
 fi
