@@ -47,6 +47,28 @@ def weights_path(given, name: str) -> Path:
     return Path(given) if given else default_weights(name)
 
 
+def atomic_save(obj, path) -> Path:
+    """``torch.save`` into a temporary file beside ``path``, then rename it over ``path``.
+
+    A run stopped while saving (a time limit, Ctrl-C, a lost machine) leaves
+    the previous checkpoint whole instead of a truncated file that cannot be
+    resumed from.
+    """
+    import os
+
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        torch.save(obj, partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return path
+
+
 def save_weights(path, state_dict: dict, config: dict, card: dict | None = None) -> Path:
     """Store a state dict as fp16 with its config, and write the model card beside it.
 
@@ -77,7 +99,7 @@ def save_weights(path, state_dict: dict, config: dict, card: dict | None = None)
     card = dict(card or {})
     card.setdefault("date", _dt.date.today().isoformat())
     meta = json.loads(json.dumps(card, default=str))
-    torch.save({"state_dict": half, "config": json.loads(json.dumps(config)), "meta": meta}, path)
+    atomic_save({"state_dict": half, "config": json.loads(json.dumps(config)), "meta": meta}, path)
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
         raise ValueError(f"{path}: {size / 1e6:.1f} MB exceeds the {MAX_FILE_BYTES / 1e6:.0f} MB limit")

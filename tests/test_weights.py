@@ -1,6 +1,9 @@
 """Weights files (karyopipe.weights): fp16 on disk, fp32 in memory, a model card beside each."""
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import torch
 
 from karyopipe.weights import load_weights, save_weights, update_weights
@@ -26,3 +29,21 @@ def test_update_weights_adds_entries_and_keeps_the_tensors(tmp_path):
     assert config == {"model": {"a": 1}, "calibration": {"slope": -1.2}}
     assert card["data"] == "x" and card["calibration"] == "fitted on training frames"
     assert "fitted on training frames" in path.with_suffix(".md").read_text()
+
+
+def test_an_interrupted_save_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch):
+    from karyopipe.weights import atomic_save
+
+    path = tmp_path / "last.pt"
+    atomic_save({"epoch": 1}, path)
+
+    def dies_half_way(obj, target):
+        Path(target).write_bytes(b"trunc")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_save({"epoch": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True) == {"epoch": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]

@@ -133,6 +133,7 @@ def train(args, splits: dict | None = None) -> dict:
     )
     from karyopipe.classification.evaluate import plot_confusion, score_predictions
     from karyopipe.classification.model import build_hybrid_resnet
+    from karyopipe.weights import atomic_save
 
     torch.set_num_threads(max(1, args.threads))
     torch.manual_seed(args.seed)
@@ -255,10 +256,10 @@ def train(args, splits: dict | None = None) -> dict:
         score = val["accuracy"] + 1e-3 * val["accuracy_assigned"]
         if score > best:
             best, stale = score, 0
-            torch.save({"model": model.state_dict(), "config": config, "epoch": epoch}, out / "best.pt")
+            atomic_save({"model": model.state_dict(), "config": config, "epoch": epoch}, out / "best.pt")
         else:
             stale += 1
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "epoch": epoch, "best": best, "stale": stale, "history": history, "config": config,
                     "train_time": train_time}, out / "last.pt")
         plot_curves(history, out / "curves.png")

@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                                                 load_spreads, split_cells)
     from karyopipe.segmentation.infer import DEFAULT_REFERENCE_WIDTH, estimate_chromosome_width, settings_dict, InferenceSettings
     from karyopipe.segmentation.model import build_maskrcnn, count_parameters, model_config
-    from karyopipe.weights import save_weights
+    from karyopipe.weights import atomic_save, save_weights
 
     torch.set_num_threads(max(1, args.threads))
     if str(args.device).startswith("cuda"):
@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             save_weights(weights_out, model.state_dict(), config, card)
         else:
             bad_epochs += 1
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "epoch": epoch, "best_ap": best_ap, "history": history, "bad_epochs": bad_epochs,
                     "elapsed": elapsed, "args": vars(args)}, last)
         (out / "metrics.json").write_text(json.dumps(history, indent=1))
