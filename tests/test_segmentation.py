@@ -574,6 +574,7 @@ def test_train_seg_cli_checkpoints_resumes_and_picks_its_count_threshold(tmp_pat
                            "--val-fraction", "0.5"]) == 0
     history = json.loads((timed / "metrics.json").read_text())
     assert len(history) == 1 and history[0]["lr"] == pytest.approx(0.05e-3)
+    assert "annealed over a 0.0001-min budget" in load_weights(timed / "best.pth")[2]["training"]
 
 
 def test_pipeline_keeps_weaker_detections_when_the_weights_carry_a_junk_calibration(tmp_path):

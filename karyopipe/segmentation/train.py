@@ -280,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
                 "training": f"epoch {epoch + 1}/{args.epochs} x {args.steps_per_epoch} steps, batch {args.batch}, "
                             f"crops {args.crop}px at working width {reference_width:.2f}px (x{args.scale_min}-{args.scale_max}), AdamW lr {args.lr}, "
                             f"{elapsed / 60:.0f} min on {args.device} ({args.threads} thread(s))"
+                            + (f", cosine annealed over a {args.time_budget:g}-min budget" if args.anneal_by_time and args.time_budget else "")
                             + (f", initialised from {args.init}" if args.init else "")
                             + (f", copy-paste of touching and crossing chromosomes into {args.copy_paste:.0%} of crops" if args.copy_paste else ""),
                 "metrics": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.get("val", {}).items()},
