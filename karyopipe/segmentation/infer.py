@@ -331,8 +331,23 @@ class Detection:
     scale: float = 1.0
 
 
+def object_levels(region: np.ndarray) -> tuple[float, float] | None:
+    """Background level and Otsu threshold of a detection's crop, or None for a flat crop.
+
+    The background is the median below the Otsu threshold: the crop is a few
+    pixels larger than the box, so its darker class is the surroundings.
+    """
+    from skimage.filters import threshold_otsu
+
+    if float(region.max() - region.min()) < 1e-6:
+        return None
+    high = threshold_otsu(region)
+    return float(np.median(region[region <= high])), high
+
+
 def refine_mask(prob: np.ndarray, region: np.ndarray, support: float = 0.35,
-                mask_thresh: float = 0.5, grow: float = 0.8, min_kept: float = 0.5) -> np.ndarray:
+                mask_thresh: float = 0.5, grow: float = 0.8, min_kept: float = 0.5,
+                levels: tuple[float, float] | None = None) -> np.ndarray:
     """Outline one detection from the image, inside the network's mask support.
 
     The region's Otsu threshold seeds the chromosome; hysteresis grows it down
@@ -349,19 +364,23 @@ def refine_mask(prob: np.ndarray, region: np.ndarray, support: float = 0.35,
     region : ndarray, shape (h, w), float
         The same crop of the (lightly smoothed) canonical-polarity spread.
     support, mask_thresh, grow, min_kept : float
+    levels : (float, float), optional
+        ``object_levels(region)``, when the caller has it already.
 
     Returns
     -------
     ndarray, shape (h, w), bool
     """
     from scipy import ndimage as ndi
-    from skimage.filters import apply_hysteresis_threshold, threshold_otsu
+    from skimage.filters import apply_hysteresis_threshold
 
     base = prob >= mask_thresh
-    if region.shape != prob.shape or float(region.max() - region.min()) < 1e-6:
+    if region.shape != prob.shape:
         return base
-    high = threshold_otsu(region)
-    background = float(np.median(region[region <= high]))
+    levels = levels or object_levels(region)
+    if levels is None:
+        return base
+    background, high = levels
     foreground = apply_hysteresis_threshold(region, background + grow * (high - background), high)
     mask = ndi.binary_fill_holes((prob >= support) & foreground)
     if mask.sum() < min_kept * base.sum():

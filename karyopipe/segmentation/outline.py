@@ -52,18 +52,17 @@ def outline_features(prob: np.ndarray, region: np.ndarray, support: float = 0.35
         :func:`refine_mask`'s outline.
     """
     from scipy import ndimage as ndi
-    from skimage.filters import threshold_otsu
 
-    from karyopipe.segmentation.infer import refine_mask
+    from karyopipe.segmentation.infer import object_levels, refine_mask
 
     prob = np.asarray(prob, np.float32)
     region = np.asarray(region, np.float32)
-    rule = refine_mask(prob, region, support=support, mask_thresh=mask_thresh, grow=grow)
-    if float(region.max() - region.min()) < 1e-6:
+    levels = object_levels(region)
+    rule = refine_mask(prob, region, support=support, mask_thresh=mask_thresh, grow=grow, levels=levels)
+    if levels is None:
         level = np.zeros_like(region)
     else:
-        high = threshold_otsu(region)
-        background = float(np.median(region[region <= high]))
+        background, high = levels
         level = (region - background) / max(high - background, 1e-3)
     p = np.clip(prob, 1e-3, 1 - 1e-3)
     gradient = np.hypot(cv2.Sobel(level, cv2.CV_32F, 1, 0), cv2.Sobel(level, cv2.CV_32F, 0, 1)) / 8
