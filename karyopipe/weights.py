@@ -91,7 +91,6 @@ def save_weights(path, state_dict: dict, config: dict, card: dict | None = None)
     import torch
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     half = {
         key: (value.detach().to("cpu", torch.float16) if value.is_floating_point() else value.detach().cpu())
         for key, value in state_dict.items()
