@@ -124,7 +124,8 @@ def _cache_key(records: list[CropRecord], size, mode) -> str:
     return h.hexdigest()[:16]
 
 
-def build_arrays(root, size=(64, 32), mode="pca", cache_dir=CACHE_DIR, progress=True) -> CellArrays:
+def build_arrays(root, size=(64, 32), mode="pca", cache_dir=CACHE_DIR, progress=True,
+                 cells=None, transform=None) -> CellArrays:
     """Preprocess every crop under ``root`` cell by cell, with an npz cache.
 
     Parameters
@@ -137,6 +138,12 @@ def build_arrays(root, size=(64, 32), mode="pca", cache_dir=CACHE_DIR, progress=
     mode : {"pca", "geometry"}
     cache_dir : path or None
         ``None`` disables the cache.
+    cells : collection of str, optional
+        Only these cells (``"<source>/<cell>"``, as in :attr:`CellArrays.cells`).
+    transform : callable, optional
+        ``transform(gray, cell_id, index) -> gray`` applied to each canonical
+        crop before preprocessing (:func:`karyopipe.classification.shift.cell_shifter`).
+        ``cells`` and ``transform`` bypass the cache.
     """
     from karyopipe.classification.preprocess import prepare_cell
     from karyopipe.io import load_canonical
@@ -145,12 +152,19 @@ def build_arrays(root, size=(64, 32), mode="pca", cache_dir=CACHE_DIR, progress=
         raise FileNotFoundError(f"{root}: data folder not found")
     dataset = read_dataset(root)
     if dataset.kind == "spreads":
+        if cells is not None or transform is not None:
+            raise ValueError(f"{root}: cell subsets and transforms apply to crop folders, not annotated spreads")
         return build_spread_arrays(root, size, mode, cache_dir, progress, dataset=dataset)
     records, problems = find_crops(root, dataset)
     if not records:
         raise ValueError(f"{root}: no labelled chromosome crops found")
+    if cells is not None:
+        wanted = set(cells)
+        records = [r for r in records if f"{r.source}/{r.cell_id}" in wanted]
+        if not records:
+            raise ValueError(f"{root}: none of the {len(wanted)} requested cells has crops here")
     cache = None
-    if cache_dir is not None:
+    if cache_dir is not None and cells is None and transform is None:
         cache = Path(cache_dir) / f"{Path(root).name}-{_cache_key(records, size, mode)}.npz"
         if cache.is_file():
             blob = np.load(cache, allow_pickle=False)
@@ -173,6 +187,8 @@ def build_arrays(root, size=(64, 32), mode="pca", cache_dir=CACHE_DIR, progress=
             except ImageReadError as exc:
                 problems.append(str(exc))
                 continue
+            if transform is not None:
+                gray = transform(gray, f"{r.source}/{r.cell_id}", len(crops))
             crops.append((gray, None))
             kept.append(r)
         if not crops:

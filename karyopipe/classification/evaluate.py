@@ -8,6 +8,7 @@ Usage::
 
     karyopipe eval-cls /path/to/bioimlab/crops --json out/eval.json
     karyopipe eval-cls /path/to/bioimlab/crops --split test     # held-out cells of the training split
+    karyopipe eval-cls /path/to/gband612 --split val --shift all  # and under imitated lab shifts
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from karyopipe.classes import CLASS_NAMES, NUM_CLASSES
+from karyopipe.classification.shift import LAB_SHIFTS, parse_shifts
 
 
 def assign_log_probs(log_probs: np.ndarray) -> tuple[np.ndarray, str]:
@@ -88,8 +90,12 @@ def plot_confusion(confusion, path, title="") -> None:
     plt.close(fig)
 
 
-def load_eval_arrays(root, classifier, split=None, seed=0):
-    """Crops (auto-detected layouts) or annotated spreads -> CellArrays, optionally one split."""
+def load_eval_arrays(root, classifier, split=None, seed=0, shift=None, shift_seed=0):
+    """Crops (auto-detected layouts) or annotated spreads -> CellArrays, optionally one split.
+
+    ``shift`` names a lab shift (:data:`karyopipe.classification.shift.LAB_SHIFTS`)
+    applied to every crop of the chosen cells before preprocessing.
+    """
     from karyopipe.classification.dataset import build_arrays, split_arrays
 
     arrays = build_arrays(root, size=classifier.size, mode=classifier.preprocess, progress=False)
@@ -97,10 +103,19 @@ def load_eval_arrays(root, classifier, split=None, seed=0):
         cfg = classifier.config
         arrays = split_arrays(arrays, seed=seed, val_fraction=float(cfg.get("val_fraction", 0.15)),
                               test_fraction=float(cfg.get("test_fraction", 0.15)))[split]
+    if shift:
+        from karyopipe.classification.shift import cell_shifter
+
+        shifted = build_arrays(root, size=classifier.size, mode=classifier.preprocess, progress=False,
+                               cache_dir=None, cells=set(arrays.cells.tolist()),
+                               transform=cell_shifter(shift, shift_seed))
+        if not (np.array_equal(shifted.labels, arrays.labels) and np.array_equal(shifted.cells, arrays.cells)):
+            raise ValueError(f"{root}: the {shift} shift changed which crops could be read")
+        arrays = shifted
     return arrays
 
 
-def predict_eval_arrays(root, classifier, split=None, seed=0):
+def predict_eval_arrays(root, classifier, split=None, seed=0, shift=None):
     """``(arrays, log_probs, seconds)`` of a classifier or ensemble on ``root``.
 
     An ensemble's members each preprocess the data their own way; their rows
@@ -109,7 +124,7 @@ def predict_eval_arrays(root, classifier, split=None, seed=0):
     from karyopipe.classification.classifier import ClassifierEnsemble
 
     members = classifier.members if isinstance(classifier, ClassifierEnsemble) else [classifier]
-    parts = [load_eval_arrays(root, member, split, seed) for member in members]
+    parts = [load_eval_arrays(root, member, split, seed, shift) for member in members]
     for other in parts[1:]:
         if not (np.array_equal(other.labels, parts[0].labels) and np.array_equal(other.cells, parts[0].cells)):
             raise ValueError(f"{root}: the ensemble's members preprocess different crops; score them one by one")
@@ -146,11 +161,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score only this part of the deterministic split by cell used in training")
     p.add_argument("--seed", type=int, default=None, help="split seed (default: the one in the weights)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--shift", default=None, metavar="NAMES",
+                   help="also score under lab shifts, 'all' or a comma list of: "
+                        + ", ".join(LAB_SHIFTS) + " (karyopipe.classification.shift)")
     return p
 
 
+def score_shifts(classifier, roots, split, seed, names) -> dict:
+    """Accuracy per lab shift and data folder: ``{shift: {root: {n, accuracy, accuracy_assigned}}}``."""
+    table = {}
+    for name in names:
+        table[name] = {}
+        for root in roots:
+            arrays, log_probs, _ = predict_eval_arrays(root, classifier, split, seed, shift=name)
+            res = score_predictions(log_probs, arrays.labels, arrays.groups)
+            table[name][str(root)] = {k: res[k] for k in ("n", "accuracy", "accuracy_assigned")}
+            print(f"shift {name:12s} {root}: accuracy={res['accuracy']:.4f} "
+                  f"accuracy_assigned={res['accuracy_assigned']:.4f}", flush=True)
+    return table
+
+
 def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        shifts = parse_shifts(args.shift)
+    except ValueError as exc:
+        parser.error(str(exc))
     import torch
 
     from karyopipe.classification.classifier import Classifier
@@ -187,6 +224,8 @@ def main(argv: list[str]) -> int:
         print(f"{len(problems)} problem(s):")
         for line in problems:
             print(f"  {line}")
+    if shifts:
+        report["shifts"] = score_shifts(classifier, args.data, args.split, seed, shifts)
     if args.json:
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,128 @@
+"""Lab shifts: what another lab's crops do differently, applied to labelled crops.
+
+The classifier is judged on G-band crops from a lab it never saw. No such
+labelled set is at hand, so this module imitates the ways one lab's crops
+differ from another's (camera resolution and magnification, focus, JPEG
+export, staining contrast and background, margins, orientation) on crops whose
+labels are known, and ``karyopipe eval-cls --shift`` scores the classifier on
+them. Each shift is a property of the lab, so it is the same for every crop of
+a cell; only the ``rotate`` shift draws a new angle per crop.
+
+All shifts act on canonical-polarity grey crops (float in [0, 1], chromosome
+bright on a dark background), after :func:`karyopipe.io.load_canonical`.
+
+Examples
+--------
+>>> import numpy as np
+>>> from karyopipe.classification.shift import apply_shift
+>>> crop = np.zeros((60, 20), np.float32); crop[5:55, 6:14] = 0.8
+>>> apply_shift(crop, "scale0.5", np.random.default_rng(0)).shape
+(30, 10)
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+#: Shift name -> what it imitates. ``eval-cls --shift all`` runs them in this order.
+LAB_SHIFTS = {
+    "scale0.5": "half the resolution (lower magnification or a coarser camera)",
+    "scale0.7": "0.7x the resolution",
+    "scale1.5": "1.5x the resolution (higher magnification), interpolated",
+    "blur1.5": "out of focus: Gaussian blur, sigma 1.5 px",
+    "jpeg30": "JPEG export at quality 30 (in the lab's brightfield polarity)",
+    "contrast0.6": "weaker staining: contrast x0.6 on a background lifted to 0.15",
+    "gamma0.6": "gamma 0.6 (pale bands brighter)",
+    "gamma1.6": "gamma 1.6 (pale bands darker)",
+    "noise0.04": "camera noise: Gaussian, sigma 0.04",
+    "margin16": "crops cut with a 16 px margin of background",
+    "rotate": "crops not upright: each turned by a random angle",
+}
+
+
+def _background(gray: np.ndarray) -> float:
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    return float(np.median(border))
+
+
+def apply_shift(gray: np.ndarray, name: str, rng: np.random.Generator) -> np.ndarray:
+    """One lab shift of one canonical-polarity crop.
+
+    Parameters
+    ----------
+    gray : ndarray, shape (h, w), float in [0, 1]
+    name : str
+        A key of :data:`LAB_SHIFTS`.
+    rng : numpy Generator
+        Used by the random shifts (``noise0.04``, ``rotate``).
+
+    Returns
+    -------
+    ndarray, shape (h', w'), float32 in [0, 1]
+    """
+    gray = np.ascontiguousarray(gray, dtype=np.float32)
+    h, w = gray.shape
+    if name.startswith("scale"):
+        factor = float(name[len("scale"):])
+        size = (max(1, round(w * factor)), max(1, round(h * factor)))
+        return cv2.resize(gray, size, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR)
+    if name.startswith("blur"):
+        return cv2.GaussianBlur(gray, (0, 0), float(name[len("blur"):]))
+    if name.startswith("jpeg"):
+        quality = int(name[len("jpeg"):])
+        # A brightfield lab exports dark chromosomes on white; compress in that polarity.
+        brightfield = np.clip((1.0 - gray) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        ok, data = cv2.imencode(".jpg", brightfield, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if not ok:
+            raise RuntimeError("OpenCV could not JPEG-encode a crop")
+        return 1.0 - cv2.imdecode(data, cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255.0
+    if name.startswith("contrast"):
+        return np.clip(0.15 + float(name[len("contrast"):]) * gray, 0.0, 1.0)
+    if name.startswith("gamma"):
+        return np.clip(gray, 0.0, 1.0) ** float(name[len("gamma"):])
+    if name.startswith("noise"):
+        sigma = float(name[len("noise"):])
+        return np.clip(gray + rng.normal(0.0, sigma, gray.shape).astype(np.float32), 0.0, 1.0)
+    if name.startswith("margin"):
+        pad = int(name[len("margin"):])
+        return np.pad(gray, pad, mode="constant", constant_values=_background(gray))
+    if name == "rotate":
+        angle = float(rng.uniform(0, 360))
+        centre = (w / 2.0, h / 2.0)
+        matrix = cv2.getRotationMatrix2D(centre, angle, 1.0)
+        cos, sin = abs(matrix[0, 0]), abs(matrix[0, 1])
+        new_w, new_h = int(np.ceil(h * sin + w * cos)), int(np.ceil(h * cos + w * sin))
+        matrix[0, 2] += new_w / 2.0 - centre[0]
+        matrix[1, 2] += new_h / 2.0 - centre[1]
+        return cv2.warpAffine(gray, matrix, (new_w, new_h), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=_background(gray))
+    raise ValueError(f"unknown lab shift {name!r}; known: {', '.join(LAB_SHIFTS)}")
+
+
+def parse_shifts(spec: str | None) -> list[str]:
+    """``"all"`` or a comma list of :data:`LAB_SHIFTS` names -> the names (checked)."""
+    if not spec:
+        return []
+    names = list(LAB_SHIFTS) if spec == "all" else [s.strip() for s in spec.split(",") if s.strip()]
+    unknown = [n for n in names if n not in LAB_SHIFTS]
+    if unknown:
+        raise ValueError(f"unknown lab shift(s) {', '.join(unknown)}; known: {', '.join(LAB_SHIFTS)}")
+    return names
+
+
+def cell_shifter(name: str, seed: int = 0):
+    """A ``transform(gray, cell_id, index) -> gray`` for :func:`karyopipe.classification.dataset.build_arrays`.
+
+    ``index`` is the crop's position within its cell. The random draws depend
+    on the cell, the index and ``seed`` only, so a shifted data set is the same
+    every time it is built.
+    """
+    import zlib
+
+    parse_shifts(name)
+
+    def transform(gray: np.ndarray, cell_id: str, index: int) -> np.ndarray:
+        rng = np.random.default_rng([seed, zlib.crc32(f"{name}|{cell_id}".encode()), index])
+        return apply_shift(gray, name, rng)
+
+    return transform

@@ -1,0 +1,111 @@
+"""Tests of karyopipe.classification.shift and ``eval-cls --shift``."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from karyopipe.classification.shift import LAB_SHIFTS, apply_shift, cell_shifter, parse_shifts
+
+
+def _crop() -> np.ndarray:
+    crop = np.zeros((70, 24), np.float32)
+    crop[6:64, 7:17] = 0.8
+    crop[30:34, 7:17] = 0.3  # a pale band
+    return crop
+
+
+@pytest.mark.parametrize("name", list(LAB_SHIFTS))
+def test_every_shift_returns_a_grey_crop_in_range(name):
+    out = apply_shift(_crop(), name, np.random.default_rng(0))
+    assert out.ndim == 2 and out.dtype == np.float32
+    assert 0.0 <= out.min() and out.max() <= 1.0
+    # the chromosome survives: something bright on a darker background
+    assert out.max() > out[0, 0] + 0.3
+
+
+def test_shifts_do_what_they_say():
+    crop, rng = _crop(), np.random.default_rng(0)
+    assert apply_shift(crop, "scale0.5", rng).shape == (35, 12)
+    assert apply_shift(crop, "scale1.5", rng).shape == (105, 36)
+    assert apply_shift(crop, "margin16", rng).shape == (102, 56)
+    assert np.abs(apply_shift(crop, "jpeg30", rng) - crop).mean() < 0.05
+    lifted = apply_shift(crop, "contrast0.6", rng)
+    assert lifted[0, 0] == pytest.approx(0.15) and lifted[10, 10] == pytest.approx(0.15 + 0.6 * 0.8)
+    # a rotated crop keeps the chromosome's area
+    turned = apply_shift(crop, "rotate", rng)
+    assert abs((turned > 0.4).sum() - (crop > 0.4).sum()) < 0.1 * (crop > 0.4).sum()
+
+
+def test_unknown_shift_names_the_known_ones():
+    with pytest.raises(ValueError, match="scale0.5"):
+        parse_shifts("scale0.5,sharpen")
+    assert parse_shifts("all") == list(LAB_SHIFTS)
+    assert parse_shifts(None) == []
+
+
+def test_cell_shifter_is_reproducible_and_varies_per_crop():
+    shift = cell_shifter("rotate", seed=0)
+    crop = _crop()
+    a, b = shift(crop, "src/cell1", 0), shift(crop, "src/cell1", 0)
+    np.testing.assert_array_equal(a, b)
+    assert shift(crop, "src/cell1", 1).shape != a.shape or not np.array_equal(shift(crop, "src/cell1", 1), a)
+
+
+def _toy_folder(root, cells=5):
+    """``cells`` cells of classes 1..6: longer with the class, banded by it."""
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    for c in range(cells):
+        for k in range(1, 7):
+            length = 16 + 4 * k
+            crop = np.zeros((length + 8, 15), np.float32)
+            crop[4:-4, 4:-4] = (0.5 + 0.4 * (np.sin(np.arange(length) * 0.3 * k) > 0))[:, None]
+            crop[4:-4, 4:-4] += rng.normal(0, 0.03, (length, 7))
+            d = root / f"cell{c}" / str(k)
+            d.mkdir(parents=True)
+            Image.fromarray((np.clip(crop, 0, 1) * 255).astype(np.uint8)).save(d / f"c{c}_{k}.png")
+
+
+def test_build_arrays_takes_a_cell_subset_and_a_transform(tmp_path):
+    from karyopipe.classification.dataset import build_arrays
+
+    _toy_folder(tmp_path / "toy")
+    cache = tmp_path / "cache"
+    plain = build_arrays(tmp_path / "toy", size=(32, 16), cache_dir=cache, progress=False)
+    written = sorted(cache.iterdir())
+    wanted = {"toy/cell1", "toy/cell3"}
+    half = build_arrays(tmp_path / "toy", size=(32, 16), cache_dir=cache, progress=False,
+                        cells=wanted, transform=cell_shifter("scale0.5"))
+    assert set(half.cells.tolist()) == wanted and len(half.labels) == 12
+    assert sorted(cache.iterdir()) == written  # shifted or partial sets never enter the cache
+    same = np.isin(plain.cells, list(wanted))
+    np.testing.assert_array_equal(half.labels, plain.labels[same])
+    assert not np.allclose(half.images, plain.images[same])  # the shift reached the preprocessing
+
+
+def test_eval_cls_scores_each_shift(tmp_path, capsys):
+    from karyopipe.classification import evaluate
+    from karyopipe.classification.classifier import Classifier
+    from karyopipe.classification.model import build_hybrid_resnet
+
+    _toy_folder(tmp_path / "toy")
+    torch.manual_seed(0)
+    net = build_hybrid_resnet(num_features=6, width=8).eval()
+    weights = Classifier(net, {"num_features": 6, "width": 8, "size": [32, 16], "preprocess": "pca",
+                               "split_seed": 0, "val_fraction": 0.2, "test_fraction": 0.2}).save(tmp_path / "w.pth", {})
+    out = tmp_path / "eval.json"
+    argv = [str(tmp_path / "toy"), "--weights", str(weights), "--split", "val", "--shift", "scale0.5,rotate",
+            "--json", str(out)]
+    assert evaluate.main(argv) == 0
+    shifts = json.loads(out.read_text())["shifts"]
+    assert list(shifts) == ["scale0.5", "rotate"]
+    for per_root in shifts.values():
+        (row,) = per_root.values()
+        assert row["n"] == 6 and 0.0 <= row["accuracy"] <= 1.0 and 0.0 <= row["accuracy_assigned"] <= 1.0
+    assert "shift rotate" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        evaluate.main([str(tmp_path / "toy"), "--weights", str(weights), "--shift", "sharpen"])
