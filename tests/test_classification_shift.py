@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 
 import numpy as np
 import pytest
@@ -109,3 +110,36 @@ def test_eval_cls_scores_each_shift(tmp_path, capsys):
     assert "shift rotate" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         evaluate.main([str(tmp_path / "toy"), "--weights", str(weights), "--shift", "sharpen"])
+
+
+def test_random_cell_shifter_is_one_lab_per_cell():
+    from karyopipe.classification.shift import draw_lab_shift, random_cell_shifter
+
+    names = [draw_lab_shift(np.random.default_rng(s)) for s in range(40)]
+    assert all(1 <= len(n) <= 2 for n in names)
+    assert len({n[0].rstrip("0123456789.") for n in names}) == 8  # every kind is drawn
+    shift = random_cell_shifter(seed=5)
+    crop = _crop()
+    np.testing.assert_array_equal(shift(crop, "src/a", 0), shift(crop, "src/a", 0))
+    # the same lab for every crop of a cell: a scale or margin changes all of them alike
+    sizes = {shift(crop, "src/b", i).shape for i in range(3)}
+    drawn = draw_lab_shift(np.random.default_rng([5, zlib.crc32(b"src/b")]))
+    if "rotate" not in drawn:
+        assert len(sizes) == 1
+
+
+def test_train_cls_adds_shifted_copies_of_training_cells_only(tmp_path):
+    from types import SimpleNamespace
+
+    from karyopipe.classification.dataset import build_arrays, split_arrays
+    from karyopipe.classification.train import _add_shifted_copies
+
+    _toy_folder(tmp_path / "toy")
+    arrays = build_arrays(tmp_path / "toy", size=(32, 16), cache_dir=None, progress=False)
+    train = split_arrays(arrays, 0, 0.2, 0.2)["train"]
+    args = SimpleNamespace(data=[str(tmp_path / "toy")], size=[32, 16], preprocess="pca", seed=0, shift_copies=2)
+    more = _add_shifted_copies(train, args, progress=False)
+    assert len(more.labels) == 3 * len(train.labels)
+    assert set(more.unique_cells) == set(train.unique_cells)
+    np.testing.assert_array_equal(more.labels[: len(train.labels)], train.labels)
+    assert not np.allclose(more.images[len(train.labels):2 * len(train.labels)], train.images)

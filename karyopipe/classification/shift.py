@@ -126,3 +126,52 @@ def cell_shifter(name: str, seed: int = 0):
         return apply_shift(gray, name, rng)
 
     return transform
+
+
+def draw_lab_shift(rng: np.random.Generator) -> list[str]:
+    """One or two lab shifts with parameters drawn at random, as ``apply_shift`` names.
+
+    For training: the ranges are wide and continuous (scale 0.4-1.7, blur sigma
+    0.5-2.5, JPEG quality 15-85, contrast 0.45-0.9, gamma 0.5-2, noise 0.01-0.06,
+    margins 4-30 px, rotation), so a model trained on them is not fitted to the
+    fixed points that ``eval-cls --shift`` scores.
+    """
+    kinds = ["scale", "blur", "jpeg", "contrast", "gamma", "noise", "margin", "rotate"]
+    names = []
+    for kind in rng.choice(kinds, size=int(rng.integers(1, 3)), replace=False):
+        if kind == "scale":
+            names.append(f"scale{np.exp(rng.uniform(np.log(0.4), np.log(1.7))):.3f}")
+        elif kind == "blur":
+            names.append(f"blur{rng.uniform(0.5, 2.5):.2f}")
+        elif kind == "jpeg":
+            names.append(f"jpeg{int(rng.integers(15, 86))}")
+        elif kind == "contrast":
+            names.append(f"contrast{rng.uniform(0.45, 0.9):.2f}")
+        elif kind == "gamma":
+            names.append(f"gamma{np.exp(rng.uniform(np.log(0.5), np.log(2.0))):.2f}")
+        elif kind == "noise":
+            names.append(f"noise{rng.uniform(0.01, 0.06):.3f}")
+        elif kind == "margin":
+            names.append(f"margin{int(rng.integers(4, 31))}")
+        else:
+            names.append("rotate")
+    return names
+
+
+def random_cell_shifter(seed: int = 0):
+    """A ``transform(gray, cell_id, index)`` that gives each cell its own random lab (:func:`draw_lab_shift`).
+
+    Every crop of a cell gets the same shifts; noise and rotation angles are
+    drawn per crop. The draws depend on ``seed``, the cell and the index only.
+    """
+    import zlib
+
+    def transform(gray: np.ndarray, cell_id: str, index: int) -> np.ndarray:
+        key = zlib.crc32(cell_id.encode())
+        names = draw_lab_shift(np.random.default_rng([seed, key]))
+        rng = np.random.default_rng([seed, key, index])
+        for name in names:
+            gray = apply_shift(gray, name, rng)
+        return gray
+
+    return transform

@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-balance", action="store_true", help="plain shuffling instead of class-balanced sampling")
     p.add_argument("--blur-max", type=float, default=5.0, help="largest Gaussian-blur sigma of the augmentation")
     p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--shift-copies", type=int, default=0,
+                   help="add this many copies of the training crops, each cell under its own random lab shift "
+                        "(karyopipe.classification.shift.draw_lab_shift): resolution, blur, JPEG, contrast, ...")
     p.add_argument("--val-fraction", type=float, default=0.15)
     p.add_argument("--test-fraction", type=float, default=0.15)
     p.add_argument("--split-seed", type=int, default=0)
@@ -86,6 +89,28 @@ def _limit_cells(arrays, max_cells, seed):
             cells = sorted(rng.choice(cells, max_cells, replace=False).tolist())
         keep += cells
     return arrays.subset(np.flatnonzero(np.isin(arrays.cells, keep)))
+
+
+def _add_shifted_copies(train_arrays, args, progress=True):
+    """The training arrays plus ``args.shift_copies`` lab-shifted copies of their crop folders' cells."""
+    from karyopipe.classification.dataset import build_arrays, concat_arrays, read_dataset, source_name
+    from karyopipe.classification.shift import random_cell_shifter
+
+    cells = set(train_arrays.cells.tolist())
+    copies = []
+    for root in args.data:
+        if read_dataset(root).kind != "crops":
+            print(f"{root}: annotated spreads get no lab-shifted copies (crop folders only)")
+            continue
+        mine = {c for c in cells if c.split("/", 1)[0] == source_name(root)}
+        for copy in range(args.shift_copies):
+            copies.append(build_arrays(root, tuple(args.size), args.preprocess, cache_dir=None, progress=progress,
+                                       cells=mine, transform=random_cell_shifter(args.seed * 1000 + copy)))
+    if not copies:
+        return train_arrays
+    shifted = concat_arrays(copies)
+    shifted.problems = []  # the unshifted build reported them
+    return concat_arrays([train_arrays, shifted])
 
 
 def plot_curves(history: list[dict], path) -> None:
@@ -146,6 +171,8 @@ def train(args, splits: dict | None = None) -> dict:
         problems = arrays.problems
         splits = split_arrays(arrays, args.split_seed, args.val_fraction, args.test_fraction)
         splits["train"] = _limit_cells(splits["train"], args.max_train_cells, args.seed)
+        if args.shift_copies:
+            splits["train"] = _add_shifted_copies(splits["train"], args, progress=not args.no_progress)
     train_a, val_a, test_a = splits["train"], splits["val"], splits["test"]
     (out / "split.json").write_text(json.dumps({k: v.unique_cells for k, v in splits.items()}, indent=1))
     fmean = train_a.features.mean(axis=0)
@@ -312,7 +339,8 @@ def train(args, splits: dict | None = None) -> dict:
         "training": f"{len(history)} epochs ({result['train_seconds']:.0f} s, {platform.processor() or platform.machine()}, "
                     f"{args.threads} thread(s)), {args.optimizer} lr {args.lr} {args.schedule}, wd {args.weight_decay}, "
                     f"label smoothing {args.label_smoothing}, batch {args.batch_size}, "
-                    f"{'class-balanced sampling' if not args.no_balance else 'shuffled'}, best epoch {result['best_epoch']}",
+                    f"{'class-balanced sampling' if not args.no_balance else 'shuffled'}, best epoch {result['best_epoch']}"
+                    + (f", plus {args.shift_copies} lab-shifted copies of the training crops" if args.shift_copies else ""),
         "initialised_from": (f"{args.init} (fine-tuned; no external pretraining)" if args.init and not args.resume
                              else "random (from scratch)"),
         "calibration": result.get("calibration", "none (no val cells)"),
