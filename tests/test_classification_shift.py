@@ -143,3 +143,9 @@ def test_train_cls_adds_shifted_copies_of_training_cells_only(tmp_path):
     assert set(more.unique_cells) == set(train.unique_cells)
     np.testing.assert_array_equal(more.labels[: len(train.labels)], train.labels)
     assert not np.allclose(more.images[len(train.labels):2 * len(train.labels)], train.images)
+
+
+def test_cell_shifter_takes_any_parameter_but_checks_the_kind():
+    assert cell_shifter("gamma0.8")(_crop(), "c", 0).max() == pytest.approx(0.8 ** 0.8, rel=1e-5)
+    with pytest.raises(ValueError, match="unknown lab shift"):
+        cell_shifter("sharpen2")
