@@ -129,33 +129,39 @@ def cell_shifter(name: str, seed: int = 0):
     return transform
 
 
+#: Training ranges of :func:`draw_lab_shift`: kind -> (low, high, how drawn, format of the parameter).
+TRAINING_RANGES = {
+    "scale": (0.4, 1.7, "log", "{:.3f}"),
+    "blur": (0.5, 2.5, "linear", "{:.2f}"),
+    "jpeg": (15, 85, "integer", "{}"),
+    "contrast": (0.45, 0.9, "linear", "{:.2f}"),
+    "gamma": (0.5, 2.0, "log", "{:.2f}"),
+    "noise": (0.01, 0.06, "linear", "{:.3f}"),
+    "margin": (4, 30, "integer", "{}"),
+    "rotate": None,
+}
+
+
 def draw_lab_shift(rng: np.random.Generator) -> list[str]:
     """One or two lab shifts with parameters drawn at random, as ``apply_shift`` names.
 
-    For training: the ranges are wide and continuous (scale 0.4-1.7, blur sigma
-    0.5-2.5, JPEG quality 15-85, contrast 0.45-0.9, gamma 0.5-2, noise 0.01-0.06,
-    margins 4-30 px, rotation), so a model trained on them is not fitted to the
-    fixed points that ``eval-cls --shift`` scores.
+    For training: the ranges (:data:`TRAINING_RANGES`) are wide and continuous,
+    so a model trained on them is not fitted to the fixed points that
+    ``eval-cls --shift`` scores.
     """
-    kinds = ["scale", "blur", "jpeg", "contrast", "gamma", "noise", "margin", "rotate"]
     names = []
-    for kind in rng.choice(kinds, size=int(rng.integers(1, 3)), replace=False):
-        if kind == "scale":
-            names.append(f"scale{np.exp(rng.uniform(np.log(0.4), np.log(1.7))):.3f}")
-        elif kind == "blur":
-            names.append(f"blur{rng.uniform(0.5, 2.5):.2f}")
-        elif kind == "jpeg":
-            names.append(f"jpeg{int(rng.integers(15, 86))}")
-        elif kind == "contrast":
-            names.append(f"contrast{rng.uniform(0.45, 0.9):.2f}")
-        elif kind == "gamma":
-            names.append(f"gamma{np.exp(rng.uniform(np.log(0.5), np.log(2.0))):.2f}")
-        elif kind == "noise":
-            names.append(f"noise{rng.uniform(0.01, 0.06):.3f}")
-        elif kind == "margin":
-            names.append(f"margin{int(rng.integers(4, 31))}")
+    for kind in rng.choice(list(TRAINING_RANGES), size=int(rng.integers(1, 3)), replace=False):
+        if TRAINING_RANGES[kind] is None:
+            names.append(str(kind))
+            continue
+        low, high, how, fmt = TRAINING_RANGES[kind]
+        if how == "log":
+            value = np.exp(rng.uniform(np.log(low), np.log(high)))
+        elif how == "integer":
+            value = int(rng.integers(low, high + 1))
         else:
-            names.append("rotate")
+            value = rng.uniform(low, high)
+        names.append(f"{kind}{fmt.format(value)}")
     return names
 
 
