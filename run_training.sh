@@ -36,6 +36,10 @@ WORKERS_SEG=${WORKERS_SEG:-$([[ $DEVICE == cuda* ]] && echo 8 || echo 0)}
 TIME_SEG=${TIME_SEG:-0}
 BATCH_CLS=${BATCH_CLS:-128}
 WIDTH_CLS=${WIDTH_CLS:-32}
+# Copies of the classifier's training cells under random lab shifts (train-cls --shift-copies), and the
+# lab shifts eval-cls also scores ("all", or a comma list; empty: none). BENCHMARKS.md, Classification.
+SHIFT_COPIES_CLS=${SHIFT_COPIES_CLS:-0}
+SHIFT_EVAL_CLS=${SHIFT_EVAL_CLS:-}
 SEED=${SEED:-0}
 STAGES=${STAGES:-"synth seg cls eval"}
 
@@ -82,7 +86,8 @@ if has cls; then
     for prep in pca geometry; do
         "$PYTHON" train_classification.py --data "$BIOIMLAB_CROPS" "$GBAND_CROPS" "${synth_crops[@]}" --out "$RUNS/cls_$prep" \
             --mode hybrid --preprocess "$prep" --width "$WIDTH_CLS" --epochs "$EPOCHS_CLS" --lr 2e-3 --schedule onecycle \
-            --batch-size "$BATCH_CLS" --seed "$SEED" --device "$DEVICE" --threads "$THREADS" --no-progress
+            --batch-size "$BATCH_CLS" --seed "$SEED" --device "$DEVICE" --threads "$THREADS" \
+            --shift-copies "$SHIFT_COPIES_CLS" --no-progress
     done
     "$PYTHON" -m karyopipe join-cls "$RUNS/cls_pca/weights.pth" "$RUNS/cls_geometry/weights.pth" --out "$CLS_WEIGHTS"
 fi
@@ -93,8 +98,10 @@ if has eval; then
     "$PYTHON" -m karyopipe eval-seg "$BIOIMLAB_META" --split val --weights "$SEG_WEIGHTS" \
         --device "$DEVICE" --json "$RUNS/eval/seg.json"
     "$PYTHON" -m karyopipe eval-seg "$BIOIMLAB_META" --split val --baseline --json "$RUNS/eval/seg_watershed.json"
+    cls_shift=()
+    [[ -n "$SHIFT_EVAL_CLS" ]] && cls_shift=(--shift "$SHIFT_EVAL_CLS")
     "$PYTHON" -m karyopipe eval-cls "$BIOIMLAB_CROPS" "$GBAND_CROPS" --split test --weights "$CLS_WEIGHTS" \
-        --threads "$THREADS" --json "$RUNS/eval/cls.json"
+        --threads "$THREADS" "${cls_shift[@]}" --json "$RUNS/eval/cls.json"
     # Classes for the metaphase polygons (matched to the crops), then the whole pipeline on them.
     "$PYTHON" -m karyopipe label-bioimlab "$BIOIMLAB_META" "$BIOIMLAB_CROPS" --out "$RUNS/eval/bioimlab_labelled.json"
     # How often the new segmenter's objects are debris, by detection score (its training frames only).
