@@ -149,3 +149,18 @@ def test_cell_shifter_takes_any_parameter_but_checks_the_kind():
     assert cell_shifter("gamma0.8")(_crop(), "c", 0).max() == pytest.approx(0.8 ** 0.8, rel=1e-5)
     with pytest.raises(ValueError, match="unknown lab shift"):
         cell_shifter("sharpen2")
+
+
+def test_gamma_range_of_the_augmentation_is_configurable():
+    from karyopipe.classification.dataset import CellArrays, CropDataset
+
+    image = np.zeros((1, 32, 16), np.float32)
+    image[0, 4:28, 5:11] = 0.25
+    arrays = CellArrays(image, np.ones((1, 6), np.float32), np.array([1]), np.array(["s/c"]))
+
+    def spread(gamma_max):
+        ds = CropDataset(arrays, augment=True, seed=0, blur_p=0.0, **({} if gamma_max is None else {"gamma_max": gamma_max}))
+        return np.ptp([float(ds[0][0][0, 16, 8]) for _ in range(200)])
+
+    # brightness and contrast vary too, but a wide gamma range spreads a pale pixel much further
+    assert spread(2.0) > 1.3 * spread(None)

@@ -373,15 +373,18 @@ class CropDataset:
     """Torch-style dataset over :class:`CellArrays` with optional augmentation.
 
     ``__getitem__`` returns ``(image (1, L, W) float32, features (F,) float32, target int 0..23)``.
-    Augmentation: small rotation, translation, scale, gamma/contrast, Gaussian blur
-    (sigma 0.1..``blur_max``), and light feature jitter (measurement noise).
+    Augmentation: small rotation, translation, scale, gamma (log-uniform in
+    1/``gamma_max``..``gamma_max``)/contrast, Gaussian blur (sigma 0.1..``blur_max``),
+    and light feature jitter (measurement noise).
     """
 
-    def __init__(self, arrays: CellArrays, augment=False, blur_max=5.0, blur_p=0.25, seed=None):
+    def __init__(self, arrays: CellArrays, augment=False, blur_max=5.0, blur_p=0.25, seed=None,
+                 gamma_max=float(np.exp(0.3))):
         self.arrays = arrays
         self.augment = augment
         self.blur_max = blur_max
         self.blur_p = blur_p
+        self.gamma_max = gamma_max
         self.rng = np.random.default_rng(seed)
 
     def __len__(self):
@@ -415,7 +418,7 @@ class CropDataset:
             k = min(k, 2 * (min(h, w) // 2) - 1)
             image = TF.gaussian_blur(image, [k, k], [sigma, sigma])
         fg = image > 1e-3
-        gamma = float(np.exp(rng.uniform(-0.3, 0.3)))
+        gamma = float(np.exp(rng.uniform(-np.log(self.gamma_max), np.log(self.gamma_max))))
         contrast = float(rng.uniform(0.8, 1.2))
         bright = float(rng.uniform(-0.1, 0.1))
         image = torch.where(fg, (image.clamp(min=0) ** gamma) * contrast + bright, torch.zeros_like(image))

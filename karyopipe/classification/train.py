@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, default=10, help="early stopping: epochs without val improvement")
     p.add_argument("--no-balance", action="store_true", help="plain shuffling instead of class-balanced sampling")
     p.add_argument("--blur-max", type=float, default=5.0, help="largest Gaussian-blur sigma of the augmentation")
+    p.add_argument("--gamma-max", type=float, default=None,
+                   help="augmentation gamma is drawn log-uniform in 1/G..G, another camera's response curve "
+                        "(default e^0.3 = 1.35)")
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--shift-copies", type=int, default=0,
                    help="add this many copies of the training crops, each cell under its own random lab shift "
@@ -201,7 +204,8 @@ def train(args, splits: dict | None = None) -> dict:
         config["feature_mean"] = model.feature_mean.tolist()
         config["feature_std"] = model.feature_std.tolist()
 
-    dataset = CropDataset(train_a, augment=not args.no_augment, blur_max=args.blur_max, seed=args.seed)
+    gamma = {} if args.gamma_max is None else {"gamma_max": args.gamma_max}
+    dataset = CropDataset(train_a, augment=not args.no_augment, blur_max=args.blur_max, seed=args.seed, **gamma)
     generator = torch.Generator().manual_seed(args.seed)
     if args.no_balance:
         loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True, generator=generator, drop_last=len(dataset) > args.batch_size)
@@ -340,7 +344,8 @@ def train(args, splits: dict | None = None) -> dict:
                     f"{args.threads} thread(s)), {args.optimizer} lr {args.lr} {args.schedule}, wd {args.weight_decay}, "
                     f"label smoothing {args.label_smoothing}, batch {args.batch_size}, "
                     f"{'class-balanced sampling' if not args.no_balance else 'shuffled'}, best epoch {result['best_epoch']}"
-                    + (f", plus {args.shift_copies} lab-shifted copies of the training crops" if args.shift_copies else ""),
+                    + (f", plus {args.shift_copies} lab-shifted copies of the training crops" if args.shift_copies else "")
+                    + (f", gamma augmentation up to {args.gamma_max}" if args.gamma_max else ""),
         "initialised_from": (f"{args.init} (fine-tuned; no external pretraining)" if args.init and not args.resume
                              else "random (from scratch)"),
         "calibration": result.get("calibration", "none (no val cells)"),
