@@ -164,3 +164,11 @@ def test_gamma_range_of_the_augmentation_is_configurable():
 
     # brightness and contrast vary too, but a wide gamma range spreads a pale pixel much further
     assert spread(2.0) > 1.3 * spread(None)
+
+
+def test_train_cls_refuses_meaningless_shift_options(tmp_path):
+    from karyopipe.classification import train
+
+    for bad in (["--gamma-max", "0.5"], ["--shift-copies", "-1"]):
+        with pytest.raises(SystemExit):
+            train.main(["--data", str(tmp_path), "--out", str(tmp_path / "run")] + bad)

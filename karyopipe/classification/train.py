@@ -361,6 +361,11 @@ def train(args, splits: dict | None = None) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.gamma_max is not None and args.gamma_max < 1.0:
+        parser.error(f"--gamma-max {args.gamma_max}: must be at least 1 (gamma is drawn in 1/G..G)")
+    if args.shift_copies < 0:
+        parser.error(f"--shift-copies {args.shift_copies}: must be 0 or more")
     train(args)
     return 0
