@@ -566,6 +566,14 @@ def test_train_seg_cli_checkpoints_resumes_and_picks_its_count_threshold(tmp_pat
     assert tuned_config["model"] == config["model"]
     assert tuned_config["inference"]["reference_width"] == config["inference"]["reference_width"]
     assert "initialised from" in tuned_card["training"] and "copy-paste" in tuned_card["training"]
+    # ... or moves them to another working scale when --work-scale is given
+    rescaled = tmp_path / "rescaled"
+    assert seg_train.main([str(data), "--out", str(rescaled), "--init", str(run / "best.pth"), "--work-scale", "0.5",
+                           "--crop", "96", "--batch", "1", "--epochs", "1", "--steps-per-epoch", "1", "--warmup", "1",
+                           "--threads", "1", "--val-fraction", "0.5"]) == 0
+    rescaled_config = load_weights(rescaled / "best.pth")[1]
+    assert rescaled_config["model"] == config["model"]
+    assert rescaled_config["inference"]["reference_width"] == pytest.approx(0.5 * config["inference"]["reference_width"])
     # A run cut by its time budget with --anneal-by-time ends at the schedule's floor.
     timed = tmp_path / "timed"
     assert seg_train.main([str(data), "--out", str(timed), "--backbone", "resnet18", "--fpn-channels", "32",

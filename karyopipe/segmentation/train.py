@@ -37,8 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fpn-channels", type=int, default=256)
     p.add_argument("--norm", default="group", choices=["group", "batch"])
     p.add_argument("--crop", type=int, default=384, help="square training crop size (px)")
-    p.add_argument("--work-scale", type=float, default=1.0,
-                   help="train at this fraction of the training set's median chromosome width (0.7 = faster)")
+    p.add_argument("--work-scale", type=float, default=None,
+                   help="train at this fraction of the training set's median chromosome width (default 1.0, or with "
+                        "--init the starting weights' own scale; 0.7 = faster)")
     p.add_argument("--scale-min", type=float, default=0.8, help="scale jitter around the working scale")
     p.add_argument("--scale-max", type=float, default=1.25)
     p.add_argument("--batch", type=int, default=2)
@@ -60,11 +61,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="DataLoader worker processes preparing crops (0 = in the training process; a GPU wants several)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--init", default=None,
-                   help="start from these segmentation weights (their model and working scale; fine-tuning)")
+                   help="start from these segmentation weights (their model, and their working scale unless "
+                        "--work-scale is given; fine-tuning)")
     p.add_argument("--copy-paste", type=float, default=0.0,
                    help="share of crops that get chromosomes of other spreads pasted in, mostly against or across another (0 = off)")
     p.add_argument("--limit-train", type=int, default=0, help="use only this many training images (tests, debugging)")
     return p
+
+
+def _median_width(samples) -> float:
+    """Median chromosome width (px) of the training spreads, as the segmenter estimates it."""
+    from karyopipe.segmentation.dataset import load_gray
+    from karyopipe.segmentation.infer import DEFAULT_REFERENCE_WIDTH, estimate_chromosome_width
+
+    widths = [w for w in (estimate_chromosome_width(load_gray(s)) for s in samples) if w]
+    return float(np.median(widths)) if widths else DEFAULT_REFERENCE_WIDTH
 
 
 def _lr_factor(step: int, warmup: int, total: int, time_progress: float = 0.0) -> float:
@@ -134,9 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from tqdm import tqdm
 
-    from karyopipe.segmentation.dataset import (SpreadTrainSet, collate, dataset_statistics, has_masks, load_gray, seed_worker,
+    from karyopipe.segmentation.dataset import (SpreadTrainSet, collate, dataset_statistics, has_masks, seed_worker,
                                                 load_spreads, split_cells)
-    from karyopipe.segmentation.infer import DEFAULT_REFERENCE_WIDTH, estimate_chromosome_width, settings_dict, InferenceSettings
+    from karyopipe.segmentation.infer import DEFAULT_REFERENCE_WIDTH, settings_dict, InferenceSettings
     from karyopipe.segmentation.model import build_maskrcnn, count_parameters, model_config
     from karyopipe.weights import atomic_save, save_weights
 
@@ -182,10 +193,12 @@ def main(argv: list[str] | None = None) -> int:
         # The starting model fixes the architecture and the scale it sees spreads at.
         model_kwargs = dict(init_config["model"])
         reference_width = float(init_config.get("inference", {}).get("reference_width", DEFAULT_REFERENCE_WIDTH))
+        if args.work_scale is not None:
+            # A fine-tune at another scale: the convolutions are scale-agnostic, only the anchors' fit changes.
+            reference_width = args.work_scale * _median_width(train_samples)
         args.backbone, args.fpn_channels = model_kwargs.get("backbone", args.backbone), model_kwargs.get("fpn_channels", args.fpn_channels)
     else:
-        widths = [w for w in (estimate_chromosome_width(load_gray(s)) for s in train_samples) if w]
-        reference_width = args.work_scale * (float(np.median(widths)) if widths else DEFAULT_REFERENCE_WIDTH)
+        reference_width = (1.0 if args.work_scale is None else args.work_scale) * _median_width(train_samples)
         model_kwargs = {
             "backbone": args.backbone, "num_classes": 2, "norm": args.norm, "fpn_channels": args.fpn_channels,
             "rpn_pre_nms_top_n_train": 1000, "rpn_post_nms_top_n_train": 600, "box_batch_size_per_image": 256,
