@@ -88,7 +88,7 @@ def test_build_arrays_takes_a_cell_subset_and_a_transform(tmp_path):
     assert not np.allclose(half.images, plain.images[same])  # the shift reached the preprocessing
 
 
-def test_eval_cls_scores_each_shift(tmp_path, capsys):
+def test_eval_cls_scores_each_shift(tmp_path, capsys, monkeypatch):
     from karyopipe.classification import evaluate
     from karyopipe.classification.classifier import Classifier
     from karyopipe.classification.model import build_hybrid_resnet
@@ -101,7 +101,14 @@ def test_eval_cls_scores_each_shift(tmp_path, capsys):
     out = tmp_path / "eval.json"
     argv = [str(tmp_path / "toy"), "--weights", str(weights), "--split", "val", "--shift", "scale0.5,rotate",
             "--json", str(out)]
+    from karyopipe.classification import dataset
+
+    reads = []
+    real_build = dataset.build_arrays
+    monkeypatch.setattr(dataset, "build_arrays", lambda *a, **k: reads.append(k.get("transform")) or real_build(*a, **k))
     assert evaluate.main(argv) == 0
+    # the unshifted crops are read for the plain score and once more for all shifts, not once per shift
+    assert sum(t is None for t in reads) == 2 and len(reads) == 4
     shifts = json.loads(out.read_text())["shifts"]
     assert list(shifts) == ["scale0.5", "rotate"]
     for per_root in shifts.values():

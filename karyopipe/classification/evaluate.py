@@ -90,19 +90,23 @@ def plot_confusion(confusion, path, title="") -> None:
     plt.close(fig)
 
 
-def load_eval_arrays(root, classifier, split=None, seed=0, shift=None, shift_seed=0):
+def load_eval_arrays(root, classifier, split=None, seed=0, shift=None, shift_seed=0, unshifted=None):
     """Crops (auto-detected layouts) or annotated spreads -> CellArrays, optionally one split.
 
     ``shift`` names a lab shift (:data:`karyopipe.classification.shift.LAB_SHIFTS`)
-    applied to every crop of the chosen cells before preprocessing.
+    applied to every crop of the chosen cells before preprocessing. ``unshifted``,
+    this function's result for the same arguments without a shift, saves
+    reading and splitting the data again when several shifts are scored.
     """
     from karyopipe.classification.dataset import build_arrays, split_arrays
 
-    arrays = build_arrays(root, size=classifier.size, mode=classifier.preprocess, progress=False)
-    if split not in (None, "all"):
-        cfg = classifier.config
-        arrays = split_arrays(arrays, seed=seed, val_fraction=float(cfg.get("val_fraction", 0.15)),
-                              test_fraction=float(cfg.get("test_fraction", 0.15)))[split]
+    arrays = unshifted
+    if arrays is None:
+        arrays = build_arrays(root, size=classifier.size, mode=classifier.preprocess, progress=False)
+        if split not in (None, "all"):
+            cfg = classifier.config
+            arrays = split_arrays(arrays, seed=seed, val_fraction=float(cfg.get("val_fraction", 0.15)),
+                                  test_fraction=float(cfg.get("test_fraction", 0.15)))[split]
     if shift:
         from karyopipe.classification.shift import cell_shifter
 
@@ -115,16 +119,25 @@ def load_eval_arrays(root, classifier, split=None, seed=0, shift=None, shift_see
     return arrays
 
 
-def predict_eval_arrays(root, classifier, split=None, seed=0, shift=None):
+def classifier_members(classifier) -> list:
+    """The models of an ensemble, or ``[classifier]`` for a single one."""
+    from karyopipe.classification.classifier import ClassifierEnsemble
+
+    return classifier.members if isinstance(classifier, ClassifierEnsemble) else [classifier]
+
+
+def predict_eval_arrays(root, classifier, split=None, seed=0, shift=None, unshifted=None):
     """``(arrays, log_probs, seconds)`` of a classifier or ensemble on ``root``.
 
     An ensemble's members each preprocess the data their own way; their rows
-    must line up (same crops, labels and cells) to be averaged.
+    must line up (same crops, labels and cells) to be averaged. ``unshifted``
+    holds each member's unshifted arrays (see :func:`load_eval_arrays`).
     """
     from karyopipe.classification.classifier import ClassifierEnsemble
 
-    members = classifier.members if isinstance(classifier, ClassifierEnsemble) else [classifier]
-    parts = [load_eval_arrays(root, member, split, seed, shift) for member in members]
+    members = classifier_members(classifier)
+    unshifted = unshifted or [None] * len(members)
+    parts = [load_eval_arrays(root, member, split, seed, shift, unshifted=base) for member, base in zip(members, unshifted)]
     for other in parts[1:]:
         if not (np.array_equal(other.labels, parts[0].labels) and np.array_equal(other.cells, parts[0].cells)):
             raise ValueError(f"{root}: the ensemble's members preprocess different crops; score them one by one")
@@ -176,17 +189,20 @@ def score_shifts(classifier, roots, split, seed, names) -> dict:
     level, table = data_log.level, {}
     data_log.setLevel(logging.ERROR)
     try:
+        # Each member's unshifted split of each folder is read once, not once per shift.
+        unshifted = {str(root): [load_eval_arrays(root, member, split, seed) for member in classifier_members(classifier)]
+                     for root in roots}
         for name in names:
-            table[name] = _score_one_shift(classifier, roots, split, seed, name)
+            table[name] = _score_one_shift(classifier, roots, split, seed, name, unshifted)
     finally:
         data_log.setLevel(level)
     return table
 
 
-def _score_one_shift(classifier, roots, split, seed, name) -> dict:
+def _score_one_shift(classifier, roots, split, seed, name, unshifted) -> dict:
     rows = {}
     for root in roots:
-        arrays, log_probs, _ = predict_eval_arrays(root, classifier, split, seed, shift=name)
+        arrays, log_probs, _ = predict_eval_arrays(root, classifier, split, seed, shift=name, unshifted=unshifted[str(root)])
         res = score_predictions(log_probs, arrays.labels, arrays.groups)
         rows[str(root)] = {k: res[k] for k in ("n", "accuracy", "accuracy_assigned")}
         print(f"shift {name:12s} {root}: accuracy={res['accuracy']:.4f} "
