@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from karyopipe.data.label_bioimlab import describe, label_metaphases, main, match_frame
+from karyopipe.data.label_bioimlab import describe, dihedral_ncc, label_metaphases, main, match_frame
 
 # (class, length, band positions as fractions) - distinct lengths and band patterns.
 CHROMS = [(1, 70, (0.2, 0.55)), (2, 62, (0.7,)), (5, 52, (0.3, 0.45, 0.8)), (9, 44, (0.5,)),
@@ -69,6 +69,18 @@ def test_match_frame_finds_every_crop_including_rotated():
     assert [m.label for m in matches] == [c[0] for c in CHROMS]
     assert sum(m.confident for m in matches) >= len(CHROMS) - 1
     assert matches[3].ncc > 0.8  # the crop turned 90 degrees
+
+
+def test_dihedral_ncc_matches_a_crop_cut_by_quarter_turns_pixel_for_pixel():
+    frame, polygons, crops = _frame_and_crops()
+    rod = describe(crops[2][1], crops[2][1] > 0.05).raw
+    other = describe(crops[7][1], crops[7][1] > 0.05).raw
+    for view in (rod, np.rot90(rod), rod[::-1], np.rot90(rod, 3)[:, ::-1]):
+        assert dihedral_ncc(np.ascontiguousarray(view), rod) > 0.99
+    assert dihedral_ncc(rod, other) < 0.95  # another chromosome stays apart
+    # scale: the first patch is resized to the second's pixel size before comparing
+    big = cv2.resize(rod, (rod.shape[1] * 2, rod.shape[0] * 2), interpolation=cv2.INTER_LINEAR)
+    assert dihedral_ncc(big, rod, scale=2.0) > 0.95 > dihedral_ncc(big, rod, scale=1.0)
 
 
 def _write_bioimlab(root, frame, polygons, crops, crop_folder="7", decoy_folder=None):

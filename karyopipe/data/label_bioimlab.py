@@ -13,6 +13,11 @@ to a crop:
    log-ratio penalties on area and length (crops are at native scale).
 3. One global assignment per frame (:func:`scipy.optimize.linear_sum_assignment`):
    each crop goes to at most one polygon of a frame.
+4. A second assignment at native resolution, once the polygon/crop scale is
+   known from the first: the NCC of a pair is the better of the upright
+   patches (:func:`native_ncc`) and of the unrotated patches under the eight
+   quarter turns and mirrorings (:func:`dihedral_ncc`), because most crops
+   are the frame's own pixels turned by quarter turns.
 
 A match is *confident* when its NCC is high, its size agrees, and the
 assigned crop's class is also the class of the polygon's cheapest crop (a
@@ -51,10 +56,14 @@ AREA_WEIGHT = 2.0
 LENGTH_WEIGHT = 2.0
 # Beyond this cost a match is refused (e.g. NCC < 0 with 30% size error).
 MAX_COST = 1.5
-# Measured on all 107 frames (same chromosome seen in two frames of a cell, 213 pairs):
-# labels agree 41% overall, 61% where both NCC >= 0.88, 17/19 where both >= 0.92.
+# Chosen when frames were still matched to the wrong crop folders (same chromosome seen in two
+# frames of a cell, 213 pairs: labels agree 41% overall, 61% where both NCC >= 0.88, 17/19 where
+# both >= 0.92). With each frame's own folder and the dihedral NCC: 104/105 where both are confident.
 CONFIDENT_NCC = 0.92
 CONFIDENT_SIZE = 0.25  # |log ratio| of area and length
+# Size differences a crop's mask and its polygon show for one chromosome (|log ratio|): the
+# pixel-exact pairs of BioImLab frames spread over about +-0.2 in area and length.
+SIZE_TOLERANCE = 0.25
 # First-round (fixed-grid) pairs at least this similar set the polygon/crop scale.
 SCALE_FIT_NCC = 0.75
 # A frame's crop folder: the best folder's median pair NCC must reach CELL_NCC and
@@ -78,12 +87,15 @@ class Descriptor:
         Principal-axis length (px, ``regionprops.axis_major_length``).
     native : ndarray, shape (L, W), float32
         The upright masked patch at native resolution (banding detail kept).
+    raw : ndarray, shape (h, w), float32
+        The masked patch as it lies in its image, not rotated.
     """
 
     upright: np.ndarray
     area: float
     length: float
     native: np.ndarray | None = None
+    raw: np.ndarray | None = None
 
 
 @dataclass
@@ -138,7 +150,7 @@ def describe(gray: np.ndarray, mask: np.ndarray) -> Descriptor:
     up = up - up.mean()
     norm = float(np.linalg.norm(up))
     return Descriptor((up / norm if norm > 0 else up).astype(np.float32), float(m.sum()), float(props.axis_major_length),
-                      np.ascontiguousarray(native, np.float32))
+                      np.ascontiguousarray(native, np.float32), patch)
 
 
 def native_ncc(a: np.ndarray, b: np.ndarray, scale: float = 1.0, shift: int = 4) -> float:
@@ -169,6 +181,20 @@ def native_ncc(a: np.ndarray, b: np.ndarray, scale: float = 1.0, shift: int = 4)
     return best
 
 
+def dihedral_ncc(a: np.ndarray, b: np.ndarray, scale: float = 1.0) -> float:
+    """Best NCC of ``a`` against ``b`` turned by any multiple of 90 degrees or mirrored.
+
+    Most BioImLab crops are the frame's own pixels, turned by quarter turns only,
+    so the unrotated patches match almost exactly (NCC 0.95-0.99) where the
+    principal-axis alignment of :func:`native_ncc` blurs the comparison by resampling.
+    """
+    if a is None or b is None or a.size == 0 or b.size == 0:
+        return 0.0
+    # native_ncc also tries a half turn of ``a``, so four views of ``b`` cover all eight.
+    views = (b, np.rot90(b), b[:, ::-1], np.rot90(b[:, ::-1]))
+    return max(native_ncc(a, np.ascontiguousarray(v), scale) for v in views)
+
+
 def cost_matrix(polys: list[Descriptor], crops: list[Descriptor], scale: tuple[float, float] | None = None
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Cost, NCC and size error of every polygon (rows) - crop (columns) pair.
@@ -181,15 +207,20 @@ def cost_matrix(polys: list[Descriptor], crops: list[Descriptor], scale: tuple[f
     C = np.stack([d.upright.ravel() for d in crops])
     C180 = np.stack([d.upright[::-1, ::-1].ravel() for d in crops])
     ncc = np.maximum(P @ C.T, P @ C180.T)
-    pa, ca = np.array([d.area for d in polys], float), np.array([d.area for d in crops], float)
-    pl, cl = np.array([d.length for d in polys], float), np.array([d.length for d in crops], float)
-    pa, ca, pl, cl = (np.maximum(v, 1.0) for v in (pa, ca, pl, cl))
     if scale is None:
-        scale = (np.median(pl) / np.median(cl), np.median(pa) / np.median(ca))
-    area_err = np.abs(np.log(pa[:, None] / (scale[1] * ca[None])))
-    len_err = np.abs(np.log(pl[:, None] / (scale[0] * cl[None])))
+        scale = (np.median([d.length for d in polys]) / np.median([d.length for d in crops]),
+                 np.median([d.area for d in polys]) / np.median([d.area for d in crops]))
+    area_err, len_err = _size_errors(polys, crops, scale)
     cost = (1 - ncc) + AREA_WEIGHT * area_err + LENGTH_WEIGHT * len_err
     return cost, ncc, np.maximum(area_err, len_err)
+
+
+def _size_errors(polys, crops, scale) -> tuple[np.ndarray, np.ndarray]:
+    """``|log|`` area and length ratios of every polygon-crop pair, after the (length, area) ``scale``."""
+    pa, ca = (np.maximum([d.area for d in ds], 1.0) for ds in (polys, crops))
+    pl, cl = (np.maximum([d.length for d in ds], 1.0) for ds in (polys, crops))
+    return (np.abs(np.log(pa[:, None] / (scale[1] * ca[None]))),
+            np.abs(np.log(pl[:, None] / (scale[0] * cl[None]))))
 
 
 def match_frame(polys: list[Descriptor], crops: list[Descriptor], labels: list[int]) -> list[Match]:
@@ -207,13 +238,17 @@ def match_frame(polys: list[Descriptor], crops: list[Descriptor], labels: list[i
         pl = np.array([polys[r].length for r in rows[good]]) / np.maximum([crops[c].length for c in cols[good]], 1)
         pa = np.array([polys[r].area for r in rows[good]]) / np.maximum([crops[c].area for c in cols[good]], 1)
         scale = (float(np.median(pl)), float(np.median(pa)))
-        cost, _, size = cost_matrix(polys, crops, scale)
-        # Second round at native resolution: band detail separates look-alike chromosomes.
-        ncc = np.array([[native_ncc(p.native, c.native, scale[0]) for c in crops] for p in polys])
-        cost = (1 - ncc) + AREA_WEIGHT * np.abs(np.log(np.maximum([[p.area] for p in polys], 1) /
-                                                        (scale[1] * np.maximum([c.area for c in crops], 1)))) + \
-            LENGTH_WEIGHT * np.abs(np.log(np.maximum([[p.length] for p in polys], 1) /
-                                          (scale[0] * np.maximum([c.length for c in crops], 1))))
+        _, _, size = cost_matrix(polys, crops, scale)
+        # Second round at native resolution: band detail separates look-alike chromosomes, and
+        # a crop cut from this frame by quarter turns matches its polygon pixel for pixel.
+        ncc = np.array([[max(native_ncc(p.native, c.native, scale[0]), dihedral_ncc(p.raw, c.raw, scale[0]))
+                         for c in crops] for p in polys])
+        # The NCC at the fitted scale already punishes a wrong size; a crop's thresholded mask and an
+        # annotator's polygon differ by up to SIZE_TOLERANCE for the same chromosome, so only sizes
+        # beyond that add cost (inside it, the size terms swapped homolog-sized look-alikes).
+        area_err, len_err = _size_errors(polys, crops, scale)
+        cost = (1 - ncc) + AREA_WEIGHT * np.maximum(area_err - SIZE_TOLERANCE, 0) + \
+            LENGTH_WEIGHT * np.maximum(len_err - SIZE_TOLERANCE, 0)
         rows, cols = linear_sum_assignment(cost)
     for r, c in zip(rows, cols):
         m = matches[r]
