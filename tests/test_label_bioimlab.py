@@ -142,6 +142,21 @@ def test_frame_finds_its_crop_folder_whatever_its_number(tmp_path):
     assert entry["crop_cell"] == "9" and entry["ncc"] - entry["runner_up_ncc"] >= 0.02
 
 
+def test_unclear_folder_is_settled_by_the_native_match_or_left_unlabelled(tmp_path, monkeypatch):
+    from karyopipe.data import label_bioimlab
+
+    frame, polygons, crops = _frame_and_crops()
+    _write_bioimlab(tmp_path, frame, polygons, crops, crop_folder="9", decoy_folder="8")
+    monkeypatch.setattr(label_bioimlab, "CELL_NCC", 1.01)  # the coarse grid never decides
+    (sample,), report = label_metaphases(tmp_path / "metaphases", tmp_path / "crops", progress=False)
+    assert sample.meta["crop_cell"] == "9"
+    assert report["crop_cells"]["original_7.json"]["ncc"] >= label_bioimlab.FINE_CELL_NCC
+    monkeypatch.setattr(label_bioimlab, "FINE_CELL_NCC", 1.01)  # nor does the native match
+    (sample,), report = label_metaphases(tmp_path / "metaphases", tmp_path / "crops", progress=False)
+    assert "crop_cell" not in sample.meta and not any(inst.label for inst in sample.instances)
+    assert any("no crop folder clearly matches" in p for p in report["problems"])
+
+
 def test_real_cell(shared_data):
     from karyopipe.data import read_dataset
 

@@ -71,6 +71,12 @@ SCALE_FIT_NCC = 0.75
 # frames of one metaphase agreeing) score 0.88-0.98, a wrong folder 0.75-0.87.
 CELL_NCC = 0.88
 CELL_MARGIN = 0.02
+# Where that is unclear, the FINE_CELLS best folders are matched as in match_frame. Frames whose folder
+# the coarse rule finds score 0.95-1.0 there (median pair NCC), their runners-up at most 0.96 and 0.03
+# below; frames with no clear folder stay under 0.95 or within 0.04 of the runner-up.
+FINE_CELLS = 3
+FINE_CELL_NCC = 0.95
+FINE_CELL_MARGIN = 0.05
 
 
 @dataclass
@@ -274,10 +280,13 @@ def best_crop_cell(polys: list[Descriptor], cells: dict) -> tuple[str | None, fl
     Returns
     -------
     cell : str or None
-        The best folder, or None when it is not clearly the best
-        (median NCC below :data:`CELL_NCC` or within :data:`CELL_MARGIN` of the runner-up).
+        The best folder, or None when it is not clearly the best: its median NCC on the
+        coarse grid is below :data:`CELL_NCC` or within :data:`CELL_MARGIN` of the runner-up,
+        and matched as :func:`match_frame` does (the :data:`FINE_CELLS` best folders only),
+        below :data:`FINE_CELL_NCC` or within :data:`FINE_CELL_MARGIN`.
     score, runner_up : float
-        Median NCC of the assigned polygon-crop pairs for the best and second-best folder.
+        Median NCC of the assigned polygon-crop pairs for the best and second-best folder,
+        from whichever of the two comparisons decided.
     """
     from scipy.optimize import linear_sum_assignment
 
@@ -291,7 +300,18 @@ def best_crop_cell(polys: list[Descriptor], cells: dict) -> tuple[str | None, fl
     ranked = sorted(scores, key=scores.get, reverse=True)
     best = scores[ranked[0]]
     second = scores[ranked[1]] if len(ranked) > 1 else -1.0
-    ok = best >= CELL_NCC and best - second >= CELL_MARGIN
+    if best >= CELL_NCC and best - second >= CELL_MARGIN:
+        return ranked[0], best, second
+    # Unclear on the coarse grid: match the few best folders at native resolution (slower, sharper).
+    fine = {}
+    for cell in ranked[:FINE_CELLS]:
+        descs, labels, _ = cells[cell]
+        nccs = [m.ncc for m in match_frame(polys, descs, labels) if m.crop >= 0]
+        fine[cell] = float(np.median(nccs)) if nccs else 0.0
+    ranked = sorted(fine, key=fine.get, reverse=True)
+    best = fine[ranked[0]]
+    second = fine[ranked[1]] if len(ranked) > 1 else -1.0
+    ok = best >= FINE_CELL_NCC and best - second >= FINE_CELL_MARGIN
     return (ranked[0] if ok else None), best, second
 
 
