@@ -244,7 +244,6 @@ def match_frame(polys: list[Descriptor], crops: list[Descriptor], labels: list[i
         pl = np.array([polys[r].length for r in rows[good]]) / np.maximum([crops[c].length for c in cols[good]], 1)
         pa = np.array([polys[r].area for r in rows[good]]) / np.maximum([crops[c].area for c in cols[good]], 1)
         scale = (float(np.median(pl)), float(np.median(pa)))
-        _, _, size = cost_matrix(polys, crops, scale)
         # Second round at native resolution: band detail separates look-alike chromosomes, and
         # a crop cut from this frame by quarter turns matches its polygon pixel for pixel.
         ncc = np.array([[max(native_ncc(p.native, c.native, scale[0]), dihedral_ncc(p.raw, c.raw, scale[0]))
@@ -253,6 +252,7 @@ def match_frame(polys: list[Descriptor], crops: list[Descriptor], labels: list[i
         # annotator's polygon differ by up to SIZE_TOLERANCE for the same chromosome, so only sizes
         # beyond that add cost (inside it, the size terms swapped homolog-sized look-alikes).
         area_err, len_err = _size_errors(polys, crops, scale)
+        size = np.maximum(area_err, len_err)
         cost = (1 - ncc) + AREA_WEIGHT * np.maximum(area_err - SIZE_TOLERANCE, 0) + \
             LENGTH_WEIGHT * np.maximum(len_err - SIZE_TOLERANCE, 0)
         rows, cols = linear_sum_assignment(cost)
