@@ -180,8 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def score_shifts(classifier, roots, split, seed, names) -> dict:
-    """Accuracy per lab shift and data folder: ``{shift: {root: {n, accuracy, accuracy_assigned}}}``."""
+def score_shifts(classifier, roots, split, seed, names, unshifted=None) -> dict:
+    """Accuracy per lab shift and data folder: ``{shift: {root: {n, accuracy, accuracy_assigned}}}``.
+
+    ``unshifted`` maps ``str(root)`` to each member's unshifted arrays
+    (:func:`load_eval_arrays`) where the caller has them already.
+    """
     import logging
 
     # The unshifted run has listed the skipped files already; each shift would list them again.
@@ -190,8 +194,10 @@ def score_shifts(classifier, roots, split, seed, names) -> dict:
     data_log.setLevel(logging.ERROR)
     try:
         # Each member's unshifted split of each folder is read once, not once per shift.
-        unshifted = {str(root): [load_eval_arrays(root, member, split, seed) for member in classifier_members(classifier)]
-                     for root in roots}
+        unshifted = dict(unshifted or {})
+        for root in roots:
+            if str(root) not in unshifted:
+                unshifted[str(root)] = [load_eval_arrays(root, member, split, seed) for member in classifier_members(classifier)]
         for name in names:
             table[name] = _score_one_shift(classifier, roots, split, seed, name, unshifted)
     finally:
@@ -227,8 +233,12 @@ def main(argv: list[str]) -> int:
     seed = args.seed if args.seed is not None else int(classifier.config.get("split_seed", 0))
     report = {"weights": str(args.weights or "default"), "split": args.split, "data": {}}
     all_lp, all_labels, all_cells, problems, elapsed, n_total = [], [], [], [], 0.0, 0
+    unshifted = {}  # kept only when shifts are scored, which start from the same arrays
     for root in args.data:
-        arrays, log_probs, seconds = predict_eval_arrays(root, classifier, args.split, seed)
+        member_arrays = [load_eval_arrays(root, member, args.split, seed) for member in classifier_members(classifier)]
+        if shifts:
+            unshifted[str(root)] = member_arrays
+        arrays, log_probs, seconds = predict_eval_arrays(root, classifier, args.split, seed, unshifted=member_arrays)
         res = evaluate(classifier, arrays, log_probs, seconds)
         elapsed += res["n"] / max(res["crops_per_second"], 1e-9)
         n_total += res["n"]
@@ -254,7 +264,7 @@ def main(argv: list[str]) -> int:
         for line in problems:
             print(f"  {line}")
     if shifts:
-        report["shifts"] = score_shifts(classifier, args.data, args.split, seed, shifts)
+        report["shifts"] = score_shifts(classifier, args.data, args.split, seed, shifts, unshifted)
     if args.json:
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)
