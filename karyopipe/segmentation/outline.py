@@ -155,26 +155,27 @@ def training_pixels(detections, smooth: np.ndarray, truths: list, support: float
     features : ndarray, shape (N, 6), float32
     labels : ndarray, shape (N,), float32
     """
+    from pycocotools import mask as mask_utils
     from scipy import ndimage as ndi
 
+    def encode(masks):
+        return mask_utils.encode(np.asfortranarray(np.stack(masks, axis=-1).astype(np.uint8)))
+
     xs, ys = [], []
+    truth_rles = encode(truths) if truths else None
     for det in detections:
         h, w = det.prob.shape
         region = smooth[det.y0:det.y0 + h, det.x0:det.x0 + w]
-        if region.shape != det.prob.shape:
+        if region.shape != det.prob.shape or truth_rles is None:
             continue
         features, rule = outline_features(det.prob, region, support, grow)
-        best, label = 0.0, None
-        for truth in truths:
-            crop = truth[det.y0:det.y0 + h, det.x0:det.x0 + w]
-            inter = int((crop & rule).sum())
-            if not inter:
-                continue
-            iou = inter / (int(truth.sum()) + int(rule.sum()) - inter)
-            if iou > best:
-                best, label = iou, crop
-        if best < min_iou:
+        placed = np.zeros(smooth.shape, bool)
+        placed[det.y0:det.y0 + h, det.x0:det.x0 + w] = rule
+        ious = np.asarray(mask_utils.iou(encode([placed]), truth_rles, [0] * len(truths))).reshape(-1)
+        best = int(np.argmax(ious))
+        if ious[best] < min_iou:
             continue
+        label = truths[best][det.y0:det.y0 + h, det.x0:det.x0 + w]
         zone = ndi.binary_dilation(rule, iterations=band) & (det.prob >= 0.05)
         xs.append(features[zone])
         ys.append(label[zone])
