@@ -274,3 +274,19 @@ def test_an_extra_sex_chromosome_left_as_junk_is_named_as_a_possible_complement(
     assert call.karyotype == "46,XY" and call.labels[extra] == 0
     assert [(a.description, a.kind) for a in call.possible] == [("XXY", "possible_sex")]
     assert "Possible sex complement XXY (Klinefelter syndrome)" in call.statement
+
+
+def test_sex_call_carries_its_probability_and_an_uncertain_one_names_the_alternative():
+    labels, log_probs, lengths = _clean_cell("46,XY", np.random.default_rng(7))
+    clear = assign_karyotype(log_probs, lengths)
+    assert clear.sex == "XY" and clear.sex_confidence > 0.99
+    assert "Sex call uncertain" not in clear.statement
+    # The only Y-like object reads as much X as Y: male and female explain the cell equally well.
+    y_object = int(np.flatnonzero(labels == Y)[0])
+    log_probs[y_object] = np.log(np.full(24, 1e-4))
+    log_probs[y_object, [X - 1, Y - 1]] = np.log(0.5)
+    call = assign_karyotype(log_probs)
+    assert call.sex in ("XX", "XY") and 0.3 < call.sex_confidence < 0.7
+    other = "XX" if call.sex == "XY" else "XY"
+    assert f"the likeliest alternative is {other}" in call.statement
+    assert "sex_confidence" in call.to_dict()

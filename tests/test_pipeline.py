@@ -114,6 +114,7 @@ def test_cli_writes_four_outputs(no_weights, spread_png, tmp_path, capsys):
     report = json.loads((out / "spread" / "report.json").read_text())
     assert report["n_chromosomes"] == len(RODS)
     assert report["stages"]["segmentation"]["model"] == "watershed"
+    assert report["sex_confidence"] is None  # no classifier, so no call to be sure of
     assert set(report["timings_s"]) >= {"segmentation", "geometry", "classification", "karyogram", "total"}
     c0 = report["chromosomes"][0]
     assert {"id", "bbox", "polygon", "class", "top3", "length_px", "relative_length", "centromere_index", "flags"} <= set(c0)

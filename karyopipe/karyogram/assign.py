@@ -198,6 +198,10 @@ class KaryotypeCall:
         the karyotype string; the statement asks for a check.
     sex : str
         Sex-chromosome complement found (``"XY"``, ``"X"``, ``"XXY"``...).
+    sex_confidence : float
+        Probability that ``sex`` is the cell's complement rather than any other
+        of the same ploidy, from the cost differences of their best
+        assignments. Below ``uncertain_below`` the statement names the runner-up.
     statement : str
         Plain-language summary, including why no call was made.
     pairs : dict of int to list of int
@@ -230,6 +234,7 @@ class KaryotypeCall:
     scale: float = float("nan")
     callable: bool = True
     possible: list[Abnormality] = field(default_factory=list)
+    sex_confidence: float = float("nan")
 
     @property
     def classes(self) -> np.ndarray:
@@ -522,7 +527,8 @@ def assign_karyotype(
     costs = {name: r[0] - best_cost for name, r in results.items()}
     sex = "X" * counts[X] + "Y" * counts[Y]
     call = KaryotypeCall(labels, confidence, flags, "", [], sex, "", pairs, counts, hyp.ploidy, best,
-                         costs, scale if length_weight else float("nan"), call_ok)
+                         costs, scale if length_weight else float("nan"), call_ok,
+                         sex_confidence=_sex_confidence(costs, hyp, hypotheses))
     if not call_ok:
         call.statement = _statement_few(n, min_objects) if n < min_objects else (
             f"{n} objects: too many to call a karyotype (more than {max_objects}); the spread probably holds "
@@ -533,8 +539,24 @@ def assign_karyotype(
     call.abnormalities = _abnormalities(obj_cost, results, slots, hyp, hypotheses, counts, best_cost)
     call.possible = _possible_gains(obj_cost, s, labels, counts, hyp, best_cost) + \
         _possible_sex_gains(results, slots, hyp, hypotheses, labels, best_cost)
-    call.statement = _statement(call, n, n_assigned)
+    call.statement = _statement(call, n, n_assigned, uncertain_below)
     return call
+
+
+def _sex_confidence(costs: dict[str, float], hyp: Hypothesis, hypotheses) -> float:
+    """Posterior of the called sex complement among the hypotheses of its ploidy (costs relative to the best)."""
+    same = [costs[h.name] for h in hypotheses if h.ploidy == hyp.ploidy and h.name in costs]
+    return 1.0 / float(np.sum(np.exp(-np.maximum(np.array(same) - costs[hyp.name], 0.0))))
+
+
+def _sex_runner_up(call: "KaryotypeCall") -> str:
+    """The sex complement of the cheapest other hypothesis of the call's ploidy."""
+    others = {name: c for name, c in call.hypothesis_costs.items() if name != call.hypothesis
+              and (name.startswith("3n,") == (call.ploidy == 3))}
+    if not others:
+        return ""
+    name = min(others, key=others.get)
+    return name[3:] if name.startswith("3n,") else name
 
 
 def _cost_matrix(obj_cost: np.ndarray, s: _Slots) -> np.ndarray:
@@ -656,7 +678,7 @@ def _statement_few(n: int, min_objects: int) -> str:
             "probably broken, partly imaged or under-segmented. Labels are a best effort only.")
 
 
-def _statement(call: KaryotypeCall, n: int, n_assigned: int) -> str:
+def _statement(call: KaryotypeCall, n: int, n_assigned: int, uncertain_below: float = 0.9) -> str:
     ab = call.abnormalities
     n_uncertain = sum("uncertain" in f for f in call.flags)
     if not ab:
@@ -693,6 +715,10 @@ def _statement(call: KaryotypeCall, n: int, n_assigned: int) -> str:
         tail += (f" Possible gain of chromosome {a.number}" + (f" ({name})" if name and call.ploidy == 2 else "")
                  + f", p={a.confidence:.2f}: an object left unassigned as debris may be a third {a.number};"
                  " check it.")
+    runner_up = _sex_runner_up(call)
+    if runner_up and call.sex_confidence < uncertain_below:
+        tail += (f" Sex call uncertain: {call.sex} has p={call.sex_confidence:.2f}, the likeliest alternative is "
+                 f"{runner_up} ({_SEX_NAMES.get(runner_up, 'abnormal')}); check the X and Y chromosomes.")
     if n_uncertain > 0.25 * max(n_assigned, 1):
         tail += " Low confidence: review the karyogram before reporting."
     elif any(a.confidence < 0.9 for a in ab):

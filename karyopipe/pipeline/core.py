@@ -132,6 +132,8 @@ class KaryotypeResult:
         Gains not called but worth a look (an object left out as debris that
         may be a third copy), same keys, kind ``"possible_gain"``.
     sex : str
+    sex_confidence : float
+        Probability that ``sex`` is right against the other complements (NaN without a call).
     call : KaryotypeCall or None
         The karyogram stage's full result.
     timings : dict of str to float
@@ -158,6 +160,7 @@ class KaryotypeResult:
     statement: str = ""
     abnormalities: list = field(default_factory=list)
     sex: str = ""
+    sex_confidence: float = float("nan")
     possible_abnormalities: list = field(default_factory=list)
     call: object = field(repr=False, default=None)
     timings: dict = field(default_factory=dict)
@@ -459,6 +462,7 @@ class KaryoPipeline:
             abnormalities=[_abn(a) for a in (call.abnormalities if call is not None else [])],
             possible_abnormalities=[_abn(a) for a in (call.possible if call is not None else [])],
             sex=call.sex if call is not None else "", call=call, timings=timings,
+            sex_confidence=float(call.sex_confidence) if call is not None and call.callable else float("nan"),
             stages={k: dict(v) for k, v in self.stages.items()}, warnings=warnings,
         )
 

@@ -49,6 +49,7 @@ def result_to_dict(result) -> dict:
         "karyotype": result.karyotype,
         "statement": result.statement,
         "sex": result.sex,
+        "sex_confidence": _num(result.sex_confidence),
         "abnormalities": result.abnormalities,
         "possible_abnormalities": result.possible_abnormalities,
         "n_chromosomes": len(result.chromosomes),
