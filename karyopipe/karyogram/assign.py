@@ -716,7 +716,7 @@ def _statement(call: KaryotypeCall, n: int, n_assigned: int, uncertain_below: fl
                  + f", p={a.confidence:.2f}: an object left unassigned as debris may be a third {a.number};"
                  " check it.")
     runner_up = _sex_runner_up(call)
-    if runner_up and call.sex_confidence < uncertain_below:
+    if runner_up and call.sex and call.sex_confidence < uncertain_below:
         tail += (f" Sex call uncertain: {call.sex} has p={call.sex_confidence:.2f}, the likeliest alternative is "
                  f"{runner_up} ({_SEX_NAMES.get(runner_up, 'abnormal')}); check the X and Y chromosomes.")
     if n_uncertain > 0.25 * max(n_assigned, 1):
