@@ -319,3 +319,30 @@ def test_join_refuses_members_with_different_splits(tmp_path):
     paths = [a.save(tmp_path / "a.pth", {}), b.save(tmp_path / "b.pth", {})]
     with pytest.raises(ValueError, match="split_seed"):
         join_classifiers(paths)
+
+
+def test_cell_features_can_be_measured_against_reference_objects():
+    from karyopipe.classification.preprocess import fallback_cell_features
+
+    measures = [{"length_px": v, "area_px": 5.0 * v, "intensity": 10.0 * v, "width_px": 5.0} for v in (10, 20, 30, 2)]
+    alone = fallback_cell_features(measures)
+    sure = np.array([True, True, True, False])  # the last object is a speck of debris
+    against = fallback_cell_features(measures, sure)
+    # Relative length: the speck pulled the mean down to 15.5; measured by the sure objects it is 20.
+    assert alone[0, 0] == pytest.approx(10 / 15.5) and against[0, 0] == pytest.approx(10 / 20)
+    # Length rank among the sure objects, the speck below them all.
+    np.testing.assert_allclose(against[:, 4], [0.0, 0.5, 1.0, 0.0])
+    np.testing.assert_allclose(fallback_cell_features(measures, np.ones(4, bool)), alone)
+    with pytest.raises(ValueError, match="one flag per object"):
+        fallback_cell_features(measures, [True, False])
+
+
+def test_predict_cell_with_a_reference_matches_predicting_the_reference_alone():
+    rng = np.random.default_rng(3)
+    crops, _ = toy_cell(rng)
+    clf = Classifier(build_hybrid_resnet(num_features=6, width=8),
+                     {"size": [48, 24], "preprocess": "pca", "mode": "hybrid"})
+    reference = np.arange(len(crops)) < 6
+    both = clf.predict_cell(crops, reference=reference)
+    alone = clf.predict_cell(crops[:6])
+    np.testing.assert_allclose(both[:6], alone, atol=1e-5)

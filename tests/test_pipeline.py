@@ -215,3 +215,22 @@ def test_junk_prior_comes_from_the_segmenter_calibration(no_weights):
     assert prior[0] > 0.3 and prior[1] < 0.02
     # Weights without a calibration (or no segmenter): the assignment's default prior.
     assert KaryoPipeline(segmenter=lambda gray: []).junk_prior(objects) is None
+
+
+def test_the_cell_is_measured_by_its_confident_detections(no_weights):
+    from karyopipe.pipeline import core
+
+    class Recording:
+        def predict_cell(self, crops, reference=None):
+            self.reference = reference
+            return np.zeros((len(crops), 24), np.float32)
+
+    pipe = KaryoPipeline(classifier=Recording())
+    geoms = [object()] * 14
+    sure = [0.99] * core.MIN_REFERENCE_OBJECTS + [0.4] * 4  # four doubtful objects, likely debris
+    pipe.classify(geoms, sure)
+    np.testing.assert_array_equal(pipe.classifier.reference, np.array(sure) >= core.REFERENCE_SCORE)
+    # Too few sure objects to measure a cell by, all sure, or no scores at all: every object counts.
+    for scores in ([0.99] * 3 + [0.4] * 11, [0.99] * 14, None):
+        pipe.classify(geoms, scores)
+        assert pipe.classifier.reference is None

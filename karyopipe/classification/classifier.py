@@ -64,20 +64,24 @@ class Classifier:
         """Store fp16 weights + config + model card via :func:`karyopipe.weights.save_weights`."""
         return save_weights(path, self.model.state_dict(), self.config, card if card is not None else self.meta)
 
-    def prepare(self, crops) -> tuple[np.ndarray, np.ndarray]:
-        """Images (n, L, W) and features (n, F) of one cell's crops or geometries."""
+    def prepare(self, crops, reference=None) -> tuple[np.ndarray, np.ndarray]:
+        """Images (n, L, W) and features (n, F) of one cell's crops or geometries.
+
+        ``reference`` (bool per object) flags the objects the cell-relative
+        features are measured against; default all.
+        """
         from karyopipe.classification.preprocess import prepare_cell, prepare_from_geometries
 
         crops = list(crops)
         if crops and hasattr(crops[0], "straightened"):
-            return prepare_from_geometries(crops, self.size, self.preprocess)
+            return prepare_from_geometries(crops, self.size, self.preprocess, reference)
         pairs = []
         for item in crops:
             if isinstance(item, np.ndarray):
                 item = (item, None)
             gray, mask = item
             pairs.append((np.asarray(gray, dtype=np.float32), mask))
-        return prepare_cell(pairs, self.size, self.preprocess)
+        return prepare_cell(pairs, self.size, self.preprocess, reference)
 
     @torch.no_grad()
     def predict_arrays(self, images: np.ndarray, features: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -92,7 +96,7 @@ class Classifier:
             out.append(torch.log_softmax(logits.float() / temperature, dim=1).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, 24), dtype=np.float32)
 
-    def predict_cell(self, crops) -> np.ndarray:
+    def predict_cell(self, crops, reference=None) -> np.ndarray:
         """Log-probabilities of every chromosome of ONE cell.
 
         Parameters
@@ -102,12 +106,16 @@ class Classifier:
             boolean masks (``None`` to compute one), all at the cell's native scale,
             or geometry results. Features are relative to the cell, so pass the
             whole cell at once.
+        reference : array_like of bool, shape (n,), optional
+            The objects the cell is measured by (mean size, length rank);
+            default all. Pass the confident ones when the list also holds
+            likely debris.
 
         Returns
         -------
         log_probs : ndarray, shape (n, 24), float32; column k-1 is class k (23 = X, 24 = Y)
         """
-        images, features = self.prepare(crops)
+        images, features = self.prepare(crops, reference)
         return self.predict_arrays(images, features)
 
 
@@ -149,10 +157,10 @@ class ClassifierEnsemble:
         mean = np.mean(np.stack(log_probs), axis=0)
         return (mean - np.logaddexp.reduce(mean, axis=1, keepdims=True)).astype(np.float32)
 
-    def predict_cell(self, crops) -> np.ndarray:
+    def predict_cell(self, crops, reference=None) -> np.ndarray:
         """Log-probabilities (n, 24) of one cell's crops or geometries; see :meth:`Classifier.predict_cell`."""
         crops = list(crops)
-        return self.combine([m.predict_cell(crops) for m in self.members])
+        return self.combine([m.predict_cell(crops, reference) for m in self.members])
 
     def save(self, path, card: dict | None = None) -> Path:
         """One fp16 file holding every member (``members.<i>.`` key prefixes)."""

@@ -118,13 +118,27 @@ def chromosome_measures(gray_up: np.ndarray, mask_up: np.ndarray) -> dict:
     }
 
 
-def fallback_cell_features(measures: list[dict]) -> np.ndarray:
+def _reference_mask(reference, n: int) -> np.ndarray:
+    """``reference`` as a bool mask of length ``n``; all objects when None or empty."""
+    if reference is None:
+        return np.ones(n, bool)
+    ref = np.asarray(reference, bool).reshape(-1)
+    if ref.shape != (n,):
+        raise ValueError(f"reference must have one flag per object ({n}), got shape {ref.shape}")
+    return ref if ref.any() else np.ones(n, bool)
+
+
+def fallback_cell_features(measures: list[dict], reference=None) -> np.ndarray:
     """FALLBACK for :func:`karyopipe.geometry.cell_features`: features relative to the cell.
 
     Parameters
     ----------
     measures : list of dict
         :func:`chromosome_measures` of every chromosome of one cell.
+    reference : array_like of bool, shape (n,), optional
+        The objects the cell is measured by (means and length ranks); default
+        all. A segmented spread also holds debris and fragments, which would
+        otherwise shift every chromosome's relative size.
 
     Returns
     -------
@@ -139,10 +153,18 @@ def fallback_cell_features(measures: list[dict]) -> np.ndarray:
     inten = np.array([m["intensity"] for m in measures], dtype=np.float64)
     width = np.array([m["width_px"] for m in measures], dtype=np.float64)
 
-    def rel(v):
-        return v / max(float(v.mean()), 1e-6)
+    ref = _reference_mask(reference, n)
 
-    rank = np.argsort(np.argsort(length, kind="stable"), kind="stable") / max(n - 1, 1)
+    def rel(v):
+        return v / max(float(v[ref].mean()), 1e-6)
+
+    if ref.all():
+        rank = np.argsort(np.argsort(length, kind="stable"), kind="stable") / max(n - 1, 1)
+    else:
+        # Where each object would stand among the reference objects (its own place excluded).
+        below = np.array([np.sum(length[ref] < v) + np.sum((length[ref] == v) & (np.flatnonzero(ref) < i))
+                          for i, v in enumerate(length)], np.float64)
+        rank = np.clip(below / max(int(ref.sum()) - 1, 1), 0.0, 1.0)
     aspect = length / np.maximum(width, 1e-6)
     return np.stack([rel(length), rel(area), rel(inten), rel(width), rank, aspect], axis=1).astype(np.float32)
 
@@ -151,6 +173,7 @@ def prepare_cell(
     crops: list[tuple[np.ndarray, np.ndarray | None]],
     size: tuple[int, int] = (64, 32),
     mode: str = "pca",
+    reference=None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Turn the chromosome crops of ONE cell into classifier inputs.
 
@@ -162,6 +185,8 @@ def prepare_cell(
     size : (L, W)
         Canvas size of the straightened images.
     mode : {"pca", "geometry"}
+    reference : array_like of bool, shape (n,), optional
+        The objects the cell is measured by (:func:`fallback_cell_features`).
 
     Returns
     -------
@@ -175,7 +200,7 @@ def prepare_cell(
         for gray, mask in crops:
             gray = np.asarray(gray, dtype=np.float32)
             geoms.append(analyze_chromosome(mask_from_crop(gray) if mask is None else mask, gray))
-        return prepare_geometries(geoms, size)
+        return prepare_geometries(geoms, size, reference)
     if mode != "pca":
         raise ValueError(f"unknown preprocessing mode {mode!r}: use 'pca' or 'geometry'")
     images, measures = [], []
@@ -186,7 +211,7 @@ def prepare_cell(
         images.append(fit_canvas(g_up, size))
         measures.append(chromosome_measures(g_up, m_up))
     images = np.stack(images) if images else np.zeros((0, *size), np.float32)
-    return images, fallback_cell_features(measures)
+    return images, fallback_cell_features(measures, reference)
 
 
 def _crop_to_content(image: np.ndarray) -> np.ndarray:
@@ -196,12 +221,13 @@ def _crop_to_content(image: np.ndarray) -> np.ndarray:
     return image[ys.min(): ys.max() + 1, xs.min(): xs.max() + 1]
 
 
-def prepare_geometries(geoms: list, size: tuple[int, int] = (64, 32)) -> tuple[np.ndarray, np.ndarray]:
+def prepare_geometries(geoms: list, size: tuple[int, int] = (64, 32), reference=None) -> tuple[np.ndarray, np.ndarray]:
     """Classifier inputs from :class:`karyopipe.geometry.ChromosomeGeometry` of one cell.
 
     The image is ``straightened`` (p-arm up) cropped to the chromosome; the
     features are the 6 fallback features followed by
-    :func:`karyopipe.geometry.cell_features` (F = 6 + len(FEATURE_NAMES)).
+    :func:`karyopipe.geometry.cell_features` (F = 6 + len(FEATURE_NAMES)), both
+    measured against the ``reference`` objects (default all).
     """
     from karyopipe.geometry import cell_features
 
@@ -215,18 +241,20 @@ def prepare_geometries(geoms: list, size: tuple[int, int] = (64, 32)) -> tuple[n
         measures.append({"length_px": length, "area_px": area, "intensity": float(straight[fg].sum()),
                          "width_px": area / max(length, 1e-6)})
     images = np.stack(images) if images else np.zeros((0, *size), np.float32)
-    geo = np.asarray(cell_features(geoms), dtype=np.float32).reshape(len(geoms), -1)
-    features = np.concatenate([fallback_cell_features(measures), np.nan_to_num(geo)], axis=1)
+    ref = _reference_mask(reference, len(geoms))
+    geo = np.asarray(cell_features(geoms, reference=ref), dtype=np.float32).reshape(len(geoms), -1)
+    features = np.concatenate([fallback_cell_features(measures, ref), np.nan_to_num(geo)], axis=1)
     return images, features
 
 
-def prepare_from_geometries(geoms: list, size: tuple[int, int] = (64, 32), mode: str = "geometry"):
+def prepare_from_geometries(geoms: list, size: tuple[int, int] = (64, 32), mode: str = "geometry", reference=None):
     """Classifier inputs of one cell from its geometries, for a model of either straightening ``mode``.
 
     This is how chromosomes segmented from a spread reach the classifier.
     ``"geometry"`` models get :func:`prepare_geometries`. A ``"pca"`` model gets
     the straightened chromosome through its own path: it is already upright
-    with the p-arm up, so the PCA rotation leaves it as it is.
+    with the p-arm up, so the PCA rotation leaves it as it is. ``reference``
+    flags the objects the cell is measured by (default all).
 
     Returns
     -------
@@ -234,12 +262,12 @@ def prepare_from_geometries(geoms: list, size: tuple[int, int] = (64, 32), mode:
     features : ndarray, shape (n, F), float32
     """
     if mode == "geometry":
-        return prepare_geometries(geoms, size)
+        return prepare_geometries(geoms, size, reference)
     crops = []
     for g in geoms:
         straight = np.clip(np.asarray(g.straightened, np.float32), 0, None)
         crops.append((straight, straight > 0) if (straight > 0).any() else (straight, None))
-    return prepare_cell(crops, size, mode)
+    return prepare_cell(crops, size, mode, reference)
 
 
 def standardize_images(images: np.ndarray) -> np.ndarray:

@@ -147,8 +147,16 @@ def cell_totals(geoms: list[ChromosomeGeometry]) -> dict[str, float]:
     }
 
 
-def cell_features(geoms: list[ChromosomeGeometry]) -> np.ndarray:
+def cell_features(geoms: list[ChromosomeGeometry], reference=None) -> np.ndarray:
     """Features of every chromosome of one cell.
+
+    Parameters
+    ----------
+    geoms : list of ChromosomeGeometry
+    reference : array_like of bool, shape (n,), optional
+        The objects whose mean length, area and density the features are
+        relative to; default all (a segmented spread may pass its confident
+        detections, so that debris does not shift every relative size).
 
     Returns
     -------
@@ -157,5 +165,8 @@ def cell_features(geoms: list[ChromosomeGeometry]) -> np.ndarray:
     """
     if not geoms:
         return np.zeros((0, N_FEATURES), np.float32)
-    totals = cell_totals(geoms)
+    if reference is not None and np.any(reference):
+        totals = cell_totals([g for g, keep in zip(geoms, np.asarray(reference, bool)) if keep])
+    else:
+        totals = cell_totals(geoms)
     return np.stack([feature_vector(g, **totals) for g in geoms])

@@ -41,6 +41,13 @@ LOW_CONFIDENCE = 0.9
 # Above this many objects the segmentation did not see one metaphase (near-tetraploid cells
 # have 92 chromosomes): classifying and calling a karyotype would only dress up noise.
 MAX_OBJECTS_FOR_A_CALL = 100
+# The classifier measures each object against its cell (relative length, area,
+# length rank). A spread's detections include debris and fragments, kept down to
+# the junk calibration's low score, which would shift every relative size; so the
+# cell is measured by the detections at least this sure, when there are enough.
+# Chosen on the segmenter's training frames (karyopipe eval-e2e, BENCHMARKS.md).
+REFERENCE_SCORE = 0.9
+MIN_REFERENCE_OBJECTS = 10
 
 
 @dataclass
@@ -359,11 +366,23 @@ class KaryoPipeline:
 
         return analyze_in_image(gray, [inst.mask for inst in instances], pad=_PAD)
 
-    def classify(self, geometries) -> np.ndarray | None:
-        """(n, 24) log-probabilities, or None without a classifier."""
+    def classify(self, geometries, scores=None) -> np.ndarray | None:
+        """(n, 24) log-probabilities, or None without a classifier.
+
+        ``scores`` (detection scores, one per geometry) pick the objects the
+        cell is measured by: those from :data:`REFERENCE_SCORE`, if at least
+        :data:`MIN_REFERENCE_OBJECTS`; otherwise, or without scores, all.
+        """
         if self.classifier is None or not geometries:
             return None
-        return np.asarray(self.classifier.predict_cell(list(geometries)), np.float32)
+        reference = None
+        if scores is not None:
+            sure = np.nan_to_num(np.asarray(scores, np.float64), nan=0.0) >= REFERENCE_SCORE
+            if MIN_REFERENCE_OBJECTS <= sure.sum() < len(sure):
+                reference = sure
+        if reference is None:  # a classifier of one's own need not know about references
+            return np.asarray(self.classifier.predict_cell(list(geometries)), np.float32)
+        return np.asarray(self.classifier.predict_cell(list(geometries), reference=reference), np.float32)
 
     @staticmethod
     def assign(log_probs, geometries, junk_prior=None):
@@ -414,7 +433,8 @@ class KaryoPipeline:
 
         implausible = len(instances) > MAX_OBJECTS_FOR_A_CALL
         t = time.perf_counter()
-        log_probs = None if implausible else self.classify(geometries)
+        scores = [inst.score if inst.score is not None else np.nan for inst in instances]
+        log_probs = None if implausible else self.classify(geometries, scores)
         timings["classification"] = time.perf_counter() - t
 
         t = time.perf_counter()
