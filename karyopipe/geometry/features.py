@@ -166,7 +166,10 @@ def cell_features(geoms: list[ChromosomeGeometry], reference=None) -> np.ndarray
     if not geoms:
         return np.zeros((0, N_FEATURES), np.float32)
     if reference is not None and np.any(reference):
-        totals = cell_totals([g for g, keep in zip(geoms, np.asarray(reference, bool)) if keep])
+        reference = np.asarray(reference, bool).reshape(-1)
+        if len(reference) != len(geoms):
+            raise ValueError(f"reference must have one flag per chromosome ({len(geoms)}), got {len(reference)}")
+        totals = cell_totals([g for g, keep in zip(geoms, reference) if keep])
     else:
         totals = cell_totals(geoms)
     return np.stack([feature_vector(g, **totals) for g in geoms])
