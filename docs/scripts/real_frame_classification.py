@@ -2,7 +2,7 @@
 
 Prints numbers only (nothing is drawn, nothing is written into the repository).
 Run from the repository root after ``karyopipe label-bioimlab ... --out
-.cache/bioimlab_labelled/annotations.json``::
+.cache/bioimlab_labelled5/annotations.json``::
 
     .venv/bin/python docs/scripts/real_frame_classification.py
 
@@ -47,7 +47,7 @@ PAD = 6
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--coco", default=str(REPO / ".cache/bioimlab_labelled/annotations.json"))
+    p.add_argument("--coco", default=str(REPO / ".cache/bioimlab_labelled5/annotations.json"))
     p.add_argument("--weights", default=None, help="classifier ensemble (default: the shipped one)")
     p.add_argument("--limit", type=int, default=0, help="only the first N frames (a quick check)")
     args = p.parse_args()
