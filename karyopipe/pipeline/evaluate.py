@@ -37,14 +37,13 @@ IOU_THRESH = 0.5
 
 def match_instances(pred_masks, true_masks, thresh: float = IOU_THRESH) -> tuple[list[tuple[int, int, float]], np.ndarray]:
     """One-to-one pairs ``(pred, true, iou)`` with IoU >= ``thresh``, and the IoU matrix (n_pred, n_true)."""
-    from pycocotools import mask as mask_utils
     from scipy.optimize import linear_sum_assignment
 
-    if not len(pred_masks) or not len(true_masks):
-        return [], np.zeros((len(pred_masks), len(true_masks)))
-    enc = [mask_utils.encode(np.asfortranarray(np.asarray(m, np.uint8))) for m in pred_masks]
-    gt = [mask_utils.encode(np.asfortranarray(np.asarray(m, np.uint8))) for m in true_masks]
-    iou = np.asarray(mask_utils.iou(enc, gt, [0] * len(gt)), float).reshape(len(enc), len(gt))
+    from karyopipe.segmentation.evaluate import mask_ious
+
+    iou = mask_ious(pred_masks, true_masks)
+    if not iou.size:
+        return [], iou
     rows, cols = linear_sum_assignment(-iou)
     return [(int(r), int(c), float(iou[r, c])) for r, c in zip(rows, cols) if iou[r, c] >= thresh], iou
 

@@ -32,6 +32,29 @@ def _rle(mask: np.ndarray) -> dict:
     return rle
 
 
+def mask_ious(pred_masks, true_masks) -> np.ndarray:
+    """Mask IoU of every prediction (rows) with every truth (columns), by pycocotools.
+
+    Parameters
+    ----------
+    pred_masks, true_masks : sequences of ndarray, each shape (H, W), bool
+
+    Returns
+    -------
+    ndarray, shape (n_pred, n_true), float
+    """
+    from pycocotools import mask as mask_utils
+
+    if not len(pred_masks) or not len(true_masks):
+        return np.zeros((len(pred_masks), len(true_masks)))
+
+    def encode(masks):
+        return [mask_utils.encode(np.asfortranarray(np.asarray(m, np.uint8))) for m in masks]
+
+    ious = mask_utils.iou(encode(pred_masks), encode(true_masks), [0] * len(true_masks))
+    return np.asarray(ious, float).reshape(len(pred_masks), len(true_masks))
+
+
 def _xywh(box) -> list[float]:
     x0, y0, x1, y1 = (float(v) for v in box)
     return [x0, y0, x1 - x0, y1 - y0]

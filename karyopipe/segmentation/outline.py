@@ -155,26 +155,27 @@ def training_pixels(detections, smooth: np.ndarray, truths: list, support: float
     features : ndarray, shape (N, 6), float32
     labels : ndarray, shape (N,), float32
     """
-    from pycocotools import mask as mask_utils
     from scipy import ndimage as ndi
 
-    def encode(masks):
-        return mask_utils.encode(np.asfortranarray(np.stack(masks, axis=-1).astype(np.uint8)))
+    from karyopipe.segmentation.evaluate import mask_ious
 
-    xs, ys = [], []
-    truth_rles = encode(truths) if truths else None
+    drawn = []  # (detection, its features, the rule's outline, that outline placed in the spread)
     for det in detections:
         h, w = det.prob.shape
         region = smooth[det.y0:det.y0 + h, det.x0:det.x0 + w]
-        if region.shape != det.prob.shape or truth_rles is None:
+        if region.shape != det.prob.shape:
             continue
         features, rule = outline_features(det.prob, region, support, grow)
         placed = np.zeros(smooth.shape, bool)
         placed[det.y0:det.y0 + h, det.x0:det.x0 + w] = rule
-        ious = np.asarray(mask_utils.iou(encode([placed]), truth_rles, [0] * len(truths))).reshape(-1)
-        best = int(np.argmax(ious))
-        if ious[best] < min_iou:
+        drawn.append((det, features, rule, placed))
+    ious = mask_ious([placed for *_, placed in drawn], truths)
+    xs, ys = [], []
+    for (det, features, rule, _), row in zip(drawn, ious):
+        best = int(np.argmax(row)) if row.size else -1
+        if best < 0 or row[best] < min_iou:
             continue
+        h, w = det.prob.shape
         label = truths[best][det.y0:det.y0 + h, det.x0:det.x0 + w]
         zone = ndi.binary_dilation(rule, iterations=band) & (det.prob >= 0.05)
         xs.append(features[zone])
