@@ -526,9 +526,10 @@ def assign_karyotype(
     n_assigned = int(np.sum(labels > 0))
     costs = {name: r[0] - best_cost for name, r in results.items()}
     sex = "X" * counts[X] + "Y" * counts[Y]
+    sex_confidence, sex_runner_up = _sex_odds(costs, hyp, hypotheses)
     call = KaryotypeCall(labels, confidence, flags, "", [], sex, "", pairs, counts, hyp.ploidy, best,
                          costs, scale if length_weight else float("nan"), call_ok,
-                         sex_confidence=_sex_confidence(costs, hyp, hypotheses))
+                         sex_confidence=sex_confidence)
     if not call_ok:
         call.statement = _statement_few(n, min_objects) if n < min_objects else (
             f"{n} objects: too many to call a karyotype (more than {max_objects}); the spread probably holds "
@@ -539,24 +540,20 @@ def assign_karyotype(
     call.abnormalities = _abnormalities(obj_cost, results, slots, hyp, hypotheses, counts, best_cost)
     call.possible = _possible_gains(obj_cost, s, labels, counts, hyp, best_cost) + \
         _possible_sex_gains(results, slots, hyp, hypotheses, labels, best_cost)
-    call.statement = _statement(call, n, n_assigned, uncertain_below)
+    call.statement = _statement(call, n, n_assigned, uncertain_below, sex_runner_up)
     return call
 
 
-def _sex_confidence(costs: dict[str, float], hyp: Hypothesis, hypotheses) -> float:
-    """Posterior of the called sex complement among the hypotheses of its ploidy (costs relative to the best)."""
-    same = [costs[h.name] for h in hypotheses if h.ploidy == hyp.ploidy and h.name in costs]
-    return 1.0 / float(np.sum(np.exp(-np.maximum(np.array(same) - costs[hyp.name], 0.0))))
-
-
-def _sex_runner_up(call: "KaryotypeCall") -> str:
-    """The sex complement of the cheapest other hypothesis of the call's ploidy."""
-    others = {name: c for name, c in call.hypothesis_costs.items() if name != call.hypothesis
-              and (name.startswith("3n,") == (call.ploidy == 3))}
+def _sex_odds(costs: dict[str, float], hyp: Hypothesis, hypotheses) -> tuple[float, str]:
+    """Posterior of the called sex complement among the hypotheses of its ploidy (costs relative to
+    the best), and the complement of the cheapest other one (``""`` when there is none)."""
+    same = [h for h in hypotheses if h.ploidy == hyp.ploidy and h.name in costs]
+    confidence = 1.0 / float(np.sum(np.exp(-np.maximum(np.array([costs[h.name] for h in same]) - costs[hyp.name], 0.0))))
+    others = [h for h in same if h.name != hyp.name]
     if not others:
-        return ""
-    name = min(others, key=others.get)
-    return name[3:] if name.startswith("3n,") else name
+        return confidence, ""
+    runner_up = min(others, key=lambda h: costs[h.name])
+    return confidence, "X" * runner_up.n_x + "Y" * runner_up.n_y
 
 
 def _cost_matrix(obj_cost: np.ndarray, s: _Slots) -> np.ndarray:
@@ -678,7 +675,8 @@ def _statement_few(n: int, min_objects: int) -> str:
             "probably broken, partly imaged or under-segmented. Labels are a best effort only.")
 
 
-def _statement(call: KaryotypeCall, n: int, n_assigned: int, uncertain_below: float = 0.9) -> str:
+def _statement(call: KaryotypeCall, n: int, n_assigned: int, uncertain_below: float = 0.9,
+               sex_runner_up: str = "") -> str:
     ab = call.abnormalities
     n_uncertain = sum("uncertain" in f for f in call.flags)
     if not ab:
@@ -715,10 +713,9 @@ def _statement(call: KaryotypeCall, n: int, n_assigned: int, uncertain_below: fl
         tail += (f" Possible gain of chromosome {a.number}" + (f" ({name})" if name and call.ploidy == 2 else "")
                  + f", p={a.confidence:.2f}: an object left unassigned as debris may be a third {a.number};"
                  " check it.")
-    runner_up = _sex_runner_up(call)
-    if runner_up and call.sex and call.sex_confidence < uncertain_below:
+    if sex_runner_up and call.sex and call.sex_confidence < uncertain_below:
         tail += (f" Sex call uncertain: {call.sex} has p={call.sex_confidence:.2f}, the likeliest alternative is "
-                 f"{runner_up} ({_SEX_NAMES.get(runner_up, 'abnormal')}); check the X and Y chromosomes.")
+                 f"{sex_runner_up} ({_SEX_NAMES.get(sex_runner_up, 'abnormal')}); check the X and Y chromosomes.")
     if n_uncertain > 0.25 * max(n_assigned, 1):
         tail += " Low confidence: review the karyogram before reporting."
     elif any(a.confidence < 0.9 for a in ab):
