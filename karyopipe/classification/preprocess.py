@@ -118,16 +118,6 @@ def chromosome_measures(gray_up: np.ndarray, mask_up: np.ndarray) -> dict:
     }
 
 
-def _reference_mask(reference, n: int) -> np.ndarray:
-    """``reference`` as a bool mask of length ``n``; all objects when None or empty."""
-    if reference is None:
-        return np.ones(n, bool)
-    ref = np.asarray(reference, bool).reshape(-1)
-    if ref.shape != (n,):
-        raise ValueError(f"reference must have one flag per object ({n}), got shape {ref.shape}")
-    return ref if ref.any() else np.ones(n, bool)
-
-
 def fallback_cell_features(measures: list[dict], reference=None) -> np.ndarray:
     """FALLBACK for :func:`karyopipe.geometry.cell_features`: features relative to the cell.
 
@@ -153,7 +143,9 @@ def fallback_cell_features(measures: list[dict], reference=None) -> np.ndarray:
     inten = np.array([m["intensity"] for m in measures], dtype=np.float64)
     width = np.array([m["width_px"] for m in measures], dtype=np.float64)
 
-    ref = _reference_mask(reference, n)
+    from karyopipe.geometry.features import reference_mask
+
+    ref = reference_mask(reference, n)
 
     def rel(v):
         return v / max(float(v[ref].mean()), 1e-6)
@@ -230,6 +222,7 @@ def prepare_geometries(geoms: list, size: tuple[int, int] = (64, 32), reference=
     measured against the ``reference`` objects (default all).
     """
     from karyopipe.geometry import cell_features
+    from karyopipe.geometry.features import reference_mask
 
     images, measures = [], []
     for g in geoms:
@@ -241,7 +234,7 @@ def prepare_geometries(geoms: list, size: tuple[int, int] = (64, 32), reference=
         measures.append({"length_px": length, "area_px": area, "intensity": float(straight[fg].sum()),
                          "width_px": area / max(length, 1e-6)})
     images = np.stack(images) if images else np.zeros((0, *size), np.float32)
-    ref = _reference_mask(reference, len(geoms))
+    ref = reference_mask(reference, len(geoms))
     geo = np.asarray(cell_features(geoms, reference=ref), dtype=np.float32).reshape(len(geoms), -1)
     features = np.concatenate([fallback_cell_features(measures, ref), np.nan_to_num(geo)], axis=1)
     return images, features

@@ -147,6 +147,16 @@ def cell_totals(geoms: list[ChromosomeGeometry]) -> dict[str, float]:
     }
 
 
+def reference_mask(reference, n: int) -> np.ndarray:
+    """``reference`` (bool per object, or None) as a bool mask of length ``n``; all objects when None or none flagged."""
+    if reference is None:
+        return np.ones(n, bool)
+    ref = np.asarray(reference, bool).reshape(-1)
+    if ref.shape != (n,):
+        raise ValueError(f"reference must have one flag per object ({n}), got shape {ref.shape}")
+    return ref if ref.any() else np.ones(n, bool)
+
+
 def cell_features(geoms: list[ChromosomeGeometry], reference=None) -> np.ndarray:
     """Features of every chromosome of one cell.
 
@@ -165,11 +175,6 @@ def cell_features(geoms: list[ChromosomeGeometry], reference=None) -> np.ndarray
     """
     if not geoms:
         return np.zeros((0, N_FEATURES), np.float32)
-    if reference is not None and np.any(reference):
-        reference = np.asarray(reference, bool).reshape(-1)
-        if len(reference) != len(geoms):
-            raise ValueError(f"reference must have one flag per chromosome ({len(geoms)}), got {len(reference)}")
-        totals = cell_totals([g for g, keep in zip(geoms, reference) if keep])
-    else:
-        totals = cell_totals(geoms)
+    keep = reference_mask(reference, len(geoms))
+    totals = cell_totals([g for g, k in zip(geoms, keep) if k])
     return np.stack([feature_vector(g, **totals) for g in geoms])
