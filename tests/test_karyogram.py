@@ -281,12 +281,41 @@ def test_sex_call_carries_its_probability_and_an_uncertain_one_names_the_alterna
     clear = assign_karyotype(log_probs, lengths)
     assert clear.sex == "XY" and clear.sex_confidence > 0.99
     assert "Sex call uncertain" not in clear.statement
-    # The only Y-like object reads as much X as Y: male and female explain the cell equally well.
+    # The only Y-like object reads as much X as Y and Y is weighed like any class:
+    # male and female explain the cell equally well.
     y_object = int(np.flatnonzero(labels == Y)[0])
     log_probs[y_object] = np.log(np.full(24, 1e-4))
     log_probs[y_object, [X - 1, Y - 1]] = np.log(0.5)
-    call = assign_karyotype(log_probs)
+    call = assign_karyotype(log_probs, y_weight=1.0)
     assert call.sex in ("XX", "XY") and 0.3 < call.sex_confidence < 0.7
     other = "XX" if call.sex == "XY" else "XY"
     assert f"the likeliest alternative is {other}" in call.statement
     assert "sex_confidence" in call.to_dict()
+
+
+def test_weak_y_evidence_does_not_make_a_female_cell_male():
+    # A segmented 46,XX spread: one 11 was missed, one X reads X only (its 11 score
+    # is 0.001), a 21 reads 20 % Y and a fragment reads 21 with a middling score.
+    # Weighing Y like any class, the cheapest story is male: the fragment is the
+    # second 21, the weak 21 the Y, the other X the missing 11.
+    labels, log_probs, lengths = _clean_cell("46,XX", np.random.default_rng(8))
+    keep = np.arange(len(labels)) != np.flatnonzero(labels == 11)[0]
+    labels, log_probs, lengths = labels[keep], log_probs[keep], lengths[keep]
+    x, g = int(np.flatnonzero(labels == X)[0]), int(np.flatnonzero(labels == 21)[0])
+    log_probs[x] = np.log(np.full(24, 1e-4))
+    log_probs[x, [X - 1, 11 - 1]] = np.log([0.999, 0.001])
+    log_probs[g] = np.log(np.full(24, 1e-4))
+    log_probs[g, [21 - 1, Y - 1]] = np.log([0.8, 0.2])
+    fragment = np.full((1, 24), np.log(1e-3))
+    fragment[0, 21 - 1] = np.log(0.9)
+    log_probs, lengths = np.vstack([log_probs, fragment]), np.append(lengths, lengths[g] * 0.9)
+    junk = np.full(len(lengths), 1e-3)
+    junk[-1] = 0.3
+    assert assign_karyotype(log_probs, lengths, junk_prior=junk, y_weight=1.0).sex == "XY"
+    call = assign_karyotype(log_probs, lengths, junk_prior=junk)
+    assert call.sex == "XX" and call.labels[g] == 21
+    # A clear Y (0.97) is not affected by the weight.
+    _, male_log_probs, male_lengths = _clean_cell("46,XY", np.random.default_rng(8))
+    assert assign_karyotype(male_log_probs, male_lengths).sex_confidence > 0.99
+    with pytest.raises(ValueError, match="y_weight"):
+        assign_karyotype(log_probs, y_weight=0.0)

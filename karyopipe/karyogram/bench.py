@@ -302,6 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--junk-prior", type=float, default=None,
                         help="junk prior of every object (default: the assignment's, for ground-truth masks); "
                              "e.g. 0.012, what calibrate-junk gives an object the segmenter scores 0.99")
+    parser.add_argument("--y-weight", type=float, default=None,
+                        help="weight of the classifier's Y evidence in the assignment (default: the assignment's, "
+                             "karyopipe.karyogram.assign.Y_EVIDENCE_WEIGHT; 1 treats Y like any class)")
     parser.add_argument("--json", metavar="OUT", help="write the results as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     return parser
@@ -329,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     morphology = {"length_weight": 0.0, "ci_weight": 0.0} if args.no_morphology else {}
     if args.junk_prior is not None:
         morphology["junk_prior"] = args.junk_prior
+    if args.y_weight is not None:
+        morphology["y_weight"] = args.y_weight
     if args.scorer == "auto":
         from karyopipe.weights import CLASSIFICATION_WEIGHTS, weights_path
 
