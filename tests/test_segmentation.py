@@ -561,9 +561,12 @@ def test_train_seg_cli_checkpoints_resumes_and_picks_its_count_threshold(tmp_pat
     tuned = tmp_path / "tuned"
     assert seg_train.main([str(data), "--out", str(tuned), "--init", str(run / "best.pth"), "--copy-paste", "0.5",
                            "--crop", "96", "--batch", "1", "--epochs", "1", "--steps-per-epoch", "2", "--warmup", "1",
-                           "--threads", "1", "--val-fraction", "0.5", "--backbone", "resnet50", "--workers", "2"]) == 0
+                           "--threads", "1", "--val-fraction", "0.5", "--backbone", "resnet50", "--workers", "2",
+                           "--seed", "3", "--split-seed", "5"]) == 0
     _, tuned_config, tuned_card = load_weights(tuned / "best.pth")
     assert tuned_config["model"] == config["model"]
+    # ... and the cells they were selected on stay held out, whatever the seeds
+    assert tuned_config["val_cells"] == config["val_cells"] and "recorded in the --init weights" in tuned_card["split"]
     assert tuned_config["inference"]["reference_width"] == config["inference"]["reference_width"]
     assert "initialised from" in tuned_card["training"] and "copy-paste" in tuned_card["training"]
     # ... or moves them to another working scale when --work-scale is given

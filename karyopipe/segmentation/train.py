@@ -50,7 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=100, help="linear warm-up steps")
     p.add_argument("--patience", type=int, default=5, help="epochs without val mask AP gain before stopping")
     p.add_argument("--val-fraction", type=float, default=0.2)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the crops, augmentation and initialisation")
+    p.add_argument("--split-seed", type=int, default=0,
+                   help="seed of the by-cell train/val split (karyopipe.data.split_by_cell); with --init, the val "
+                        "cells the weights record are kept instead")
     p.add_argument("--max-val-images", type=int, default=0, help="score at most this many val images per epoch (0 = all)")
     p.add_argument("--time-budget", type=float, default=0.0, help="stop after this many minutes (0 = no limit)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -170,7 +173,19 @@ def main(argv: list[str] | None = None) -> int:
     dataset = load_spreads(args.data)
     for problem in dataset.problems:
         say(f"skipped {problem}")
-    train_cells, val_cells = split_cells(dataset.cells, args.val_fraction, args.seed)
+    init_state = init_config = None
+    if args.init:
+        from karyopipe.weights import load_weights
+
+        init_state, init_config, _ = load_weights(args.init)
+    train_cells, val_cells = split_cells(dataset.cells, args.val_fraction, args.split_seed)
+    split_note = f"by cell (karyopipe.data.split_by_cell), seed {args.split_seed}, val fraction {args.val_fraction}"
+    if init_config and init_config.get("val_cells"):
+        # A fine-tune must never train on the cells its starting weights were selected and scored on.
+        held = {str(c) for c in init_config["val_cells"]}
+        train_cells = [c for c in sorted({str(c) for c in dataset.cells}) if c not in held]
+        val_cells = [c for c in sorted({str(c) for c in dataset.cells}) if c in held]
+        split_note = f"the val cells recorded in the --init weights ({args.init})"
     train_samples = [s for s in dataset.samples if s.cell_id in set(train_cells) and has_masks(s)]
     val_samples = [s for s in dataset.samples if s.cell_id in set(val_cells) and has_masks(s)]
     if args.limit_train:
@@ -185,11 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     say(f"train: {len(train_samples)} images of {len(train_cells)} cells (+{len(extra)} synthetic); "
         f"val: {len(val_samples)} images of {len(val_cells)} cells {val_cells}")
 
-    init_state = None
     if args.init:
-        from karyopipe.weights import load_weights
-
-        init_state, init_config, _ = load_weights(args.init)
         # The starting model fixes the architecture and the scale it sees spreads at.
         model_kwargs = dict(init_config["model"])
         reference_width = float(init_config.get("inference", {}).get("reference_width", DEFAULT_REFERENCE_WIDTH))
@@ -288,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"labels 0 = background (incl. nuclei, debris), 1 = chromosome",
                 "data": f"{args.data} ({dataset.format}): {dataset_statistics(train_samples)}"
                         + (f" + {len(extra)} synthetic spreads" if extra else ""),
-                "split": f"by cell (karyopipe.data.split_by_cell), seed {args.seed}, val fraction {args.val_fraction}: "
+                "split": f"{split_note}: "
                          f"{len(val_cells)} val cells {val_cells}",
                 "training": f"epoch {epoch + 1}/{args.epochs} x {args.steps_per_epoch} steps, batch {args.batch}, "
                             f"crops {args.crop}px at working width {reference_width:.2f}px (x{args.scale_min}-{args.scale_max}), AdamW lr {args.lr}, "
