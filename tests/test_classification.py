@@ -178,6 +178,10 @@ def test_train_and_eval_cli_on_toy_folder(tmp_path, capsys):
     first = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()][0]
     tuned_first = [json.loads(l) for l in (tuned / "metrics.jsonl").read_text().splitlines()]
     assert len(tuned_first) == 1 and tuned_first[0]["train_loss"] < first["train_loss"]
+    # ... but never on cells the weights held out: another split is refused, naming the right one.
+    argv_leak = argv_init[:argv_init.index("--epochs") + 1] + ["1"] + argv_init[argv_init.index("--epochs") + 2:]
+    with pytest.raises(ValueError, match="held out .* use the split the weights were trained with"):
+        train.main(argv_leak + ["--split-seed", "3", "--out", str(tmp_path / "leak")])
     out = tmp_path / "eval" / "metrics.json"
     assert evaluate.main([str(data), "--weights", str(run / "weights.pth"), "--json", str(out)]) == 0
     report = json.loads(out.read_text())

@@ -188,6 +188,13 @@ def train(args, splits: dict | None = None) -> dict:
         from karyopipe.weights import load_weights
 
         state, init_config, _ = load_weights(args.init)
+        leaked = sorted(set(train_a.unique_cells) & set(init_config.get("heldout_cells", [])))
+        if leaked:
+            # Fine-tuning on them would void every held-out number of the weights and of this run.
+            raise ValueError(f"{args.init}: held out {len(leaked)} of this run's training cells ({', '.join(leaked[:3])}"
+                             f"{', ...' if len(leaked) > 3 else ''}); use the split the weights were trained with "
+                             f"(--split-seed {init_config.get('split_seed', 0)} --val-fraction "
+                             f"{init_config.get('val_fraction', 0.15)} --test-fraction {init_config.get('test_fraction', 0.15)})")
         if "members" in init_config:
             # An ensemble file: fine-tune the member that straightens the way this run does.
             modes = [m.get("preprocess", "pca") for m in init_config["members"]]
