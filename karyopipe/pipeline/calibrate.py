@@ -82,10 +82,11 @@ def frame_objects(pipe, samples, progress: bool = True) -> list[dict]:
         matched = np.zeros(len(instances), bool)
         matched[[p for p, _, _ in pairs]] = True
         lengths, ci, pc = geometry_measures(geoms)
+        scores = np.array([i.score if i.score is not None else np.nan for i in instances], float)
         rows.append({
             "frame": str(sample.path), "karyotype": sample.meta.get("karyotype", ""), "n_true": len(truth),
-            "scores": np.array([i.score if i.score is not None else np.nan for i in instances], float),
-            "matched": matched, "log_probs": pipe.classify(geoms), "lengths": lengths, "ci": ci, "pc": pc,
+            "scores": scores, "matched": matched, "log_probs": pipe.classify(geoms, scores),
+            "lengths": lengths, "ci": ci, "pc": pc,
         })
     return rows
 
