@@ -42,7 +42,7 @@ def main(argv=None) -> int:
         source = source_name(root)
         train = split_cells([f"{source}/{c}" for c in by_cell], 0.15, 0.15, 0)["train"]
         cells = [c.split("/", 1)[1] for c in train][: args.cells]
-        log_res, ci_res, homolog, ci_y = [], [], [], []
+        log_res, ci_res, homolog = [], [], []
         for cell in cells:
             lengths, cis, labels = [], [], []
             for r in by_cell[cell]:
