@@ -329,11 +329,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for kt in args.karyotypes:
         parse_karyotype(kt)  # fail early on a bad karyotype string
-    morphology = {"length_weight": 0.0, "ci_weight": 0.0} if args.no_morphology else {}
+    assign_kw = {"length_weight": 0.0, "ci_weight": 0.0} if args.no_morphology else {}
     if args.junk_prior is not None:
-        morphology["junk_prior"] = args.junk_prior
+        assign_kw["junk_prior"] = args.junk_prior
     if args.y_weight is not None:
-        morphology["y_weight"] = args.y_weight
+        assign_kw["y_weight"] = args.y_weight
     if args.scorer == "auto":
         from karyopipe.weights import CLASSIFICATION_WEIGHTS, weights_path
 
@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
             print("no classifier weights found: using the calibrated SYNTHETIC scorer (measures the assignment only)",
                   file=sys.stderr)
     result = run_bench(args.karyotypes, args.n, args.seed, args.scorer, args.noise, args.weights,
-                       progress=not args.quiet, banding=args.banding, **morphology)
+                       progress=not args.quiet, banding=args.banding, **assign_kw)
     print(f"scorer: {result['scorer']} ({result['scorer_note']})")
     print(f"{'karyotype':<12} {'n':>5} {'exact':>7} {'single':>7} {'assigned':>8} {'abn':>6} {'poss':>6}  "
           "most frequent calls")

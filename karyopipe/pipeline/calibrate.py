@@ -66,6 +66,7 @@ def frame_objects(pipe, samples, progress: bool = True) -> list[dict]:
     """Per frame: each object's detection score, whether it matches a true polygon, and what assignment needs."""
     from karyopipe.io import normalize_polarity
     from karyopipe.karyogram import geometry_measures
+    from karyopipe.pipeline.core import detection_scores
     from karyopipe.pipeline.evaluate import match_instances
 
     if progress:
@@ -82,7 +83,7 @@ def frame_objects(pipe, samples, progress: bool = True) -> list[dict]:
         matched = np.zeros(len(instances), bool)
         matched[[p for p, _, _ in pairs]] = True
         lengths, ci, pc = geometry_measures(geoms)
-        scores = np.array([i.score if i.score is not None else np.nan for i in instances], float)
+        scores = detection_scores(instances)
         rows.append({
             "frame": str(sample.path), "karyotype": sample.meta.get("karyotype", ""), "n_true": len(truth),
             "scores": scores, "matched": matched, "log_probs": pipe.classify(geoms, scores),

@@ -224,6 +224,11 @@ def _unassigned_call(n: int, statement: str = ""):
                          karyotype="", abnormalities=[], sex="", statement=statement, pairs={}, callable=False)
 
 
+def detection_scores(instances) -> np.ndarray:
+    """Detection score per instance, shape (n,), float; NaN where the segmenter gave none (watershed)."""
+    return np.array([inst.score if inst.score is not None else np.nan for inst in instances], np.float64)
+
+
 def _polygon(mask: np.ndarray) -> np.ndarray:
     import cv2
 
@@ -411,8 +416,7 @@ class KaryoPipeline:
             return None
         from karyopipe.karyogram import junk_prior_from_scores
 
-        scores = [i.score if i.score is not None else np.nan for i in instances]
-        return junk_prior_from_scores(scores, calibration["intercept"], calibration["slope"])
+        return junk_prior_from_scores(detection_scores(instances), calibration["intercept"], calibration["slope"])
 
     # -- all together ---------------------------------------------------------
     def __call__(self, image_or_path, polarity: str | None = None) -> KaryotypeResult:
@@ -433,8 +437,7 @@ class KaryoPipeline:
 
         implausible = len(instances) > MAX_OBJECTS_FOR_A_CALL
         t = time.perf_counter()
-        scores = [inst.score if inst.score is not None else np.nan for inst in instances]
-        log_probs = None if implausible else self.classify(geometries, scores)
+        log_probs = None if implausible else self.classify(geometries, detection_scores(instances))
         timings["classification"] = time.perf_counter() - t
 
         t = time.perf_counter()

@@ -178,14 +178,15 @@ def main(argv: list[str] | None = None) -> int:
         from karyopipe.weights import load_weights
 
         init_state, init_config, _ = load_weights(args.init)
-    train_cells, val_cells = split_cells(dataset.cells, args.val_fraction, args.split_seed)
-    split_note = f"by cell (karyopipe.data.split_by_cell), seed {args.split_seed}, val fraction {args.val_fraction}"
     if init_config and init_config.get("val_cells"):
         # A fine-tune must never train on the cells its starting weights were selected and scored on.
         held = {str(c) for c in init_config["val_cells"]}
-        train_cells = [c for c in sorted({str(c) for c in dataset.cells}) if c not in held]
-        val_cells = [c for c in sorted({str(c) for c in dataset.cells}) if c in held]
+        cells = sorted({str(c) for c in dataset.cells})
+        train_cells, val_cells = [c for c in cells if c not in held], [c for c in cells if c in held]
         split_note = f"the val cells recorded in the --init weights ({args.init})"
+    else:
+        train_cells, val_cells = split_cells(dataset.cells, args.val_fraction, args.split_seed)
+        split_note = f"by cell (karyopipe.data.split_by_cell), seed {args.split_seed}, val fraction {args.val_fraction}"
     train_samples = [s for s in dataset.samples if s.cell_id in set(train_cells) and has_masks(s)]
     val_samples = [s for s in dataset.samples if s.cell_id in set(val_cells) and has_masks(s)]
     if args.limit_train:
