@@ -606,3 +606,40 @@ def test_pipeline_keeps_weaker_detections_when_the_weights_carry_a_junk_calibrat
     # A threshold below the detector's own floor lowers that floor too.
     low = Segmenter.from_pretrained(path).configure(score_thresh=0.01)
     assert low.settings.score_thresh == 0.01 and low.model.roi_heads.score_thresh == 0.01
+
+
+def _disc(shape, cy, cx, r):
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    return (((yy - cy) ** 2 + (xx - cx) ** 2) < r ** 2).astype(np.float32)
+
+
+@pytest.mark.parametrize("cy, cx, r", [(60.3, 70.8, 9.0), (40.0, 50.5, 14.0), (20.7, 30.2, 6.0)])
+def test_paste_masks_puts_the_training_target_back_where_it_was(cy, cx, r):
+    from torchvision.ops import roi_align
+
+    from karyopipe.segmentation.infer import paste_masks
+
+    truth = _disc((120, 140), cy, cx, r)
+    box = np.array([[cx - r - 3.3, cy - r - 2.6, cx + r + 2.1, cy + r + 3.7]], np.float32)
+    # The mask head learns torchvision's target: the box's roi_align, aligned=False.
+    target = roi_align(torch.from_numpy(truth)[None, None], [torch.from_numpy(box)], 28, 1.0, 2, aligned=False)[0, 0]
+    pasted = paste_masks(target.numpy()[None], box, truth.shape)[0] > 0.5
+    t = truth > 0
+    assert (pasted & t).sum() / (pasted | t).sum() > 0.97
+    assert np.allclose(np.argwhere(pasted).mean(0), np.argwhere(t).mean(0), atol=0.1)
+
+
+@pytest.mark.parametrize("scale", [0.62, 1.3, 1.7])
+def test_crop_to_full_resolution_inverts_the_working_resize(scale):
+    from karyopipe.segmentation.infer import crop_to_full_resolution
+
+    full = _disc((200, 300), 101.3, 150.7, 15)
+    work = cv2.resize(full, (round(300 * scale), round(200 * scale)), interpolation=cv2.INTER_LINEAR)
+    sy, sx = work.shape[0] / 200, work.shape[1] / 300
+    wy, wx = int(80 * scale), int(130 * scale)
+    y0, x0, back = crop_to_full_resolution(work[wy:wy + int(45 * scale), wx:wx + int(45 * scale)], wy, wx, sy, sx, full.shape)
+    placed = np.zeros(full.shape, bool)
+    placed[y0:y0 + back.shape[0], x0:x0 + back.shape[1]] = back > 0.5
+    t = full > 0
+    assert (placed & t).sum() / (placed | t).sum() > 0.98
+    assert np.allclose(np.argwhere(placed).mean(0), np.argwhere(t).mean(0), atol=0.1)

@@ -200,14 +200,73 @@ def mask_nms(masks: list, scores: np.ndarray, thresh: float) -> list[int]:
 
 @torch.no_grad()
 def predict_tile(model, image: np.ndarray, device="cpu") -> dict:
-    """Raw network output on one ``(H, W)`` float32 image: boxes, scores, masks ``(N, H, W)``."""
+    """Raw network output on one ``(H, W)`` float32 image: boxes, scores, masks ``(N, H, W)``.
+
+    A torchvision Mask R-CNN whose transform keeps the image's size
+    (karyopipe's builders) has its ``M x M`` mask probabilities pasted by
+    :func:`paste_masks`, not by torchvision's postprocessing; any other model
+    is called as is and must return torchvision-style full-size masks.
+    """
     tensor = torch.from_numpy(np.ascontiguousarray(image, np.float32))[None].to(device)
-    out = model([tensor])[0]
+    images = None
+    if all(hasattr(model, part) for part in ("transform", "backbone", "rpn", "roi_heads")):
+        images, _ = model.transform([tensor])
+    if images is None or tuple(images.image_sizes[0]) != tuple(image.shape):
+        out = model([tensor])[0]
+        return {"boxes": out["boxes"].cpu().numpy(), "scores": out["scores"].cpu().numpy(),
+                "masks": out["masks"][:, 0].cpu().numpy()}
+    features = model.backbone(images.tensors)
+    proposals, _ = model.rpn(images, features)
+    out = model.roi_heads(features, proposals, images.image_sizes)[0][0]
+    boxes = out["boxes"].cpu().numpy()
     return {
-        "boxes": out["boxes"].cpu().numpy(),
+        "boxes": boxes,
         "scores": out["scores"].cpu().numpy(),
-        "masks": out["masks"][:, 0].cpu().numpy(),
+        "masks": paste_masks(out["masks"][:, 0].cpu().numpy(), boxes, image.shape),
     }
+
+
+def paste_masks(masks: np.ndarray, boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Place the mask head's box-relative probabilities in the image, sub-pixel exact.
+
+    Parameters
+    ----------
+    masks : ndarray, shape (N, M, M), float
+        Mask-head probabilities; cell ``j`` is sampled, as the training
+        targets were (``roi_align``, ``aligned=False``), at image coordinate
+        ``x0 + (j + 0.5) * (x1 - x0) / M`` where pixel ``i`` has its centre at ``i``.
+    boxes : ndarray, shape (N, 4)
+        ``x0, y0, x1, y1`` in image pixels.
+    shape : (H, W)
+
+    Returns
+    -------
+    ndarray, shape (N, H, W), float32
+        Zero outside each box. torchvision's ``paste_masks_in_image`` rounds
+        each box to whole pixels and stretches the mask over one extra pixel,
+        which moves a mask by up to a pixel (half a pixel up and left on
+        average), a large share of an edge on a 10 px-wide chromosome.
+    """
+    h, w = shape
+    n = len(masks)
+    out = np.zeros((n, h, w), np.float32)
+    for k in range(n):
+        mask = np.pad(np.asarray(masks[k], np.float32), 1)  # zero border: probability falls off past the box
+        m_y, m_x = mask.shape[0] - 2, mask.shape[1] - 2
+        x0, y0, x1, y1 = (float(v) for v in boxes[k])
+        step_x, step_y = max(x1 - x0, 1e-3) / m_x, max(y1 - y0, 1e-3) / m_y
+        # Output pixels within one cell of the box; the padded border brings the edge down to 0.
+        ix0, iy0 = max(0, int(np.floor(x0 - step_x))), max(0, int(np.floor(y0 - step_y)))
+        ix1, iy1 = min(w, int(np.ceil(x1 + step_x)) + 1), min(h, int(np.ceil(y1 + step_y)) + 1)
+        if ix1 <= ix0 or iy1 <= iy0:
+            continue
+        # Inverse map, output pixel i -> padded-mask coordinate (i - x0) / step - 0.5 + 1.
+        matrix = np.array([[1 / step_x, 0, (ix0 - x0) / step_x + 0.5],
+                           [0, 1 / step_y, (iy0 - y0) / step_y + 0.5]], np.float32)
+        out[k, iy0:iy1, ix0:ix1] = cv2.warpAffine(mask, matrix, (ix1 - ix0, iy1 - iy0),
+                                                  flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                                  borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    return out
 
 
 # Flip codes of the test-time views, in order: none, left-right, up-down, both.
@@ -304,6 +363,46 @@ def vote_detections(views: list[dict], iou_thresh: float = 0.5, mask_thresh: flo
     order = np.argsort(-np.array(scores))
     return {"boxes": np.array(boxes, np.float32)[order], "scores": np.array(scores, np.float32)[order],
             "masks": np.array(masks, np.float32)[order]}
+
+
+def crop_to_full_resolution(prob: np.ndarray, wy: int, wx: int, scale_y: float, scale_x: float,
+                            shape: tuple[int, int]) -> tuple[int, int, np.ndarray]:
+    """Map a crop of the working-scale image back onto the input's pixel grid.
+
+    Parameters
+    ----------
+    prob : ndarray, shape (ph, pw), float
+        Values over working-scale pixels ``[wy, wy + ph) x [wx, wx + pw)``.
+    wy, wx : int
+        The crop's top-left pixel in the working-scale image.
+    scale_y, scale_x : float
+        Working size over input size, per axis (as ``cv2.resize`` made it).
+    shape : (H, W)
+        The input image's shape.
+
+    Returns
+    -------
+    y0, x0 : int
+        Top-left input pixel of the returned crop.
+    prob : ndarray, shape (h, w), float32
+        Resampled at the input's pixel centres: input pixel ``x`` sits at
+        working coordinate ``(x + 0.5) * scale_x - 0.5``, the convention of
+        ``cv2.resize``. Rounding the crop's corner to whole input pixels
+        instead (and stretching the crop to fill them) misplaces every mask by
+        up to a pixel, most of the width of a thin chromosome's edge.
+    """
+    h, w = shape
+    ph, pw = prob.shape
+    y0 = max(0, int(np.floor((wy - 0.5) / scale_y + 0.5 - 1e-6)))
+    x0 = max(0, int(np.floor((wx - 0.5) / scale_x + 0.5 - 1e-6)))
+    y1 = min(h, int(np.ceil((wy + ph - 0.5) / scale_y + 0.5)))
+    x1 = min(w, int(np.ceil((wx + pw - 0.5) / scale_x + 0.5)))
+    # Inverse map, output pixel -> crop coordinate: u = scale * (x0 + x + 0.5) - 0.5 - wx.
+    matrix = np.array([[scale_x, 0.0, scale_x * (x0 + 0.5) - 0.5 - wx],
+                       [0.0, scale_y, scale_y * (y0 + 0.5) - 0.5 - wy]], np.float32)
+    out = cv2.warpAffine(np.asarray(prob, np.float32), matrix, (max(1, x1 - x0), max(1, y1 - y0)),
+                         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    return y0, x0, out
 
 
 @dataclass
@@ -532,10 +631,7 @@ class Segmenter:
             if scale_x == 1.0 and scale_y == 1.0:
                 y0, x0 = wy, wx
             else:
-                y0, x0 = int(np.floor(wy / scale_y)), int(np.floor(wx / scale_x))
-                y1 = min(h, int(np.ceil((wy + prob.shape[0]) / scale_y)))
-                x1 = min(w, int(np.ceil((wx + prob.shape[1]) / scale_x)))
-                prob = cv2.resize(prob, (max(1, x1 - x0), max(1, y1 - y0)), interpolation=cv2.INTER_LINEAR)
+                y0, x0, prob = crop_to_full_resolution(prob, wy, wx, scale_y, scale_x, (h, w))
             prob = np.ascontiguousarray(prob[: h - y0, : w - x0], np.float32)
             category = _classify_shape(binary[i][2], s.reference_width, s)
             detections.append(Detection(int(y0), int(x0), prob, scores[i], category, scale))
