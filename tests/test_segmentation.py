@@ -643,3 +643,15 @@ def test_crop_to_full_resolution_inverts_the_working_resize(scale):
     t = full > 0
     assert (placed & t).sum() / (placed | t).sum() > 0.98
     assert np.allclose(np.argwhere(placed).mean(0), np.argwhere(t).mean(0), atol=0.1)
+
+
+def test_weights_without_exact_paste_in_their_config_keep_torchvisions_paste(tmp_path):
+    from karyopipe.weights import save_weights
+
+    model = build_maskrcnn("resnet18", num_classes=2, fpn_channels=32, min_size=64)
+    path = tmp_path / "old.pth"
+    save_weights(path, model.state_dict(), {"model": {"backbone": "resnet18", "num_classes": 2, "fpn_channels": 32,
+                                                      "min_size": 64}, "inference": {"score_thresh": 0.6}})
+    assert Segmenter.from_pretrained(path).settings.exact_paste is False
+    assert Segmenter.from_pretrained(path, exact_paste=True).settings.exact_paste is True
+    assert InferenceSettings().exact_paste is True

@@ -163,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="draw outlines with refine_mask's rule even when the weights carry an outline model")
     p.add_argument("--flips", type=int, default=None, choices=[1, 2, 4],
                    help="test-time mirrored views (default: the weights' setting)")
+    p.add_argument("--paste", choices=["exact", "torchvision"], default=None,
+                   help="how mask probabilities are placed in the image (default: the weights' setting; "
+                        "see InferenceSettings.exact_paste)")
     p.add_argument("--limit", type=int, default=0, help="score only the first N images")
     p.add_argument("--device", default="cpu")
     return p
@@ -224,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
             overrides["learned_outline"] = False
         if args.flips:
             overrides["flips"] = args.flips
+        if args.paste:
+            overrides["exact_paste"] = args.paste == "exact"
         segmenter = Segmenter.from_pretrained(args.weights, device=args.device, **overrides)
         # AP is scored over all detections; counts use the score threshold the weights ship with.
         count_thresh = float(segmenter.config.get("inference", {}).get("score_thresh", 0.5))

@@ -81,6 +81,11 @@ class InferenceSettings:
         mask IoU (:func:`vote_detections`); a detection's score is averaged over
         *all* views, so what only one view sees (a speck, a fragment) loses
         score. Each view costs one more network pass.
+    exact_paste : bool
+        Place mask probabilities by pixel centres (:func:`paste_masks`,
+        :func:`crop_to_full_resolution`). False reproduces torchvision's
+        paste and whole-pixel crop corners, which move masks by up to a pixel;
+        weights whose outline model was fitted that way say so in their config.
     """
 
     score_thresh: float = 0.5
@@ -100,6 +105,7 @@ class InferenceSettings:
     rescale_tolerance: float = 1.1
     scale_bounds: tuple = field(default=(0.25, 4.0))
     flips: int = 1
+    exact_paste: bool = True
 
 
 def estimate_chromosome_width(gray: np.ndarray) -> float | None:
@@ -199,7 +205,7 @@ def mask_nms(masks: list, scores: np.ndarray, thresh: float) -> list[int]:
 
 
 @torch.no_grad()
-def predict_tile(model, image: np.ndarray, device="cpu") -> dict:
+def predict_tile(model, image: np.ndarray, device="cpu", exact_paste: bool = True) -> dict:
     """Raw network output on one ``(H, W)`` float32 image: boxes, scores, masks ``(N, H, W)``.
 
     A torchvision Mask R-CNN whose transform keeps the image's size
@@ -209,7 +215,7 @@ def predict_tile(model, image: np.ndarray, device="cpu") -> dict:
     """
     tensor = torch.from_numpy(np.ascontiguousarray(image, np.float32))[None].to(device)
     images = None
-    if all(hasattr(model, part) for part in ("transform", "backbone", "rpn", "roi_heads")):
+    if exact_paste and all(hasattr(model, part) for part in ("transform", "backbone", "rpn", "roi_heads")):
         images, _ = model.transform([tensor])
     if images is None or tuple(images.image_sizes[0]) != tuple(image.shape):
         out = model([tensor])[0]
@@ -273,7 +279,7 @@ def paste_masks(masks: np.ndarray, boxes: np.ndarray, shape: tuple[int, int]) ->
 _VIEWS = ((False, False), (False, True), (True, False), (True, True))
 
 
-def predict_views(model, image: np.ndarray, flips: int = 1, device="cpu") -> list[dict]:
+def predict_views(model, image: np.ndarray, flips: int = 1, device="cpu", exact_paste: bool = True) -> list[dict]:
     """:func:`predict_tile` on up to four mirrored views, mapped back to ``image``'s frame.
 
     Returns
@@ -287,7 +293,7 @@ def predict_views(model, image: np.ndarray, flips: int = 1, device="cpu") -> lis
     outs = []
     for flip_ud, flip_lr in _VIEWS[:flips]:
         view = image[::-1 if flip_ud else 1, ::-1 if flip_lr else 1]
-        out = predict_tile(model, view, device)
+        out = predict_tile(model, view, device, exact_paste)
         boxes, masks = out["boxes"].copy(), out["masks"]
         if flip_lr:
             boxes[:, [0, 2]] = w - boxes[:, [2, 0]]
@@ -366,7 +372,7 @@ def vote_detections(views: list[dict], iou_thresh: float = 0.5, mask_thresh: flo
 
 
 def crop_to_full_resolution(prob: np.ndarray, wy: int, wx: int, scale_y: float, scale_x: float,
-                            shape: tuple[int, int]) -> tuple[int, int, np.ndarray]:
+                            shape: tuple[int, int], exact: bool = True) -> tuple[int, int, np.ndarray]:
     """Map a crop of the working-scale image back onto the input's pixel grid.
 
     Parameters
@@ -379,6 +385,10 @@ def crop_to_full_resolution(prob: np.ndarray, wy: int, wx: int, scale_y: float, 
         Working size over input size, per axis (as ``cv2.resize`` made it).
     shape : (H, W)
         The input image's shape.
+    exact : bool
+        False: round the corner down to a whole input pixel and stretch the
+        crop over whole pixels (how weights fitted before the exact mapping
+        were measured).
 
     Returns
     -------
@@ -393,6 +403,11 @@ def crop_to_full_resolution(prob: np.ndarray, wy: int, wx: int, scale_y: float, 
     """
     h, w = shape
     ph, pw = prob.shape
+    if not exact:
+        y0, x0 = int(np.floor(wy / scale_y)), int(np.floor(wx / scale_x))
+        y1, x1 = min(h, int(np.ceil((wy + ph) / scale_y))), min(w, int(np.ceil((wx + pw) / scale_x)))
+        return y0, x0, cv2.resize(np.asarray(prob, np.float32), (max(1, x1 - x0), max(1, y1 - y0)),
+                                  interpolation=cv2.INTER_LINEAR)
     y0 = max(0, int(np.floor((wy - 0.5) / scale_y + 0.5 - 1e-6)))
     x0 = max(0, int(np.floor((wx - 0.5) / scale_x + 0.5 - 1e-6)))
     y1 = min(h, int(np.ceil((wy + ph - 0.5) / scale_y + 0.5)))
@@ -557,6 +572,9 @@ class Segmenter:
         except RuntimeError as exc:
             raise ValueError(f"{path}: weights do not fit the model in their config ({str(exc).splitlines()[0]})") from None
         base = dict(config.get("inference", {}))
+        # Weights saved before exact_paste existed had their outline model, count threshold and
+        # scores measured with torchvision's paste; they keep it unless told otherwise.
+        base.setdefault("exact_paste", False)
         base.update(settings)
         known = set(InferenceSettings.__dataclass_fields__)
         unknown = set(settings) - known
@@ -607,7 +625,8 @@ class Segmenter:
         crops, scores = [], []
         for ty, tx in _tiles(wh, ww, s.tile_size, s.tile_overlap):
             tile = work[ty:ty + s.tile_size, tx:tx + s.tile_size]
-            out = vote_detections(predict_views(self.model, tile, s.flips, self.device), mask_thresh=s.mask_thresh)
+            out = vote_detections(predict_views(self.model, tile, s.flips, self.device, s.exact_paste),
+                                  mask_thresh=s.mask_thresh)
             th, tw = tile.shape
             for box, score, prob in zip(out["boxes"], out["scores"], out["masks"]):
                 if score < s.score_thresh:
@@ -631,7 +650,7 @@ class Segmenter:
             if scale_x == 1.0 and scale_y == 1.0:
                 y0, x0 = wy, wx
             else:
-                y0, x0, prob = crop_to_full_resolution(prob, wy, wx, scale_y, scale_x, (h, w))
+                y0, x0, prob = crop_to_full_resolution(prob, wy, wx, scale_y, scale_x, (h, w), s.exact_paste)
             prob = np.ascontiguousarray(prob[: h - y0, : w - x0], np.float32)
             category = _classify_shape(binary[i][2], s.reference_width, s)
             detections.append(Detection(int(y0), int(x0), prob, scores[i], category, scale))
