@@ -655,3 +655,16 @@ def test_weights_without_exact_paste_in_their_config_keep_torchvisions_paste(tmp
     assert Segmenter.from_pretrained(path).settings.exact_paste is False
     assert Segmenter.from_pretrained(path, exact_paste=True).settings.exact_paste is True
     assert InferenceSettings().exact_paste is True
+
+
+def test_paste_masks_legacy_mode_matches_torchvision():
+    from torchvision.models.detection.roi_heads import paste_masks_in_image
+
+    from karyopipe.segmentation.infer import paste_masks
+
+    rng = np.random.default_rng(3)
+    masks = rng.random((5, 28, 28)).astype(np.float32)
+    boxes = np.array([[3.2, 4.7, 30.1, 22.9], [-2.5, 10.0, 12.3, 40.6], [50.5, 30.2, 69.9, 49.8],
+                      [0.0, 0.0, 1.5, 2.5], [20.0, 35.3, 44.4, 47.0]], np.float32)
+    theirs = paste_masks_in_image(torch.from_numpy(masks)[:, None], torch.from_numpy(boxes), (48, 70))[:, 0].numpy()
+    assert np.array_equal(paste_masks(masks, boxes, (48, 70), exact=False), theirs)
