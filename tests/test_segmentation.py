@@ -310,19 +310,19 @@ def test_vote_detections_needs_mask_overlap():
     from karyopipe.segmentation.infer import vote_detections
 
     def view(x0, score):
-        mask = np.zeros((1, 20, 40), np.float32)
-        mask[0, 5:15, x0:x0 + 10] = 1.0
         return {"boxes": np.array([[x0, 5, x0 + 10, 15]], np.float32), "scores": np.array([score], np.float32),
-                "masks": mask}
+                "crops": [(5, x0, np.ones((10, 10), np.float32))]}
 
     same = vote_detections([view(4, 0.8), view(5, 0.6)])
     assert len(same["scores"]) == 1 and same["scores"][0] == pytest.approx(0.7)
     assert same["boxes"][0].tolist() == [4, 5, 15, 15]
     apart = vote_detections([view(4, 0.8), view(25, 0.6)])
     assert sorted(apart["scores"].tolist()) == pytest.approx([0.3, 0.4])
-    empty = {"boxes": np.zeros((0, 4), np.float32), "scores": np.zeros(0, np.float32),
-             "masks": np.zeros((0, 20, 40), np.float32)}
-    assert vote_detections([empty, empty])["masks"].shape == (0, 20, 40)
+    merged = same["crops"][0]
+    assert merged[:2] == (5, 4) and merged[2].shape == (10, 11)
+    assert merged[2][:, 0].tolist() == [0.5] * 10 and merged[2][:, 1:10].min() == 1.0
+    empty = {"boxes": np.zeros((0, 4), np.float32), "scores": np.zeros(0, np.float32), "crops": []}
+    assert vote_detections([empty, empty])["crops"] == []
     with pytest.raises(ValueError, match="flips"):
         from karyopipe.segmentation.infer import predict_views
         predict_views(ComponentDetector(), np.zeros((8, 8), np.float32), flips=3)

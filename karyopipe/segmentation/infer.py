@@ -206,14 +206,22 @@ def mask_nms(masks: list, scores: np.ndarray, thresh: float) -> list[int]:
 
 @torch.no_grad()
 def predict_tile(model, image: np.ndarray, device="cpu", exact_paste: bool = True) -> dict:
-    """Raw network output on one ``(H, W)`` float32 image: boxes, scores, masks ``(N, H, W)``.
+    """Raw network output on one ``(H, W)`` float32 image.
 
     A torchvision Mask R-CNN whose transform keeps the image's size
     (karyopipe's builders) has its ``M x M`` mask probabilities pasted by
-    :func:`paste_masks` (``exact=exact_paste``) straight into a numpy array,
-    not by torchvision's postprocessing, which holds every pasted mask twice
-    (8 GB at the peak for a 4000 x 3000 spread, 2.7 GB this way). Any other
-    model is called as is and must return torchvision-style full-size masks.
+    :func:`paste_mask_crops` (``exact=exact_paste``) into one small array per
+    detection. torchvision's postprocessing pastes each into a whole-tile
+    array and holds them all twice: 8 GB at the peak for a 4000 x 3000
+    spread. Any other model is called as is and must return torchvision-style
+    full-size masks.
+
+    Returns
+    -------
+    dict
+        ``boxes`` (N, 4) x0 y0 x1 y1, ``scores`` (N,), ``crops``: N mask
+        crops ``(y0, x0, prob)``, ``prob`` (h, w) float32 over image pixels
+        ``[y0, y0 + h) x [x0, x0 + w)``, zero beyond (see :func:`crop_window`).
     """
     tensor = torch.from_numpy(np.ascontiguousarray(image, np.float32))[None].to(device)
     images = None
@@ -222,7 +230,7 @@ def predict_tile(model, image: np.ndarray, device="cpu", exact_paste: bool = Tru
     if images is None or tuple(images.image_sizes[0]) != tuple(image.shape):
         out = model([tensor])[0]
         return {"boxes": out["boxes"].cpu().numpy(), "scores": out["scores"].cpu().numpy(),
-                "masks": out["masks"][:, 0].cpu().numpy()}
+                "crops": crops_of_masks(out["masks"][:, 0].cpu().numpy())}
     features = model.backbone(images.tensors)
     proposals, _ = model.rpn(images, features)
     out = model.roi_heads(features, proposals, images.image_sizes)[0][0]
@@ -230,11 +238,36 @@ def predict_tile(model, image: np.ndarray, device="cpu", exact_paste: bool = Tru
     return {
         "boxes": boxes,
         "scores": out["scores"].cpu().numpy(),
-        "masks": paste_masks(out["masks"][:, 0].cpu().numpy(), boxes, image.shape, exact=exact_paste),
+        "crops": paste_mask_crops(out["masks"][:, 0].cpu().numpy(), boxes, image.shape, exact=exact_paste),
     }
 
 
-def paste_masks(masks: np.ndarray, boxes: np.ndarray, shape: tuple[int, int], exact: bool = True) -> np.ndarray:
+def crops_of_masks(masks: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
+    """Full-size masks ``(N, H, W)`` as mask crops ``(y0, x0, prob)`` around their non-zero pixels."""
+    crops = []
+    for mask in np.asarray(masks, np.float32):
+        ys, xs = np.nonzero(mask)
+        if not len(ys):
+            crops.append((0, 0, np.zeros((0, 0), np.float32)))
+            continue
+        y0, x0 = int(ys.min()), int(xs.min())
+        crops.append((y0, x0, mask[y0:int(ys.max()) + 1, x0:int(xs.max()) + 1].copy()))
+    return crops
+
+
+def crop_window(crop: tuple[int, int, np.ndarray], y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
+    """A mask crop's values over image pixels ``[y0, y1) x [x0, x1)``, zero where the crop does not reach."""
+    cy, cx, values = crop
+    out = np.zeros((max(0, y1 - y0), max(0, x1 - x0)), np.float32)
+    ya, xa = max(y0, cy), max(x0, cx)
+    yb, xb = min(y1, cy + values.shape[0]), min(x1, cx + values.shape[1])
+    if ya < yb and xa < xb:
+        out[ya - y0:yb - y0, xa - x0:xb - x0] = values[ya - cy:yb - cy, xa - cx:xb - cx]
+    return out
+
+
+def paste_mask_crops(masks: np.ndarray, boxes: np.ndarray, shape: tuple[int, int],
+                     exact: bool = True) -> list[tuple[int, int, np.ndarray]]:
     """Place the mask head's box-relative probabilities in the image, sub-pixel exact.
 
     Parameters
@@ -251,19 +284,18 @@ def paste_masks(masks: np.ndarray, boxes: np.ndarray, shape: tuple[int, int], ex
 
     Returns
     -------
-    ndarray, shape (N, H, W), float32
-        Zero outside each box. torchvision's ``paste_masks_in_image`` rounds
-        each box to whole pixels and stretches the mask over one extra pixel,
-        which moves a mask by up to a pixel (half a pixel up and left on
-        average), a large share of an edge on a 10 px-wide chromosome.
+    list of (y0, x0, prob)
+        One crop per mask, ``prob`` (h, w) float32, clipped to the image.
+        torchvision's paste rounds each box to whole pixels and stretches the
+        mask over one extra pixel, which moves a mask by up to a pixel (half a
+        pixel up and left on average), a large share of an edge on a 10 px-wide
+        chromosome.
     """
-    h, w = shape
-    n = len(masks)
-    out = np.zeros((n, h, w), np.float32)
     if not exact:
-        _paste_like_torchvision(masks, boxes, out)
-        return out
-    for k in range(n):
+        return _paste_like_torchvision(masks, boxes, shape)
+    h, w = shape
+    crops = []
+    for k in range(len(masks)):
         mask = np.pad(np.asarray(masks[k], np.float32), 1)  # zero border: probability falls off past the box
         m_y, m_x = mask.shape[0] - 2, mask.shape[1] - 2
         x0, y0, x1, y1 = (float(v) for v in boxes[k])
@@ -272,33 +304,46 @@ def paste_masks(masks: np.ndarray, boxes: np.ndarray, shape: tuple[int, int], ex
         ix0, iy0 = max(0, int(np.floor(x0 - step_x))), max(0, int(np.floor(y0 - step_y)))
         ix1, iy1 = min(w, int(np.ceil(x1 + step_x)) + 1), min(h, int(np.ceil(y1 + step_y)) + 1)
         if ix1 <= ix0 or iy1 <= iy0:
+            crops.append((0, 0, np.zeros((0, 0), np.float32)))
             continue
         # Inverse map, output pixel i -> padded-mask coordinate (i - x0) / step - 0.5 + 1.
         matrix = np.array([[1 / step_x, 0, (ix0 - x0) / step_x + 0.5],
                            [0, 1 / step_y, (iy0 - y0) / step_y + 0.5]], np.float32)
-        out[k, iy0:iy1, ix0:ix1] = cv2.warpAffine(mask, matrix, (ix1 - ix0, iy1 - iy0),
-                                                  flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                                  borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+        crops.append((iy0, ix0, cv2.warpAffine(mask, matrix, (ix1 - ix0, iy1 - iy0),
+                                               flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                               borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)))
+    return crops
+
+
+def paste_masks(masks: np.ndarray, boxes: np.ndarray, shape: tuple[int, int], exact: bool = True) -> np.ndarray:
+    """:func:`paste_mask_crops` as full-size masks, shape (N, H, W), float32."""
+    out = np.zeros((len(masks),) + tuple(shape), np.float32)
+    for k, (y0, x0, values) in enumerate(paste_mask_crops(masks, boxes, shape, exact)):
+        out[k, y0:y0 + values.shape[0], x0:x0 + values.shape[1]] = values
     return out
 
 
-
-def _paste_like_torchvision(masks: np.ndarray, boxes: np.ndarray, out: np.ndarray) -> None:
-    """torchvision's ``paste_masks_in_image`` arithmetic, each mask written into ``out[k]`` in place."""
+def _paste_like_torchvision(masks: np.ndarray, boxes: np.ndarray, shape) -> list[tuple[int, int, np.ndarray]]:
+    """torchvision's ``paste_masks_in_image`` arithmetic, as mask crops."""
     import torch.nn.functional as F
     from torchvision.models.detection.roi_heads import expand_boxes, expand_masks
 
     if not len(masks):
-        return
+        return []
     padded, scale = expand_masks(torch.from_numpy(np.asarray(masks, np.float32))[:, None], padding=1)
     int_boxes = expand_boxes(torch.from_numpy(np.asarray(boxes, np.float32)), scale).to(dtype=torch.int64).tolist()
-    h, w = out.shape[1:]
+    h, w = shape
+    crops = []
     for k, (bx0, by0, bx1, by1) in enumerate(int_boxes):
         size = (max(by1 - by0 + 1, 1), max(bx1 - bx0 + 1, 1))
         resized = F.interpolate(padded[k:k + 1], size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
         x0, x1, y0, y1 = max(bx0, 0), min(bx1 + 1, w), max(by0, 0), min(by1 + 1, h)
         if x1 > x0 and y1 > y0:
-            out[k, y0:y1, x0:x1] = resized[y0 - by0:y1 - by0, x0 - bx0:x1 - bx0]
+            crops.append((y0, x0, np.ascontiguousarray(resized[y0 - by0:y1 - by0, x0 - bx0:x1 - bx0])))
+        else:
+            crops.append((0, 0, np.zeros((0, 0), np.float32)))
+    return crops
+
 
 # Flip codes of the test-time views, in order: none, left-right, up-down, both.
 _VIEWS = ((False, False), (False, True), (True, False), (True, True))
@@ -310,7 +355,7 @@ def predict_views(model, image: np.ndarray, flips: int = 1, device="cpu", exact_
     Returns
     -------
     list of dict, one per view
-        ``boxes`` (N, 4) x0 y0 x1 y1, ``scores`` (N,), ``masks`` (N, H, W) in the original orientation.
+        ``boxes`` (N, 4) x0 y0 x1 y1, ``scores`` (N,), ``crops`` (N mask crops) in the original orientation.
     """
     if flips not in (1, 2, 4):
         raise ValueError(f"flips must be 1, 2 or 4, got {flips}")
@@ -319,19 +364,30 @@ def predict_views(model, image: np.ndarray, flips: int = 1, device="cpu", exact_
     for flip_ud, flip_lr in _VIEWS[:flips]:
         view = image[::-1 if flip_ud else 1, ::-1 if flip_lr else 1]
         out = predict_tile(model, view, device, exact_paste)
-        boxes, masks = out["boxes"].copy(), out["masks"]
+        boxes, crops = out["boxes"].copy(), out["crops"]
         if flip_lr:
             boxes[:, [0, 2]] = w - boxes[:, [2, 0]]
-            masks = masks[:, :, ::-1]
+            crops = [(y, w - x - c.shape[1], c[:, ::-1]) for y, x, c in crops]
         if flip_ud:
             boxes[:, [1, 3]] = h - boxes[:, [3, 1]]
-            masks = masks[:, ::-1, :]
-        outs.append({"boxes": boxes, "scores": out["scores"], "masks": np.ascontiguousarray(masks)})
+            crops = [(h - y - c.shape[0], x, c[::-1, :]) for y, x, c in crops]
+        outs.append({"boxes": boxes, "scores": out["scores"],
+                     "crops": [(int(y), int(x), np.ascontiguousarray(c)) for y, x, c in crops]})
     return outs
 
 
 def _boxes_touch(a, b) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _overlap(a: tuple[int, int, np.ndarray], b: tuple[int, int, np.ndarray]) -> int:
+    """Pixels set in both of two boolean mask crops."""
+    (ay, ax, am), (by, bx, bm) = a, b
+    y0, x0 = max(ay, by), max(ax, bx)
+    y1, x1 = min(ay + am.shape[0], by + bm.shape[0]), min(ax + am.shape[1], bx + bm.shape[1])
+    if y0 >= y1 or x0 >= x1:
+        return 0
+    return int(np.logical_and(am[y0 - ay:y1 - ay, x0 - ax:x1 - ax], bm[y0 - by:y1 - by, x0 - bx:x1 - bx]).sum())
 
 
 def vote_detections(views: list[dict], iou_thresh: float = 0.5, mask_thresh: float = 0.5) -> dict:
@@ -352,20 +408,22 @@ def vote_detections(views: list[dict], iou_thresh: float = 0.5, mask_thresh: flo
     Returns
     -------
     dict
-        ``boxes`` (M, 4), ``scores`` (M,), ``masks`` (M, H, W).
+        ``boxes`` (M, 4), ``scores`` (M,), ``crops`` (M mask crops).
     """
     n_views = len(views)
     if n_views == 1:
         return views[0]
     flat = [(v, i) for v, out in enumerate(views) for i in range(len(out["scores"]))]
     if not flat:
-        return {"boxes": np.zeros((0, 4), np.float32), "scores": np.zeros(0, np.float32),
-                "masks": np.zeros((0,) + tuple(views[0]["masks"].shape[1:]), np.float32)}
-    binary = {(v, i): views[v]["masks"][i] >= mask_thresh for v, i in flat}
-    area = {key: int(m.sum()) for key, m in binary.items()}
+        return {"boxes": np.zeros((0, 4), np.float32), "scores": np.zeros(0, np.float32), "crops": []}
+    binary = {}
+    for v, i in flat:
+        y, x, values = views[v]["crops"][i]
+        binary[v, i] = (y, x, values >= mask_thresh)
+    area = {key: int(m.sum()) for key, (_, _, m) in binary.items()}
     flat.sort(key=lambda key: -float(views[key[0]]["scores"][key[1]]))
     used: set = set()
-    boxes, scores, masks = [], [], []
+    boxes, scores, crops = [], [], []
     for key in flat:
         if key in used:
             continue
@@ -380,7 +438,7 @@ def vote_detections(views: list[dict], iou_thresh: float = 0.5, mask_thresh: flo
                 if other in used or not area[other] or not area[key] or not _boxes_touch(
                         views[key[0]]["boxes"][key[1]], views[v]["boxes"][i]):
                     continue
-                inter = int(np.logical_and(binary[key], binary[other]).sum())
+                inter = _overlap(binary[key], binary[other])
                 iou = inter / (area[key] + area[other] - inter)
                 if iou > best_iou:
                     best, best_iou = other, iou
@@ -390,10 +448,14 @@ def vote_detections(views: list[dict], iou_thresh: float = 0.5, mask_thresh: flo
         member_boxes = np.array([views[v]["boxes"][i] for v, i in group])
         boxes.append(np.concatenate([member_boxes[:, :2].min(0), member_boxes[:, 2:].max(0)]))
         scores.append(sum(float(views[v]["scores"][i]) for v, i in group) / n_views)
-        masks.append(np.mean([views[v]["masks"][i] for v, i in group], axis=0))
+        members = [views[v]["crops"][i] for v, i in group]
+        y0, x0 = min(y for y, _, _ in members), min(x for _, x, _ in members)
+        y1 = max(y + c.shape[0] for y, _, c in members)
+        x1 = max(x + c.shape[1] for _, x, c in members)
+        crops.append((y0, x0, sum(crop_window(m, y0, x0, y1, x1) for m in members) / len(members)))
     order = np.argsort(-np.array(scores))
     return {"boxes": np.array(boxes, np.float32)[order], "scores": np.array(scores, np.float32)[order],
-            "masks": np.array(masks, np.float32)[order]}
+            "crops": [crops[i] for i in order]}
 
 
 def crop_to_full_resolution(prob: np.ndarray, wy: int, wx: int, scale_y: float, scale_x: float,
@@ -653,7 +715,7 @@ class Segmenter:
             out = vote_detections(predict_views(self.model, tile, s.flips, self.device, s.exact_paste),
                                   mask_thresh=s.mask_thresh)
             th, tw = tile.shape
-            for box, score, prob in zip(out["boxes"], out["scores"], out["masks"]):
+            for box, score, crop in zip(out["boxes"], out["scores"], out["crops"]):
                 if score < s.score_thresh:
                     continue
                 x0, y0, x1, y1 = box
@@ -665,7 +727,7 @@ class Segmenter:
                 # A few pixels of background around the box give the outline its background level.
                 cy0, cx0 = max(0, int(y0) - 4), max(0, int(x0) - 4)
                 cy1, cx1 = min(th, int(np.ceil(y1)) + 4), min(tw, int(np.ceil(x1)) + 4)
-                crops.append((ty + cy0, tx + cx0, prob[cy0:cy1, cx0:cx1]))
+                crops.append((ty + cy0, tx + cx0, crop_window(crop, cy0, cx0, cy1, cx1)))
                 scores.append(float(score))
         binary = [(y, x, p >= s.mask_thresh) for y, x, p in crops]
         keep = [i for i in mask_nms(binary, np.array(scores), s.nms_thresh) if binary[i][2].any()]
