@@ -179,21 +179,28 @@ def _tiles(h: int, w: int, size: int, overlap: int):
     return [(y, x) for y in starts(h) for x in starts(w)]
 
 
+def _overlap(a: tuple[int, int, np.ndarray], b: tuple[int, int, np.ndarray]) -> int:
+    """Pixels set in both of two boolean mask crops."""
+    (ay, ax, am), (by, bx, bm) = a, b
+    y0, x0 = max(ay, by), max(ax, bx)
+    y1, x1 = min(ay + am.shape[0], by + bm.shape[0]), min(ax + am.shape[1], bx + bm.shape[1])
+    if y0 >= y1 or x0 >= x1:
+        return 0
+    return int(np.logical_and(am[y0 - ay:y1 - ay, x0 - ax:x1 - ax], bm[y0 - by:y1 - by, x0 - bx:x1 - bx]).sum())
+
+
 def mask_nms(masks: list, scores: np.ndarray, thresh: float) -> list[int]:
     """Greedy NMS on mask IoU; ``masks`` are (y0, x0, bool crop) triples. Returns kept indices."""
     order = np.argsort(-np.asarray(scores))
     kept: list[int] = []
     for i in order:
-        y0, x0, m = masks[i]
-        area = m.sum()
+        area = masks[i][2].sum()
         drop = False
         for j in kept:
-            yj, xj, mj = masks[j]
-            ya, xa = max(y0, yj), max(x0, xj)
-            yb, xb = min(y0 + m.shape[0], yj + mj.shape[0]), min(x0 + m.shape[1], xj + mj.shape[1])
-            if ya >= yb or xa >= xb:
+            inter = _overlap(masks[i], masks[j])
+            if not inter:
                 continue
-            inter = np.logical_and(m[ya - y0:yb - y0, xa - x0:xb - x0], mj[ya - yj:yb - yj, xa - xj:xb - xj]).sum()
+            mj = masks[j][2]
             union = area + mj.sum() - inter
             # Also drop a detection mostly inside a better one: fragments of one chromosome.
             if union and (inter / union > thresh or inter > 0.8 * min(area, mj.sum())):
@@ -378,16 +385,6 @@ def predict_views(model, image: np.ndarray, flips: int = 1, device="cpu", exact_
 
 def _boxes_touch(a, b) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
-
-
-def _overlap(a: tuple[int, int, np.ndarray], b: tuple[int, int, np.ndarray]) -> int:
-    """Pixels set in both of two boolean mask crops."""
-    (ay, ax, am), (by, bx, bm) = a, b
-    y0, x0 = max(ay, by), max(ax, bx)
-    y1, x1 = min(ay + am.shape[0], by + bm.shape[0]), min(ax + am.shape[1], bx + bm.shape[1])
-    if y0 >= y1 or x0 >= x1:
-        return 0
-    return int(np.logical_and(am[y0 - ay:y1 - ay, x0 - ax:x1 - ax], bm[y0 - by:y1 - by, x0 - bx:x1 - bx]).sum())
 
 
 def vote_detections(views: list[dict], iou_thresh: float = 0.5, mask_thresh: float = 0.5) -> dict:
