@@ -586,6 +586,19 @@ def test_train_seg_cli_checkpoints_resumes_and_picks_its_count_threshold(tmp_pat
     history = json.loads((timed / "metrics.json").read_text())
     assert len(history) == 1 and history[0]["lr"] == pytest.approx(0.05e-3)
     assert "annealed over a 0.0001-min budget" in load_weights(timed / "best.pth")[2]["training"]
+    # --stop-after ends one invocation (a GPU lease's call) mid-run: the count threshold waits for the
+    # run's end, and --resume carries the epochs on.
+    chunked = tmp_path / "chunked"
+    chunk = [str(data), "--out", str(chunked), "--backbone", "resnet18", "--fpn-channels", "32", "--crop", "96",
+             "--batch", "1", "--epochs", "3", "--steps-per-epoch", "2", "--warmup", "1", "--threads", "1",
+             "--val-fraction", "0.5", "--stop-after", "0.0001"]
+    assert seg_train.main(chunk) == 0
+    assert "stopped after" in (chunked / "train.log").read_text()
+    assert len(json.loads((chunked / "metrics.json").read_text())) == 1
+    assert "training spreads" not in load_weights(chunked / "best.pth")[2].get("inference", "")
+    assert seg_train.main(chunk[:-2] + ["--resume"]) == 0
+    assert [e["epoch"] for e in json.loads((chunked / "metrics.json").read_text())] == [0, 1, 2]
+    assert "training spreads" in load_weights(chunked / "best.pth")[2]["inference"]
 
 
 def test_pipeline_keeps_weaker_detections_when_the_weights_carry_a_junk_calibration(tmp_path):

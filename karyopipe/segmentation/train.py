@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "cells the weights record are kept instead")
     p.add_argument("--max-val-images", type=int, default=0, help="score at most this many val images per epoch (0 = all)")
     p.add_argument("--time-budget", type=float, default=0.0, help="stop after this many minutes (0 = no limit)")
+    p.add_argument("--stop-after", type=float, default=0.0,
+                   help="end this invocation after this many minutes, keeping the run's clock and schedule: "
+                        "--resume goes on (time-limited jobs; 0 = no limit)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--anneal-by-time", action="store_true",
@@ -284,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
             if args.time_budget and (elapsed_before + time.time() - t0) / 60 >= args.time_budget:
                 break  # score and save what we have rather than overrun the budget
+            if args.stop_after and (time.time() - t0) / 60 >= args.stop_after:
+                break
         steps = max(1, steps)
         record = {"epoch": epoch, "lr": scheduler.get_last_lr()[0], **{k: v / steps for k, v in sums.items()}}
         if val_samples:
@@ -332,6 +337,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.time_budget and elapsed / 60 >= args.time_budget:
             say(f"time budget of {args.time_budget} min reached")
             break
+        if args.stop_after and (time.time() - t0) / 60 >= args.stop_after:
+            # The run is not over: the count threshold is chosen when it is.
+            say(f"stopped after {args.stop_after:g} min of this invocation; continue with --resume")
+            log.close()
+            return 0
     say(f"best val mask AP {best_ap:.4f}; weights {weights_out}")
     if weights_out.is_file() and train_samples:
         from karyopipe.weights import load_weights
