@@ -1,0 +1,57 @@
+"""tools/gpu_lease: chunked segmentation training that resumes, and weights returned in parts."""
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from test_segmentation import tube_image, write_labelme
+
+ROOT = Path(__file__).resolve().parents[1]
+ROUND = ROOT / "tools" / "gpu_lease" / "round.sh"
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("split") is None, reason="needs bash and coreutils")
+def test_round_trains_in_resumed_chunks_and_sends_the_weights_back_in_parts(tmp_path):
+    from karyopipe.weights import load_weights
+
+    kit = tmp_path / "kit"
+    data = kit / "data" / "metaphases"
+    data.mkdir(parents=True)
+    for k in range(6):
+        image, polys = tube_image(k)
+        write_labelme(data, f"original_{k + 1}", image, polys)
+    run, out = tmp_path / "run", tmp_path / "out"
+    out.mkdir()
+    env = dict(os.environ, KIT=str(kit), RUN=str(run), OUT=str(out), PYTHON=sys.executable, DEVICE="cpu",
+               BACKBONE="resnet18", FPN="32", CROP="96", BATCH="1", STEPS="2", WARMUP="1", WORKERS="0",
+               THREADS="1", VAL_IMAGES="2", BUDGET="0.02", N_SYNTH="1", PART_MB="4", PARTS_PER_CALL="4")
+
+    def call(*args):
+        for old in out.iterdir():
+            old.unlink()
+        done = subprocess.run(["bash", str(ROUND), *args], cwd=ROOT, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout + done.stderr
+
+    first = call("train", "0.0001")
+    assert "starting a new run" in first and "stopped after" in first
+    assert {p.name for p in out.iterdir()} == {"train.log", "metrics.json"}
+    second = call("train", "5")
+    assert "resumed from" in second and "smallest count error" in second
+    call("finish")
+    sent = sorted(p.name for p in out.iterdir() if ".part" in p.name)
+    assert len(sent) == 4 and (out / "best.pth.sha256").is_file()
+    parts = {p.name: p.read_bytes() for p in out.iterdir() if ".part" in p.name}
+    digest = (out / "best.pth.sha256").read_text().split()[0]
+    call("fetch")
+    parts |= {p.name: p.read_bytes() for p in out.iterdir() if ".part" in p.name}
+    assert len(parts) == len(list((run / "parts").glob("best.pth.part*"))) > 4
+    joined = tmp_path / "best.pth"
+    joined.write_bytes(b"".join(parts[name] for name in sorted(parts)))
+    assert hashlib.sha256(joined.read_bytes()).hexdigest() == digest
+    _, config, _ = load_weights(joined)
+    assert config["model"]["backbone"] == "resnet18" and "score_thresh" in config["inference"]

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# One call on a time-limited GPU machine: train the segmenter in chunks that resume, then bring
+# the weights back in parts small enough for the lease (see README.md here).
+#
+#   round.sh train MINUTES   train for MINUTES more (the first call starts the run)
+#   round.sh finish          fit the outline model, split the weights, return the first parts
+#   round.sh fetch [N]       return the N-th group of parts (default 2: those after finish's)
+#
+# The run's schedule spans BUDGET minutes over all `train` calls (the learning rate anneals over
+# it); the call that reaches it also chooses the count threshold on the training spreads.
+# Run from the repository root with the packed kit (pack.sh) carried beside the code.
+set -euo pipefail
+
+KIT=${KIT:-.gpu}
+RUN=${RUN:-runs/gpu_seg}
+OUT=${OUT:?round.sh writes what comes back under \$OUT}
+PYTHON=${PYTHON:-python3}
+DEVICE=${DEVICE:-cuda}
+DATA=${DATA:-$KIT/data/metaphases}
+BUDGET=${BUDGET:-15}
+BACKBONE=${BACKBONE:-resnet50}
+FPN=${FPN:-256}
+CROP=${CROP:-384}
+BATCH=${BATCH:-8}
+LR=${LR:-1e-3}
+WARMUP=${WARMUP:-300}
+STEPS=${STEPS:-250}
+WORK_SCALE=${WORK_SCALE:-0.9}
+VAL_IMAGES=${VAL_IMAGES:-8}
+WORKERS=${WORKERS:-12}
+THREADS=${THREADS:-4}
+N_SYNTH=${N_SYNTH:-24}
+# Parts of at most 15 MiB, four to a call: the lease returns 16 MiB a file and 64 MiB a call.
+PART_MB=${PART_MB:-15}
+PARTS_PER_CALL=${PARTS_PER_CALL:-4}
+
+log() { echo "[$(date -u +%H:%M:%S)] round.sh: $*"; }
+
+setup() {
+    if compgen -G "$KIT/wheels/*.whl" > /dev/null; then
+        "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+            --target /tmp/site "$KIT"/wheels/*.whl
+        export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+    else
+        export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+    fi
+    if [[ ! -d "$DATA" ]]; then
+        mkdir -p "$KIT/data"
+        tar -xJf "$KIT/metaphases.tar.xz" -C "$KIT/data"
+    fi
+    if [[ ! -f "$KIT/synth/annotations.json" ]]; then
+        # The shipped weights' synthetic spreads: G and Q banding, debris and nuclei as background.
+        "$PYTHON" -m karyopipe synth --out "$KIT/synth" --n "$N_SYNTH" --seed 21 --no-progress
+    fi
+}
+
+report() {
+    cp "$RUN/train.log" "$OUT/" 2>/dev/null || true
+    cp "$RUN/metrics.json" "$OUT/" 2>/dev/null || true
+    tail -n 5 "$RUN/train.log" 2>/dev/null || true
+}
+
+train() {
+    local minutes=$1 resume=()
+    if [[ -f "$RUN/last.pt" ]]; then
+        resume=(--resume)
+    else
+        log "no checkpoint in $RUN: starting a new run"
+    fi
+    "$PYTHON" train_segmentation.py "$DATA" --synthetic "$KIT/synth/annotations.json" --out "$RUN" \
+        --weights-out "$RUN/best.pth" --backbone "$BACKBONE" --fpn-channels "$FPN" --crop "$CROP" --batch "$BATCH" \
+        --epochs 100000 --steps-per-epoch "$STEPS" --warmup "$WARMUP" --lr "$LR" --patience 100000 \
+        --work-scale "$WORK_SCALE" --max-val-images "$VAL_IMAGES" --time-budget "$BUDGET" --anneal-by-time \
+        --stop-after "$minutes" --device "$DEVICE" --workers "$WORKERS" --threads "$THREADS" "${resume[@]}"
+    report
+}
+
+send_parts() {
+    local first=$1 parts=()
+    compgen -G "$RUN/parts/best.pth.part*" > /dev/null && parts=("$RUN"/parts/best.pth.part*)
+    (( first < ${#parts[@]} )) || { log "no parts after the first $first (of ${#parts[@]}) to send"; return 0; }
+    local chosen=("${parts[@]:$first:$PARTS_PER_CALL}")
+    cp "${chosen[@]}" "$OUT/"
+    log "sent parts $((first + 1))-$((first + ${#chosen[@]})) of ${#parts[@]}"
+}
+
+finish() {
+    [[ -f "$RUN/best.pth" ]] || { log "no $RUN/best.pth: train first"; exit 1; }
+    grep -q "smallest count error" "$RUN/train.log" || log "warning: the run has not reached its budget; its count threshold is the default"
+    # Where each outline's edge lies, learned on the training spreads the weights record.
+    # Not fatal: the weights matter more, and fit-outline runs on a CPU as well.
+    "$PYTHON" -m karyopipe fit-outline "$DATA" --weights "$RUN/best.pth" --device "$DEVICE" --write --no-progress \
+        || log "warning: fit-outline failed; run it where the weights land"
+    rm -rf "$RUN/parts" && mkdir -p "$RUN/parts"
+    split -b "${PART_MB}M" -d -a 2 "$RUN/best.pth" "$RUN/parts/best.pth.part"
+    (cd "$RUN" && sha256sum best.pth > parts/best.pth.sha256)
+    cp "$RUN/parts/best.pth.sha256" "$OUT/"
+    report
+    send_parts 0
+}
+
+setup
+case "${1:-}" in
+    train) train "${2:?minutes}" ;;
+    finish) finish ;;
+    fetch) send_parts $(( (${2:-2} - 1) * PARTS_PER_CALL )) ;;
+    *) echo "usage: round.sh train MINUTES | finish | fetch [N]" >&2; exit 2 ;;
+esac
