@@ -35,6 +35,10 @@ def test_shifts_do_what_they_say():
     assert np.abs(apply_shift(crop, "jpeg30", rng) - crop).mean() < 0.05
     lifted = apply_shift(crop, "contrast0.6", rng)
     assert lifted[0, 0] == pytest.approx(0.15) and lifted[10, 10] == pytest.approx(0.15 + 0.6 * 0.8)
+    # blur before the cut keeps the cut-out's edge and its flat fill; plain blur spreads into it
+    cut = apply_shift(crop, "cutblur1.5", rng)
+    assert np.array_equal(cut > 0, crop > 0) and cut[31, 12] > crop[31, 12]
+    assert (apply_shift(crop, "blur1.5", rng) > 0.01).sum() > (crop > 0).sum()
     # a rotated crop keeps the chromosome's area
     turned = apply_shift(crop, "rotate", rng)
     assert abs((turned > 0.4).sum() - (crop > 0.4).sum()) < 0.1 * (crop > 0.4).sum()

@@ -24,12 +24,15 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from karyopipe.geometry.axis import CUTOUT_FRACTION
+
 #: Shift name -> what it imitates. ``eval-cls --shift all`` runs them in this order.
 LAB_SHIFTS = {
     "scale0.5": "half the resolution (lower magnification or a coarser camera)",
     "scale0.7": "0.7x the resolution",
     "scale1.5": "1.5x the resolution (higher magnification), interpolated",
     "blur1.5": "out of focus: Gaussian blur, sigma 1.5 px",
+    "cutblur1.5": "out of focus before the crop was cut: blur sigma 1.5 px inside the cut-out, its edge kept",
     "jpeg30": "JPEG export at quality 30 (in the lab's brightfield polarity)",
     "contrast0.6": "weaker staining: contrast x0.6 on a background lifted to 0.15",
     "gamma0.6": "gamma 0.6 (pale bands brighter)",
@@ -68,6 +71,15 @@ def apply_shift(gray: np.ndarray, name: str, rng: np.random.Generator) -> np.nda
         return cv2.resize(gray, size, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR)
     if name.startswith("blur"):
         return cv2.GaussianBlur(gray, (0, 0), float(name[len("blur"):]))
+    if name.startswith("cutblur"):
+        # A karyogram tile is cut from the lab's image after it was taken: the focus blurs the
+        # chromosome, but the cut and the flat fill around it stay sharp.
+        blurred = cv2.GaussianBlur(gray, (0, 0), float(name[len("cutblur"):]))
+        low = float(gray.min())
+        flat = gray <= low + 1e-3
+        if flat.mean() < CUTOUT_FRACTION:
+            return blurred
+        return np.where(flat, low, blurred).astype(np.float32)
     if name.startswith("jpeg"):
         quality = int(name[len("jpeg"):])
         # A brightfield lab exports dark chromosomes on white; compress in that polarity.
