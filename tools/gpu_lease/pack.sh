@@ -3,6 +3,8 @@
 # which the lease carries with the working tree (see README.md here):
 #   .gpu/metaphases.tar.xz  the BioImLab labelme spreads (about 2 MB packed)
 #   .gpu/wheels/            pycocotools for the GPU machine's Python (its image has the rest)
+#   .gpu/gband612_cells.tar.xz  with COMPOSITE_CELLS=N: N gband612 cells of the classifier's training
+#                           split (about 50 kB a cell), for G-band composite spreads made on the machine
 # Nothing here is committed: the data stays outside the repository.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -11,6 +13,7 @@ KIT=${KIT:-$ROOT/.gpu}
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 # The GPU machine's interpreter; pip must fetch wheels built for it, not for this machine.
 REMOTE_PY=${REMOTE_PY:-3.12}
+COMPOSITE_CELLS=${COMPOSITE_CELLS:-0}
 
 meta="$DATA_ROOT/bioimlab/metaphases"
 [[ -d "$meta" ]] || { echo "pack.sh: $meta not found (set DATA_ROOT=...)" >&2; exit 2; }
@@ -19,5 +22,22 @@ tar -cJf "$KIT/metaphases.tar.xz" -C "$(dirname "$meta")" metaphases
 "$PYTHON" -m pip download -q --no-deps --only-binary=:all: --python-version "$REMOTE_PY" --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d "$KIT/wheels" "pycocotools>=2.0.8"
+if (( COMPOSITE_CELLS > 0 )); then
+    # Training cells only (the classifier's split), so no held-out crop reaches any model.
+    "$PYTHON" - "$DATA_ROOT/gband612" "$COMPOSITE_CELLS" > "$KIT/gband612_cells.txt" <<'PY'
+import sys
+from pathlib import Path
+from karyopipe.classification.dataset import split_cells
+from karyopipe.data import read_dataset
+root, n = Path(sys.argv[1]), int(sys.argv[2])
+folders = {}
+for sample in read_dataset(root).samples:
+    folders.setdefault(str(sample.cell_id), set()).add(Path(sample.path).relative_to(root).parts[0])
+train = split_cells([f"gband612/{c}" for c in sorted(folders)])["train"]
+for cell in train[:n]:
+    print("\n".join(sorted(folders[cell.split("/", 1)[1]])))
+PY
+    tar -cJf "$KIT/gband612_cells.tar.xz" -C "$DATA_ROOT/gband612" -T "$KIT/gband612_cells.txt"
+fi
 du -sh "$KIT"
 echo "packed $KIT; carry it with the run (carry=[\".gpu\"])"

@@ -30,6 +30,8 @@ VAL_IMAGES=${VAL_IMAGES:-8}
 WORKERS=${WORKERS:-12}
 THREADS=${THREADS:-4}
 N_SYNTH=${N_SYNTH:-24}
+# G-band composite spreads made from the packed gband612 cells, when pack.sh packed some.
+N_COMPOSITE=${N_COMPOSITE:-40}
 # Parts of at most 15 MiB, four to a call: the lease returns 16 MiB a file and 64 MiB a call.
 PART_MB=${PART_MB:-15}
 PARTS_PER_CALL=${PARTS_PER_CALL:-4}
@@ -52,6 +54,12 @@ setup() {
         # The shipped weights' synthetic spreads: G and Q banding, debris and nuclei as background.
         "$PYTHON" -m karyopipe synth --out "$KIT/synth" --n "$N_SYNTH" --seed 21 --no-progress
     fi
+    if [[ -f "$KIT/gband612_cells.tar.xz" && ! -f "$KIT/composite/annotations.json" ]]; then
+        mkdir -p "$KIT/gband612"
+        tar -xJf "$KIT/gband612_cells.tar.xz" -C "$KIT/gband612"
+        "$PYTHON" -m karyopipe synth --out "$KIT/composite" --n "$N_COMPOSITE" --seed 51 --composite "$KIT/gband612" \
+            --size 1024 768 --no-progress
+    fi
 }
 
 report() {
@@ -61,13 +69,14 @@ report() {
 }
 
 train() {
-    local minutes=$1 resume=()
+    local minutes=$1 resume=() extra=(--synthetic "$KIT/synth/annotations.json")
+    [[ -f "$KIT/composite/annotations.json" ]] && extra+=(--synthetic "$KIT/composite/annotations.json")
     if [[ -f "$RUN/last.pt" ]]; then
         resume=(--resume)
     else
         log "no checkpoint in $RUN: starting a new run"
     fi
-    "$PYTHON" train_segmentation.py "$DATA" --synthetic "$KIT/synth/annotations.json" --out "$RUN" \
+    "$PYTHON" train_segmentation.py "$DATA" "${extra[@]}" --out "$RUN" \
         --weights-out "$RUN/best.pth" --backbone "$BACKBONE" --fpn-channels "$FPN" --crop "$CROP" --batch "$BATCH" \
         --epochs 100000 --steps-per-epoch "$STEPS" --warmup "$WARMUP" --lr "$LR" --patience 100000 \
         --work-scale "$WORK_SCALE" --max-val-images "$VAL_IMAGES" --time-budget "$BUDGET" --anneal-by-time \
