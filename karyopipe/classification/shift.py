@@ -24,7 +24,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from karyopipe.geometry.axis import CUTOUT_FRACTION
+from karyopipe.geometry.axis import cutout_fill
 
 #: Shift name -> what it imitates. ``eval-cls --shift all`` runs them in this order.
 LAB_SHIFTS = {
@@ -75,11 +75,10 @@ def apply_shift(gray: np.ndarray, name: str, rng: np.random.Generator) -> np.nda
         # A karyogram tile is cut from the lab's image after it was taken: the focus blurs the
         # chromosome, but the cut and the flat fill around it stay sharp.
         blurred = cv2.GaussianBlur(gray, (0, 0), float(name[len("cutblur"):]))
-        low = float(gray.min())
-        flat = gray <= low + 1e-3
-        if flat.mean() < CUTOUT_FRACTION:
+        fill = cutout_fill(gray)
+        if fill is None:
             return blurred
-        return np.where(flat, low, blurred).astype(np.float32)
+        return np.where(fill, gray.min(), blurred).astype(np.float32)
     if name.startswith("jpeg"):
         quality = int(name[len("jpeg"):])
         # A brightfield lab exports dark chromosomes on white; compress in that polarity.

@@ -24,6 +24,20 @@ CUTOUT_FRACTION = 0.05
 TINY_AREA = 16
 
 
+def cutout_fill(gray: np.ndarray) -> np.ndarray | None:
+    """The flat fill around a cut-out crop (karyogram tile, BioImLab crop), or None if it is not one.
+
+    A crop is a cut-out when at least ``CUTOUT_FRACTION`` of its pixels hold its
+    minimum value: everything above that value is chromosome.
+
+    Returns
+    -------
+    ndarray, shape (H, W), bool, or None
+    """
+    fill = gray <= float(gray.min()) + 1e-3
+    return fill if fill.mean() >= CUTOUT_FRACTION else None
+
+
 def mask_from_crop(gray: np.ndarray) -> np.ndarray:
     """Chromosome mask of a single-chromosome crop in canonical polarity.
 
@@ -51,7 +65,7 @@ def mask_from_crop(gray: np.ndarray) -> np.ndarray:
     smooth = ndi.gaussian_filter(gray, 0.7)
     threshold = float(threshold_otsu(smooth))
     low = float(gray.min())
-    if (gray <= low + 1e-3).mean() >= CUTOUT_FRACTION:
+    if cutout_fill(gray) is not None:
         # A cut-out crop (karyogram tiles, BioImLab crops): the background is one
         # flat value and everything above it is chromosome. Otsu would split
         # the chromosome at its pale bands instead.
