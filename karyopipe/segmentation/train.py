@@ -232,6 +232,12 @@ def main(argv: list[str] | None = None) -> int:
     # (a GPU lease, a session) still ends at a low learning rate instead of mid-schedule.
     clock = {"start": None, "before": 0.0}
 
+    def budget_spent() -> bool:
+        return bool(args.time_budget) and (clock["before"] + time.time() - clock["start"]) / 60 >= args.time_budget
+
+    def invocation_spent() -> bool:
+        return bool(args.stop_after) and (time.time() - clock["start"]) / 60 >= args.stop_after
+
     def time_progress() -> float:
         if not (args.anneal_by_time and args.time_budget) or clock["start"] is None:
             return 0.0
@@ -285,10 +291,8 @@ def main(argv: list[str] | None = None) -> int:
             sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
             steps += 1
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
-            if args.time_budget and (elapsed_before + time.time() - t0) / 60 >= args.time_budget:
+            if budget_spent() or invocation_spent():
                 break  # score and save what we have rather than overrun the budget
-            if args.stop_after and (time.time() - t0) / 60 >= args.stop_after:
-                break
         steps = max(1, steps)
         record = {"epoch": epoch, "lr": scheduler.get_last_lr()[0], **{k: v / steps for k, v in sums.items()}}
         if val_samples:
@@ -337,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.time_budget and elapsed / 60 >= args.time_budget:
             say(f"time budget of {args.time_budget} min reached")
             break
-        if args.stop_after and (time.time() - t0) / 60 >= args.stop_after:
+        if invocation_spent():
             # The run is not over: the count threshold is chosen when it is.
             say(f"stopped after {args.stop_after:g} min of this invocation; continue with --resume")
             log.close()
