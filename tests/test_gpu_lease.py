@@ -26,9 +26,11 @@ def test_round_trains_in_resumed_chunks_and_sends_the_weights_back_in_parts(tmp_
         write_labelme(data, f"original_{k + 1}", image, polys)
     run, out = tmp_path / "run", tmp_path / "out"
     out.mkdir()
+    # The budget (6 s of training) must outlast the first call's single step, even on a loaded machine,
+    # or that call would end the run instead of stopping it.
     env = dict(os.environ, KIT=str(kit), RUN=str(run), OUT=str(out), PYTHON=sys.executable, DEVICE="cpu",
                BACKBONE="resnet18", FPN="32", CROP="96", BATCH="1", STEPS="2", WARMUP="1", WORKERS="0",
-               THREADS="1", VAL_IMAGES="2", BUDGET="0.02", N_SYNTH="1", PART_MB="4", PARTS_PER_CALL="4")
+               THREADS="1", VAL_IMAGES="2", BUDGET="0.1", N_SYNTH="1", PART_MB="4", PARTS_PER_CALL="4")
 
     def call(*args):
         for old in out.iterdir():
