@@ -2,7 +2,8 @@
 # Pack what a time-limited GPU machine needs beside the code into the git-ignored .gpu/ folder,
 # which the lease carries with the working tree (see README.md here):
 #   .gpu/metaphases.tar.xz  the BioImLab labelme spreads (about 2 MB packed)
-#   .gpu/wheels/            pycocotools for the GPU machine's Python (its image has the rest)
+#   .gpu/wheels/            pycocotools, shapely and pyryotype for the GPU machine's Python (its image
+#                           has torch, numpy, scikit-image, opencv, matplotlib and pandas)
 #   .gpu/gband612_cells.tar.xz  with COMPOSITE_CELLS=N: N gband612 cells of the classifier's training
 #                           split (about 50 kB a cell), for G-band composite spreads made on the machine
 # Nothing here is committed: the data stays outside the repository.
@@ -21,7 +22,7 @@ mkdir -p "$KIT/wheels"
 tar -cJf "$KIT/metaphases.tar.xz" -C "$(dirname "$meta")" metaphases
 "$PYTHON" -m pip download -q --no-deps --only-binary=:all: --python-version "$REMOTE_PY" --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-    -d "$KIT/wheels" "pycocotools>=2.0.8"
+    -d "$KIT/wheels" "pycocotools>=2.0.8" "shapely>=2.0" "pyryotype>=0.0.7"
 if (( COMPOSITE_CELLS > 0 )); then
     # Training cells only (the classifier's split), so no held-out crop reaches any model.
     "$PYTHON" - "$DATA_ROOT/gband612" "$COMPOSITE_CELLS" > "$KIT/gband612_cells.txt" <<'PY'
