@@ -43,8 +43,17 @@ def default_weights(name: str) -> Path:
 
 
 def weights_path(given, name: str) -> Path:
-    """``given`` as a Path, or the shipped default ``name`` when ``given`` is None or empty."""
-    return Path(given) if given else default_weights(name)
+    """``given`` as a Path, or the shipped default ``name`` when ``given`` is None or empty.
+
+    A bare file name that is not a file here but is one of the shipped weights names that file, so
+    ``mask_rcnn_karyotype_r18.pth`` works from any directory.
+    """
+    if not given:
+        return default_weights(name)
+    path = Path(given)
+    if not path.is_file() and path.name == str(given) and default_weights(path.name).is_file():
+        return default_weights(path.name)
+    return path
 
 
 def atomic_save(obj, path) -> Path:

@@ -47,3 +47,20 @@ def test_an_interrupted_save_leaves_the_previous_checkpoint_whole(tmp_path, monk
     monkeypatch.undo()
     assert torch.load(path, weights_only=True) == {"epoch": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_a_bare_shipped_name_finds_the_weights_folder_from_anywhere(tmp_path, monkeypatch):
+    from karyopipe.weights import weights_path
+
+    shipped = tmp_path / "weights"
+    shipped.mkdir()
+    (shipped / "alternative.pth").write_bytes(b"x")
+    monkeypatch.setenv("KARYOPIPE_WEIGHTS", str(shipped))
+    monkeypatch.chdir(tmp_path)
+    assert weights_path("alternative.pth", "default.pth") == shipped / "alternative.pth"
+    assert weights_path(None, "default.pth") == shipped / "default.pth"
+    # A path with a folder, or a file that is here, is taken as given.
+    assert weights_path("elsewhere/alternative.pth", "default.pth") == Path("elsewhere/alternative.pth")
+    (tmp_path / "alternative.pth").write_bytes(b"y")
+    assert weights_path("alternative.pth", "default.pth") == Path("alternative.pth")
+    assert weights_path("missing.pth", "default.pth") == Path("missing.pth")
