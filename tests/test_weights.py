@@ -64,3 +64,30 @@ def test_a_bare_shipped_name_finds_the_weights_folder_from_anywhere(tmp_path, mo
     (tmp_path / "alternative.pth").write_bytes(b"y")
     assert weights_path("alternative.pth", "default.pth") == Path("alternative.pth")
     assert weights_path("missing.pth", "default.pth") == Path("missing.pth")
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (Path(__file__).resolve().parents[1] / "weights").glob("*.pth")))
+def test_each_shipped_weights_file_is_fp16_under_95_mb_with_a_model_card(name):
+    from karyopipe.weights import MAX_FILE_BYTES, default_weights
+
+    path = default_weights(name)
+    assert path.stat().st_size < MAX_FILE_BYTES <= 95e6
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    floats = [t for t in blob["state_dict"].values() if t.is_floating_point()]
+    assert floats and all(t.dtype == torch.float16 for t in floats)
+    card = path.with_suffix(".md").read_text()
+    assert card.startswith(f"# Model card: `{name}`")
+    for field in ("**data**", "**split**", "**metrics**", "**date**", "## Config"):
+        assert field in card, f"{name}'s card has no {field}"
+
+
+def test_the_default_segmenter_is_the_designs_resnet50_and_the_r18_stays_loadable():
+    from karyopipe.segmentation.infer import Segmenter
+
+    default = Segmenter.from_pretrained()
+    assert default.config["model"]["backbone"] == "resnet50"
+    fast = Segmenter.from_pretrained("mask_rcnn_karyotype_r18.pth")
+    assert fast.config["model"]["backbone"] == "resnet18"
+    # Each carries what was fitted after its training: outlines, junk calibration, its own count threshold.
+    for segmenter in (default, fast):
+        assert segmenter.outline_model is not None and segmenter.config.get("junk_calibration")
