@@ -12,6 +12,8 @@
 #   DEVICE=cuda EPOCHS_SEG=40 EPOCHS_CLS=60 nohup ./run_training.sh > train.log 2>&1 &
 #   DEVICE=cuda TIME_SEG=60 EPOCHS_SEG=1000 ./run_training.sh   # segmentation bounded by an hour, annealed over it
 #   STAGES="cls eval" ./run_training.sh          # only some stages
+# The shipped ResNet50 segmenter's own recipe (15 minutes on one H100, batch 8, crop 384, 250 steps per epoch)
+# is in its card, weights/mask_rcnn_karyotype_best.md; tools/gpu_lease/round.sh runs it in resumable chunks.
 # Weights go to $WEIGHTS ($RUNS/weights by default, so a trial run never overwrites
 # the shipped ones; WEIGHTS=weights updates weights/). Everything else goes under
 # $RUNS (git-ignored). Nothing derived from the real data is committed.
