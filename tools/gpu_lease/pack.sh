@@ -41,4 +41,12 @@ PY
     tar -cJf "$KIT/gband612_cells.tar.xz" -C "$DATA_ROOT/gband612" -T "$KIT/gband612_cells.txt"
 fi
 du -sh "$KIT"
+# What travels is the working tree (tracked and unignored files) plus the kit: at most 64 MiB.
+tree_bytes=$(cd "$ROOT" && git ls-files -z --cached --others --exclude-standard \
+    | xargs -0 -r stat -c %s 2>/dev/null | awk '{s += $1} END {print s + 0}')
+kit_bytes=$(du -sb "$KIT" | cut -f1)
+if (( tree_bytes + kit_bytes > 60 * 1024 * 1024 )); then
+    echo "pack.sh: the working tree ($((tree_bytes >> 20)) MiB) and the kit ($((kit_bytes >> 20)) MiB) exceed what may travel;" \
+        "set the weights aside for the lease: mkdir -p .cache/weights_aside && mv weights/*.pth .cache/weights_aside/" >&2
+fi
 echo "packed $KIT; carry it with the run (carry=[\".gpu\"])"
