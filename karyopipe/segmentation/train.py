@@ -233,8 +233,12 @@ def main(argv: list[str] | None = None) -> int:
     # (a GPU lease, a session) still ends at a low learning rate instead of mid-schedule.
     clock = {"start": None, "before": 0.0}
 
+    def run_seconds() -> float:
+        """Training time of the whole run, earlier invocations included."""
+        return clock["before"] + time.time() - clock["start"]
+
     def budget_spent() -> bool:
-        return bool(args.time_budget) and (clock["before"] + time.time() - clock["start"]) / 60 >= args.time_budget
+        return bool(args.time_budget) and run_seconds() / 60 >= args.time_budget
 
     def invocation_spent() -> bool:
         return bool(args.stop_after) and (time.time() - clock["start"]) / 60 >= args.stop_after
@@ -242,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     def time_progress() -> float:
         if not (args.anneal_by_time and args.time_budget) or clock["start"] is None:
             return 0.0
-        return (clock["before"] + time.time() - clock["start"]) / (60.0 * args.time_budget)
+        return run_seconds() / (60.0 * args.time_budget)
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: _lr_factor(s, args.warmup, total_steps, time_progress()))
@@ -267,8 +271,7 @@ def main(argv: list[str] | None = None) -> int:
                                          num_workers=args.workers, worker_init_fn=seed_worker,
                                          persistent_workers=args.workers > 0,
                                          generator=torch.Generator().manual_seed(args.seed + start_epoch))
-    t0 = time.time()
-    clock.update(start=t0, before=elapsed_before)
+    clock.update(start=time.time(), before=elapsed_before)
     inference = settings_dict(InferenceSettings(reference_width=reference_width))
     for epoch in range(start_epoch, args.epochs):
         model.train()
@@ -298,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         record = {"epoch": epoch, "lr": scheduler.get_last_lr()[0], **{k: v / steps for k, v in sums.items()}}
         if val_samples:
             record["val"] = evaluate_model(model, val_samples, args.device, reference_width)
-        elapsed = elapsed_before + time.time() - t0
+        elapsed = run_seconds()
         record["elapsed_min"] = elapsed / 60
         history.append(record)
         val_ap = record.get("val", {}).get("segm_AP", -record["loss"])
