@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from karyopipe.weights import load_weights, save_weights, update_weights
+from karyopipe.weights import load_weights, save_weights, update_weights, weights_dir
 
 
 def test_weights_are_stored_fp16_and_loaded_fp32_with_their_card(tmp_path):
@@ -66,7 +66,7 @@ def test_a_bare_shipped_name_finds_the_weights_folder_from_anywhere(tmp_path, mo
     assert weights_path("missing.pth", "default.pth") == Path("missing.pth")
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in (Path(__file__).resolve().parents[1] / "weights").glob("*.pth")))
+@pytest.mark.parametrize("name", sorted(p.name for p in weights_dir().glob("*.pth")))
 def test_each_shipped_weights_file_is_fp16_under_95_mb_with_a_model_card(name):
     from karyopipe.weights import MAX_FILE_BYTES, default_weights
 
