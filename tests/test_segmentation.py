@@ -369,6 +369,20 @@ def test_from_pretrained_round_trip(tmp_path):
         Segmenter.from_pretrained(tmp_path / "missing.pth")
 
 
+def test_max_proposals_caps_the_box_head_and_gives_back_the_weights_own(tmp_path):
+    path = _tiny_weights(tmp_path)
+    own = Segmenter.from_pretrained(path, max_proposals=None).model.rpn.post_nms_top_n()
+    seg = Segmenter.from_pretrained(path, max_proposals=40, rescale=False)
+    assert 40 < own and seg.model.rpn.post_nms_top_n() == 40
+    image, _ = tube_image(1, size=96)
+    with torch.no_grad():
+        images, _ = seg.model.transform([torch.from_numpy(image)[None]])
+        proposals, _ = seg.model.rpn(images, seg.model.backbone(images.tensors))
+    assert len(proposals[0]) <= 40
+    assert seg.configure(max_proposals=None).model.rpn.post_nms_top_n() == own
+    assert seg.configure(max_proposals=10 * own).model.rpn.post_nms_top_n() == own
+
+
 def test_eval_seg_labelme_writes_metrics(tmp_path, capsys):
     from karyopipe.cli import main as cli
 

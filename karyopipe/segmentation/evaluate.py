@@ -166,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paste", choices=["exact", "torchvision"], default=None,
                    help="how mask probabilities are placed in the image (default: the weights' setting; "
                         "see InferenceSettings.exact_paste)")
+    p.add_argument("--max-proposals", type=int, default=None,
+                   help="RPN proposals per tile for the box head (default: InferenceSettings'; 0: the weights' own)")
     p.add_argument("--limit", type=int, default=0, help="score only the first N images")
     p.add_argument("--device", default="cpu")
     return p
@@ -229,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
             overrides["flips"] = args.flips
         if args.paste:
             overrides["exact_paste"] = args.paste == "exact"
+        if args.max_proposals is not None:
+            overrides["max_proposals"] = args.max_proposals or None
         segmenter = Segmenter.from_pretrained(args.weights, device=args.device, **overrides)
         # AP is scored over all detections; counts use the score threshold the weights ship with.
         count_thresh = float(segmenter.config.get("inference", {}).get("score_thresh", 0.5))

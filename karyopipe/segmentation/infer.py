@@ -61,6 +61,11 @@ class InferenceSettings:
         nuclei: a chromosome, even where two cross, is at most ~1.5 true widths thick.
     max_detections : int
         Per tile.
+    max_proposals : int or None
+        At most this many RPN proposals per tile reach the box head (the
+        weights' ``rpn_post_nms_top_n_test`` when larger; None keeps theirs).
+        The box head's cost grows with it; 300 is over three per chromosome
+        of a near-tetraploid cell (92) and scores the training spreads as 600 does.
     refine : bool
         Redraw each mask's outline from the image (:func:`refine_mask`). The
         mask head predicts 28x28 per box, coarse for a chromosome ~10 px
@@ -98,6 +103,7 @@ class InferenceSettings:
     min_area_widths2: float = 0.5
     max_thickness_widths: float = 2.0
     max_detections: int = 150
+    max_proposals: int | None = 300
     refine: bool = True
     refine_support: float = 0.35
     refine_grow: float = 0.8
@@ -615,6 +621,8 @@ class Segmenter:
         self.device = device
         self.config = dict(config or {})
         self.model.roi_heads.nms_thresh = 0.7
+        rpn_limits = getattr(getattr(self.model, "rpn", None), "_post_nms_top_n", None)
+        self._own_max_proposals = rpn_limits["testing"] if rpn_limits else None
         self._apply_settings()
         record = self.config.get("outline_model")
         if record:
@@ -628,6 +636,9 @@ class Segmenter:
         # The detector keeps low scores too; the settings' own threshold is applied after refinement.
         self.model.roi_heads.score_thresh = min(self.settings.score_thresh, 0.05)
         self.model.roi_heads.detections_per_img = self.settings.max_detections
+        own, limit = self._own_max_proposals, self.settings.max_proposals
+        if own is not None:  # a torchvision RPN, which keeps this limit only in a private dict
+            self.model.rpn._post_nms_top_n["testing"] = own if limit is None else min(own, int(limit))
 
     def configure(self, **changes) -> "Segmenter":
         """Change :class:`InferenceSettings` fields in place (``score_thresh=0.3``); returns ``self``."""
