@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how mask probabilities are placed in the image (default: the weights' setting; "
                         "see InferenceSettings.exact_paste)")
     p.add_argument("--max-proposals", type=int, default=None,
-                   help="RPN proposals per tile for the box head (default: InferenceSettings'; 0: the weights' own)")
+                   help="at most this many RPN proposals per tile for the box head (default: the weights' own)")
     p.add_argument("--limit", type=int, default=0, help="score only the first N images")
     p.add_argument("--device", default="cpu")
     return p
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.paste:
             overrides["exact_paste"] = args.paste == "exact"
         if args.max_proposals is not None:
-            overrides["max_proposals"] = args.max_proposals or None
+            overrides["max_proposals"] = args.max_proposals
         segmenter = Segmenter.from_pretrained(args.weights, device=args.device, **overrides)
         # AP is scored over all detections; counts use the score threshold the weights ship with.
         count_thresh = float(segmenter.config.get("inference", {}).get("score_thresh", 0.5))

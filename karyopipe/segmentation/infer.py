@@ -64,8 +64,9 @@ class InferenceSettings:
     max_proposals : int or None
         At most this many RPN proposals per tile reach the box head (the
         weights' ``rpn_post_nms_top_n_test`` when larger; None keeps theirs).
-        The box head's cost grows with it; 300 is over three per chromosome
-        of a near-tetraploid cell (92) and scores the training spreads as 600 does.
+        The box head's cost grows with it: 300 instead of the shipped
+        weights' 600 saves about 0.07 s per 768x576 spread on 2 CPU cores, at
+        a mask AP 0.0002 lower on the val spreads (BENCHMARKS.md).
     refine : bool
         Redraw each mask's outline from the image (:func:`refine_mask`). The
         mask head predicts 28x28 per box, coarse for a chromosome ~10 px
@@ -103,7 +104,7 @@ class InferenceSettings:
     min_area_widths2: float = 0.5
     max_thickness_widths: float = 2.0
     max_detections: int = 150
-    max_proposals: int | None = 300
+    max_proposals: int | None = None
     refine: bool = True
     refine_support: float = 0.35
     refine_grow: float = 0.8
