@@ -234,3 +234,16 @@ def test_the_cell_is_measured_by_its_confident_detections(no_weights):
     for scores in ([0.99] * 3 + [0.4] * 11, [0.99] * 14, None):
         pipe.classify(geoms, scores)
         assert pipe.classifier.reference is None
+
+
+def test_precision_reaches_the_segmenter_and_the_report():
+    from karyopipe.pipeline.cli import build_parser
+    from karyopipe.weights import SEGMENTATION_WEIGHTS, weights_path
+
+    if not weights_path(None, SEGMENTATION_WEIGHTS).is_file():
+        pytest.skip("shipped segmentation weights absent")
+    assert build_parser().parse_args(["spread.png", "--precision", "bfloat16"]).precision == "bfloat16"
+    pipe = KaryoPipeline.from_pretrained(precision="bfloat16")
+    assert pipe.segmenter.settings.precision == "bfloat16"
+    assert pipe.stages["segmentation"]["precision"] == "bfloat16"
+    assert KaryoPipeline.from_pretrained().segmenter.settings.precision == "float32"

@@ -383,6 +383,30 @@ def test_max_proposals_caps_the_box_head_and_gives_back_the_weights_own(tmp_path
     assert seg.configure(max_proposals=10 * own).model.rpn.post_nms_top_n() == own
 
 
+def test_bfloat16_runs_the_heavy_stacks_only_and_leaves_the_model_as_it_was(tmp_path):
+    from karyopipe.segmentation.infer import network_precision, predict_tile
+
+    seg = Segmenter.from_pretrained(_tiny_weights(tmp_path), score_thresh=0.0, rescale=False)
+    model = seg.model
+    seen = {}
+    # (a forward hook that returns something replaces the output; update() returns None)
+    model.backbone.body.conv1.register_forward_hook(lambda m, a, out: seen.update(stem=out.dtype))
+    model.rpn.anchor_generator.register_forward_hook(lambda m, a, out: seen.update(anchors=out[0].dtype))
+    image, _ = tube_image(1, size=96)
+    fast = predict_tile(model, image, precision="bfloat16")
+    # Convolutions ran in bfloat16; what decodes boxes and pastes masks saw float32.
+    assert seen == {"stem": torch.bfloat16, "anchors": torch.float32}
+    assert fast["boxes"].dtype == np.float32 and all(c.dtype == np.float32 for _, _, c in fast["crops"])
+    seen.clear()
+    predict_tile(model, image)
+    assert seen["stem"] == torch.float32  # the hooks are gone: float32 again
+    with pytest.raises(ValueError, match="precision"):
+        with network_precision(model, "float16"):
+            pass
+    with pytest.raises(ValueError, match="precision"):
+        seg.configure(precision="half")
+
+
 def test_eval_seg_labelme_writes_metrics(tmp_path, capsys):
     from karyopipe.cli import main as cli
 

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from karyopipe.cli import add_precision_argument
+
 __all__ = ["run_bench", "main"]
 
 # Chromosome-1 length per 1000 px of sqrt(W * H), as karyopipe.synth.compose_spread defines it:
@@ -49,7 +51,7 @@ def _spreads(size: tuple[int, int], n: int, seed: int, fixed_chromosome_size: bo
 
 
 def run_bench(sizes=((768, 576), (1600, 1200)), n: int = 6, seed: int = 0, wide_field: bool = True,
-              seg_weights=None, cls_weights=None, progress: bool = True) -> dict:
+              seg_weights=None, cls_weights=None, progress: bool = True, precision: str = "float32") -> dict:
     """Time model loading and the warm pipeline per image size.
 
     Returns
@@ -63,7 +65,7 @@ def run_bench(sizes=((768, 576), (1600, 1200)), n: int = 6, seed: int = 0, wide_
     from karyopipe.pipeline.core import KaryoPipeline
 
     t = time.perf_counter()
-    pipe = KaryoPipeline.from_pretrained(seg_weights, cls_weights)
+    pipe = KaryoPipeline.from_pretrained(seg_weights, cls_weights, precision=precision)
     load_seconds = time.perf_counter() - t
     cases = [(size, False) for size in sizes]
     if wide_field:
@@ -94,6 +96,7 @@ def run_bench(sizes=((768, 576), (1600, 1200)), n: int = 6, seed: int = 0, wide_
                     "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
                     "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None},
         "models": {stage: info.get("weights", info.get("model")) for stage, info in pipe.stages.items()},
+        "precision": precision,
         "rows": rows,
     }
 
@@ -116,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--seg-weights", default=None)
     p.add_argument("--cls-weights", default=None)
+    add_precision_argument(p)
     p.add_argument("--json", default=None, help="write the results here")
     return p
 
@@ -128,7 +132,8 @@ def main(argv: list[str]) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    result = run_bench(args.sizes, args.n, args.seed, not args.no_wide_field, args.seg_weights, args.cls_weights)
+    result = run_bench(args.sizes, args.n, args.seed, not args.no_wide_field, args.seg_weights, args.cls_weights,
+                       precision=args.precision)
     print(f"model loading: {result['load_seconds']:.2f} s ({result['machine']['torch_threads']} torch threads, "
           f"{result['machine']['cpu_count']} CPUs)")
     for row in result["rows"]:

@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from karyopipe.cli import add_precision_argument
 from karyopipe.io import is_image_path
 
 
@@ -31,6 +32,7 @@ def build_parser(prog: str = "karyopipe infer") -> argparse.ArgumentParser:
                    " when absent)")
     p.add_argument("--cls-weights", default=None, help="classifier weights (default weights/karyotype_classifier_best.pth;"
                    " chromosomes stay unclassified when absent)")
+    add_precision_argument(p)
     p.add_argument("--polarity", choices=("fluorescence", "brightfield"), default=None,
                    help="force the input polarity (default: detected per image; G-band is brightfield, Q-band fluorescence)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -122,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     from karyopipe.pipeline.core import KaryoPipeline
 
-    pipe = KaryoPipeline.from_pretrained(args.seg_weights, args.cls_weights, device=args.device)
+    pipe = KaryoPipeline.from_pretrained(args.seg_weights, args.cls_weights, device=args.device, precision=args.precision)
     for name, info in pipe.stages.items():
         if info.get("fallback"):
             print(f"karyopipe infer: {info['reason']}", file=sys.stderr)

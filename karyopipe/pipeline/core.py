@@ -272,7 +272,8 @@ class KaryoPipeline:
         self.stages.setdefault("karyogram", {"model": "karyopipe.karyogram.assign_karyotype"})
 
     @classmethod
-    def from_pretrained(cls, seg_weights=None, cls_weights=None, device: str = "cpu", verbose: bool = False) -> "KaryoPipeline":
+    def from_pretrained(cls, seg_weights=None, cls_weights=None, device: str = "cpu", verbose: bool = False,
+                        precision: str = "float32") -> "KaryoPipeline":
         """Load the shipped (or given) weights; a missing file degrades that stage instead of failing.
 
         Parameters
@@ -284,6 +285,9 @@ class KaryoPipeline:
         device : {"cpu", "cuda"}
         verbose : bool
             Print each fallback to stderr.
+        precision : {"float32", "bfloat16"}
+            The segmentation network's arithmetic (``InferenceSettings.precision``):
+            bfloat16 is faster on CPUs with native bfloat16, at a cost measured in BENCHMARKS.md.
         """
         import sys
 
@@ -302,8 +306,9 @@ class KaryoPipeline:
         if seg_path.is_file():
             from karyopipe.segmentation import Segmenter
 
-            segmenter = Segmenter.from_pretrained(seg_path, device=device)
-            stages["segmentation"] = {"model": "mask_rcnn", "weights": str(seg_path), **_card(seg_path)}
+            segmenter = Segmenter.from_pretrained(seg_path, device=device, precision=precision)
+            stages["segmentation"] = {"model": "mask_rcnn", "weights": str(seg_path), "precision": precision,
+                                      **_card(seg_path)}
             # Weights calibrated for junk (karyopipe calibrate-junk) keep weaker detections: the
             # assignment leaves out the debris among them by their score, and finds more chromosomes.
             keep_from = (segmenter.config.get("junk_calibration") or {}).get("score_thresh")

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from karyopipe.cli import add_precision_argument
+
 IOU_THRESH = 0.5
 
 
@@ -212,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seg-weights", default=None)
     p.add_argument("--cls-weights", default=None)
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    add_precision_argument(p)
     p.add_argument("--limit", type=int, default=0, help="score only the first N spreads")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -230,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     if not samples:
         raise ValueError(f"{data}: no spreads in the {args.split} split")
     confidence = _label_confidence(data)
-    pipe = KaryoPipeline.from_pretrained(args.seg_weights, args.cls_weights, device=args.device)
+    pipe = KaryoPipeline.from_pretrained(args.seg_weights, args.cls_weights, device=args.device, precision=args.precision)
     for info in pipe.stages.values():
         if info.get("fallback"):
             print(f"karyopipe eval-e2e: {info['reason']}", file=sys.stderr)

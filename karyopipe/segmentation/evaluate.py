@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from karyopipe.cli import add_precision_argument
+
 
 def _rle(mask: np.ndarray) -> dict:
     from pycocotools import mask as mask_utils
@@ -166,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paste", choices=["exact", "torchvision"], default=None,
                    help="how mask probabilities are placed in the image (default: the weights' setting; "
                         "see InferenceSettings.exact_paste)")
+    add_precision_argument(p)
     p.add_argument("--max-proposals", type=int, default=None,
                    help="at most this many RPN proposals per tile for the box head (default: the weights' own)")
     p.add_argument("--limit", type=int, default=0, help="score only the first N images")
@@ -231,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             overrides["flips"] = args.flips
         if args.paste:
             overrides["exact_paste"] = args.paste == "exact"
+        overrides["precision"] = args.precision
         if args.max_proposals is not None:
             overrides["max_proposals"] = args.max_proposals
         segmenter = Segmenter.from_pretrained(args.weights, device=args.device, **overrides)

@@ -14,6 +14,7 @@ Examples
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import cv2
@@ -87,6 +88,11 @@ class InferenceSettings:
         mask IoU (:func:`vote_detections`); a detection's score is averaged over
         *all* views, so what only one view sees (a speck, a fragment) loses
         score. Each view costs one more network pass.
+    precision : {"float32", "bfloat16"}
+        Arithmetic of the network's convolution and linear stacks
+        (:func:`network_precision`). bfloat16 runs the segmenter about 1.5x
+        faster on CPUs with native bfloat16 (AVX512-BF16 or AMX) and slower
+        on others; boxes, NMS and masks stay float32.
     exact_paste : bool
         Place mask probabilities by pixel centres (:func:`paste_masks`,
         :func:`crop_to_full_resolution`). False reproduces torchvision's
@@ -113,6 +119,7 @@ class InferenceSettings:
     scale_bounds: tuple = field(default=(0.25, 4.0))
     flips: int = 1
     exact_paste: bool = True
+    precision: str = "float32"
 
 
 def estimate_chromosome_width(gray: np.ndarray) -> float | None:
@@ -218,8 +225,63 @@ def mask_nms(masks: list, scores: np.ndarray, thresh: float) -> list[int]:
     return kept
 
 
+PRECISIONS = ("float32", "bfloat16")
+
+
+def _as_float32(output):
+    if isinstance(output, torch.Tensor):
+        return output.float()
+    if isinstance(output, dict):
+        return type(output)((k, _as_float32(v)) for k, v in output.items())
+    if isinstance(output, (list, tuple)):
+        return type(output)(_as_float32(v) for v in output)
+    return output
+
+
+@contextmanager
+def network_precision(model, precision: str = "float32", device="cpu"):
+    """Run a torchvision Mask R-CNN's heavy stacks under bfloat16 autocast, for the duration.
+
+    Backbone + FPN, the RPN head, the box head and the mask head and
+    predictor compute in bfloat16; their outputs come back float32, so
+    anchor and box decoding, NMS and mask pasting never see bfloat16 (its
+    8-bit mantissa would move a coordinate near 800 px by 2 px). The
+    weights stay float32. ``"float32"``, or a model without these parts,
+    changes nothing.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    parts = ("backbone", "rpn.head", "roi_heads.box_head", "roi_heads.mask_head", "roi_heads.mask_predictor")
+    try:
+        modules = [model.get_submodule(name) for name in parts]
+    except AttributeError:
+        modules = []
+    if precision == "float32" or not modules:
+        yield
+        return
+    device_type = torch.device(device).type
+    active, handles = [], []
+
+    def enter(module, args):
+        context = torch.autocast(device_type, dtype=torch.bfloat16)
+        context.__enter__()
+        active.append(context)
+
+    def leave(module, args, output):
+        active.pop().__exit__(None, None, None)
+        return _as_float32(output)
+
+    try:
+        for module in modules:
+            handles += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 @torch.no_grad()
-def predict_tile(model, image: np.ndarray, device="cpu", exact_paste: bool = True) -> dict:
+def predict_tile(model, image: np.ndarray, device="cpu", exact_paste: bool = True, precision: str = "float32") -> dict:
     """Raw network output on one ``(H, W)`` float32 image.
 
     A torchvision Mask R-CNN whose transform keeps the image's size
@@ -228,7 +290,7 @@ def predict_tile(model, image: np.ndarray, device="cpu", exact_paste: bool = Tru
     detection. torchvision's postprocessing pastes each into a whole-tile
     array and holds them all twice: 8 GB at the peak for a 4000 x 3000
     spread. Any other model is called as is and must return torchvision-style
-    full-size masks.
+    full-size masks. ``precision``: see :func:`network_precision`.
 
     Returns
     -------
@@ -242,12 +304,14 @@ def predict_tile(model, image: np.ndarray, device="cpu", exact_paste: bool = Tru
     if all(hasattr(model, part) for part in ("transform", "backbone", "rpn", "roi_heads")):
         images, _ = model.transform([tensor])
     if images is None or tuple(images.image_sizes[0]) != tuple(image.shape):
-        out = model([tensor])[0]
+        with network_precision(model, precision, device):
+            out = model([tensor])[0]
         return {"boxes": out["boxes"].cpu().numpy(), "scores": out["scores"].cpu().numpy(),
                 "crops": crops_of_masks(out["masks"][:, 0].cpu().numpy())}
-    features = model.backbone(images.tensors)
-    proposals, _ = model.rpn(images, features)
-    out = model.roi_heads(features, proposals, images.image_sizes)[0][0]
+    with network_precision(model, precision, device):
+        features = model.backbone(images.tensors)
+        proposals, _ = model.rpn(images, features)
+        out = model.roi_heads(features, proposals, images.image_sizes)[0][0]
     boxes = out["boxes"].cpu().numpy()
     return {
         "boxes": boxes,
@@ -363,7 +427,8 @@ def _paste_like_torchvision(masks: np.ndarray, boxes: np.ndarray, shape) -> list
 _VIEWS = ((False, False), (False, True), (True, False), (True, True))
 
 
-def predict_views(model, image: np.ndarray, flips: int = 1, device="cpu", exact_paste: bool = True) -> list[dict]:
+def predict_views(model, image: np.ndarray, flips: int = 1, device="cpu", exact_paste: bool = True,
+                  precision: str = "float32") -> list[dict]:
     """:func:`predict_tile` on up to four mirrored views, mapped back to ``image``'s frame.
 
     Returns
@@ -377,7 +442,7 @@ def predict_views(model, image: np.ndarray, flips: int = 1, device="cpu", exact_
     outs = []
     for flip_ud, flip_lr in _VIEWS[:flips]:
         view = image[::-1 if flip_ud else 1, ::-1 if flip_lr else 1]
-        out = predict_tile(model, view, device, exact_paste)
+        out = predict_tile(model, view, device, exact_paste, precision)
         boxes, crops = out["boxes"].copy(), out["crops"]
         if flip_lr:
             boxes[:, [0, 2]] = w - boxes[:, [2, 0]]
@@ -637,6 +702,8 @@ class Segmenter:
         # The detector keeps low scores too; the settings' own threshold is applied after refinement.
         self.model.roi_heads.score_thresh = min(self.settings.score_thresh, 0.05)
         self.model.roi_heads.detections_per_img = self.settings.max_detections
+        if self.settings.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.settings.precision!r}")
         own, limit = self._own_max_proposals, self.settings.max_proposals
         if own is not None:  # a torchvision RPN, which keeps this limit only in a private dict
             self.model.rpn._post_nms_top_n["testing"] = own if limit is None else min(own, int(limit))
@@ -721,7 +788,7 @@ class Segmenter:
         crops, scores = [], []
         for ty, tx in _tiles(wh, ww, s.tile_size, s.tile_overlap):
             tile = work[ty:ty + s.tile_size, tx:tx + s.tile_size]
-            out = vote_detections(predict_views(self.model, tile, s.flips, self.device, s.exact_paste),
+            out = vote_detections(predict_views(self.model, tile, s.flips, self.device, s.exact_paste, s.precision),
                                   mask_thresh=s.mask_thresh)
             th, tw = tile.shape
             for box, score, crop in zip(out["boxes"], out["scores"], out["crops"]):
