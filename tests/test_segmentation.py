@@ -407,6 +407,21 @@ def test_bfloat16_runs_the_heavy_stacks_only_and_leaves_the_model_as_it_was(tmp_
         seg.configure(precision="half")
 
 
+def test_bfloat16_on_a_cpu_without_it_warns_that_it_is_slower(tmp_path, monkeypatch):
+    import warnings
+
+    import karyopipe.segmentation.infer as infer
+
+    seg = Segmenter.from_pretrained(_tiny_weights(tmp_path))
+    monkeypatch.setattr(infer, "has_native_bfloat16", lambda device: False)
+    with pytest.warns(UserWarning, match="no native bfloat16"):
+        seg.configure(precision="bfloat16")
+    monkeypatch.setattr(infer, "has_native_bfloat16", lambda device: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        seg.configure(precision="bfloat16")
+
+
 def test_eval_seg_labelme_writes_metrics(tmp_path, capsys):
     from karyopipe.cli import main as cli
 

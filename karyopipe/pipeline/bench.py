@@ -63,6 +63,7 @@ def run_bench(sizes=((768, 576), (1600, 1200)), n: int = 6, seed: int = 0, wide_
     import torch
 
     from karyopipe.pipeline.core import KaryoPipeline
+    from karyopipe.segmentation.infer import has_native_bfloat16
 
     t = time.perf_counter()
     pipe = KaryoPipeline.from_pretrained(seg_weights, cls_weights, precision=precision)
@@ -97,6 +98,7 @@ def run_bench(sizes=((768, 576), (1600, 1200)), n: int = 6, seed: int = 0, wide_
                     "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None},
         "models": {stage: info.get("weights", info.get("model")) for stage, info in pipe.stages.items()},
         "precision": precision,
+        "native_bfloat16": has_native_bfloat16(pipe.device),
         "rows": rows,
     }
 
@@ -135,7 +137,8 @@ def main(argv: list[str]) -> int:
     result = run_bench(args.sizes, args.n, args.seed, not args.no_wide_field, args.seg_weights, args.cls_weights,
                        precision=args.precision)
     print(f"model loading: {result['load_seconds']:.2f} s ({result['machine']['torch_threads']} torch threads, "
-          f"{result['machine']['cpu_count']} CPUs)")
+          f"{result['machine']['cpu_count']} CPUs; segmenter in {result['precision']}, native bfloat16: "
+          f"{result['native_bfloat16']})")
     for row in result["rows"]:
         stages = ", ".join(f"{k} {v:.2f}" for k, v in row["stage_median_seconds"].items())
         print(f"{row['size']}: median {row['median_seconds']:.2f} s per spread (max {row['max_seconds']:.2f}; "

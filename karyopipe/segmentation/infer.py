@@ -14,6 +14,7 @@ Examples
 """
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
@@ -226,6 +227,23 @@ def mask_nms(masks: list, scores: np.ndarray, thresh: float) -> list[int]:
 
 
 PRECISIONS = ("float32", "bfloat16")
+
+
+def has_native_bfloat16(device="cpu") -> bool | None:
+    """Whether ``device`` computes bfloat16 in hardware; None where that cannot be told.
+
+    CPUs: the AVX512-BF16 or AMX-BF16 flag in ``/proc/cpuinfo`` (Linux).
+    Without it oneDNN emulates bfloat16, slower than float32.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), None)
+    except OSError:
+        return None
+    return None if flags is None else bool({"avx512_bf16", "amx_bf16"} & set(flags))
 
 
 def _as_float32(output):
@@ -704,6 +722,9 @@ class Segmenter:
         self.model.roi_heads.detections_per_img = self.settings.max_detections
         if self.settings.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.settings.precision!r}")
+        if self.settings.precision == "bfloat16" and has_native_bfloat16(self.device) is False:
+            warnings.warn(f"precision bfloat16: this {torch.device(self.device).type} has no native bfloat16, "
+                          "so segmentation will be slower than with float32", stacklevel=3)
         own, limit = self._own_max_proposals, self.settings.max_proposals
         if own is not None:  # a torchvision RPN, which keeps this limit only in a private dict
             self.model.rpn._post_nms_top_n["testing"] = own if limit is None else min(own, int(limit))
