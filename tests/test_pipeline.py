@@ -115,6 +115,7 @@ def test_cli_writes_four_outputs(no_weights, spread_png, tmp_path, capsys):
     assert report["n_chromosomes"] == len(RODS)
     assert report["stages"]["segmentation"]["model"] == "watershed"
     assert report["sex_confidence"] is None  # no classifier, so no call to be sure of
+    assert report["scale"] == {}  # the watershed fallback works at the image's own scale
     assert set(report["timings_s"]) >= {"segmentation", "geometry", "classification", "karyogram", "total"}
     c0 = report["chromosomes"][0]
     assert {"id", "bbox", "polygon", "class", "top3", "length_px", "relative_length", "centromere_index", "flags"} <= set(c0)
@@ -236,14 +237,16 @@ def test_the_cell_is_measured_by_its_confident_detections(no_weights):
         assert pipe.classifier.reference is None
 
 
-def test_precision_reaches_the_segmenter_and_the_report():
+def test_precision_and_chromosome_width_reach_the_segmenter_and_the_report():
     from karyopipe.pipeline.cli import build_parser
     from karyopipe.weights import SEGMENTATION_WEIGHTS, weights_path
 
     if not weights_path(None, SEGMENTATION_WEIGHTS).is_file():
         pytest.skip("shipped segmentation weights absent")
     assert build_parser().parse_args(["spread.png", "--precision", "bfloat16"]).precision == "bfloat16"
-    pipe = KaryoPipeline.from_pretrained(precision="bfloat16")
+    pipe = KaryoPipeline.from_pretrained(precision="bfloat16", chromosome_width=14.0)
     assert pipe.segmenter.settings.precision == "bfloat16"
     assert pipe.stages["segmentation"]["precision"] == "bfloat16"
+    assert pipe.segmenter.settings.chromosome_width == pipe.stages["segmentation"]["chromosome_width"] == 14.0
+    assert build_parser().parse_args(["s.png", "--chromosome-width", "14"]).chromosome_width == 14.0
     assert KaryoPipeline.from_pretrained().segmenter.settings.precision == "float32"

@@ -343,6 +343,15 @@ def test_segmenter_rescales_wide_chromosomes():
     assert 0.2 < seg.working_scale(big) < 0.5
     found = seg(big)
     assert found and all(i.mask.shape == big.shape for i in found)
+    assert found[0].extra["chromosome_width"] == pytest.approx(width_big)
+    # A width given in the settings replaces the measurement: told the chromosomes are thin, it does not
+    # resize (and then takes them for nuclei, at the size it was told to expect).
+    told = seg.configure(chromosome_width=width_small)
+    detections = told.detect(big)
+    assert told.working_scale(big) == 1.0 and detections
+    assert all((d.scale, d.chromosome_width, d.category) == (1.0, width_small, "nucleus") for d in detections)
+    with pytest.raises(ValueError, match="chromosome_width"):
+        seg.configure(chromosome_width=-3)
 
 
 def _tiny_weights(tmp_path) -> Path:

@@ -5,7 +5,7 @@ Real data never enters the repository: this script writes its pictures under
 repository root::
 
     .venv/bin/python docs/scripts/real_segmentation_overlays.py \
-        --data ../shared/data/gband_spreads [--baseline] [--weights W]
+        --data ../shared/data/gband_spreads [--baseline] [--weights W] [--chromosome-width PX]
 
 Each picture shows the spread (original polarity) with one coloured outline
 per detected chromosome, rejected nuclei/debris in grey, and the count.
@@ -45,6 +45,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(REPO / "docs" / "real" / "segmentation"))
     p.add_argument("--weights", default=None)
     p.add_argument("--baseline", action="store_true", help="watershed baseline instead of Mask R-CNN")
+    p.add_argument("--chromosome-width", type=float, default=None, metavar="PX",
+                   help="chromosome width instead of measuring it per spread (InferenceSettings.chromosome_width)")
     args = p.parse_args(argv)
     import torch
 
@@ -54,7 +56,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    method = segment_watershed if args.baseline else Segmenter.from_pretrained(args.weights)
+    method = segment_watershed if args.baseline else Segmenter.from_pretrained(args.weights, chromosome_width=args.chromosome_width)
     tag = "watershed" if args.baseline else "maskrcnn"
     failures = []
     for path in sorted(f for f in Path(args.data).iterdir() if is_image_path(f)):

@@ -33,6 +33,9 @@ def build_parser(prog: str = "karyopipe infer") -> argparse.ArgumentParser:
     p.add_argument("--cls-weights", default=None, help="classifier weights (default weights/karyotype_classifier_best.pth;"
                    " chromosomes stay unclassified when absent)")
     add_precision_argument(p)
+    p.add_argument("--chromosome-width", type=float, default=None, metavar="PX",
+                   help="chromosome width in pixels instead of measuring it per spread (a fixed microscope, or a field "
+                        "where debris misleads the measurement; each report's scale.chromosome_width_px gives it)")
     p.add_argument("--polarity", choices=("fluorescence", "brightfield"), default=None,
                    help="force the input polarity (default: detected per image; G-band is brightfield, Q-band fluorescence)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -124,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     from karyopipe.pipeline.core import KaryoPipeline
 
-    pipe = KaryoPipeline.from_pretrained(args.seg_weights, args.cls_weights, device=args.device, precision=args.precision)
+    pipe = KaryoPipeline.from_pretrained(args.seg_weights, args.cls_weights, device=args.device, precision=args.precision,
+                                         chromosome_width=args.chromosome_width)
     for name, info in pipe.stages.items():
         if info.get("fallback"):
             print(f"karyopipe infer: {info['reason']}", file=sys.stderr)

@@ -149,6 +149,9 @@ class KaryotypeResult:
         Per stage what ran: model/weights file, or the fallback and why.
     warnings : list of str
         Everything that degraded this result (missing weights, no chromosomes...).
+    scale : dict
+        ``chromosome_width_px`` (measured, or as given) and the ``working_scale``
+        the segmenter resized the spread by; empty without a Mask R-CNN result.
 
     Examples
     --------
@@ -173,6 +176,7 @@ class KaryotypeResult:
     timings: dict = field(default_factory=dict)
     stages: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
+    scale: dict = field(default_factory=dict)
 
     @property
     def banding(self) -> str:
@@ -273,7 +277,7 @@ class KaryoPipeline:
 
     @classmethod
     def from_pretrained(cls, seg_weights=None, cls_weights=None, device: str = "cpu", verbose: bool = False,
-                        precision: str = "float32") -> "KaryoPipeline":
+                        precision: str = "float32", chromosome_width: float | None = None) -> "KaryoPipeline":
         """Load the shipped (or given) weights; a missing file degrades that stage instead of failing.
 
         Parameters
@@ -288,6 +292,10 @@ class KaryoPipeline:
         precision : {"float32", "bfloat16"}
             The segmentation network's arithmetic (``InferenceSettings.precision``):
             bfloat16 is faster on CPUs with native bfloat16, at a cost measured in BENCHMARKS.md.
+        chromosome_width : float, optional
+            Chromosome width in pixels (``InferenceSettings.chromosome_width``) instead of
+            measuring it on each spread: for a fixed microscope, or a field where debris
+            misleads the measurement. A report's ``scale.chromosome_width_px`` gives it.
         """
         import sys
 
@@ -306,9 +314,12 @@ class KaryoPipeline:
         if seg_path.is_file():
             from karyopipe.segmentation import Segmenter
 
-            segmenter = Segmenter.from_pretrained(seg_path, device=device, precision=precision)
+            segmenter = Segmenter.from_pretrained(seg_path, device=device, precision=precision,
+                                                  chromosome_width=chromosome_width)
             stages["segmentation"] = {"model": "mask_rcnn", "weights": str(seg_path), "precision": precision,
                                       **_card(seg_path)}
+            if chromosome_width:
+                stages["segmentation"]["chromosome_width"] = float(chromosome_width)
             # Weights calibrated for junk (karyopipe calibrate-junk) keep weaker detections: the
             # assignment leaves out the debris among them by their score, and finds more chromosomes.
             keep_from = (segmenter.config.get("junk_calibration") or {}).get("score_thresh")
@@ -492,7 +503,16 @@ class KaryoPipeline:
             sex=call.sex if call is not None else "", call=call, timings=timings,
             sex_confidence=float(call.sex_confidence) if call is not None and call.callable else float("nan"),
             stages={k: dict(v) for k, v in self.stages.items()}, warnings=warnings,
+            scale=_scale_record(instances),
         )
+
+
+def _scale_record(instances) -> dict:
+    extra = (getattr(instances[0], "extra", None) or {}) if instances else {}
+    if "scale" not in extra:  # the watershed fallback does not rescale
+        return {}
+    width = extra.get("chromosome_width")
+    return {"chromosome_width_px": round(float(width), 2) if width else None, "working_scale": round(float(extra["scale"]), 4)}
 
 
 def _abn(a) -> dict:

@@ -54,6 +54,7 @@ def result_to_dict(result) -> dict:
         "possible_abnormalities": result.possible_abnormalities,
         "n_chromosomes": len(result.chromosomes),
         "n_low_confidence": sum(bool(c.low_confidence) for c in result.chromosomes),
+        "scale": result.scale,
         "relative_length_unit": "percent of the summed axis length of all objects in the spread",
         "timings_s": result.timings,
         "stages": result.stages,

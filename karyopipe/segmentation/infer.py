@@ -50,6 +50,11 @@ class InferenceSettings:
         resize when the spread is already at the training scale).
     reference_width : float
         Chromosome width the network was trained at.
+    chromosome_width : float or None
+        The spreads' chromosome width in pixels, as :func:`estimate_chromosome_width`
+        measures it; given, it replaces the estimate. For a fixed camera and
+        objective, and for fields where debris misleads the estimate (the
+        report's ``chromosome_width_px`` of a clean spread is the value to give).
     tile_size, tile_overlap : int
         Images larger than ``tile_size`` (after rescaling) are cut into tiles;
         the overlap must exceed the longest chromosome so each is whole in one tile.
@@ -106,6 +111,7 @@ class InferenceSettings:
     nms_thresh: float = 0.5
     rescale: bool = True
     reference_width: float = DEFAULT_REFERENCE_WIDTH
+    chromosome_width: float | None = None
     tile_size: int = 1024
     tile_overlap: int = 192
     min_area_widths2: float = 0.5
@@ -609,6 +615,8 @@ class Detection:
         ``"chromosome"``, ``"nucleus"`` or ``"debris"`` (from the head's mask).
     scale : float
         Working scale the network saw the spread at.
+    chromosome_width : float or None
+        The spread's chromosome width the scale came from (None: not rescaled).
     """
 
     y0: int
@@ -617,6 +625,7 @@ class Detection:
     score: float
     category: str
     scale: float = 1.0
+    chromosome_width: float | None = None
 
 
 def object_levels(region: np.ndarray) -> tuple[float, float] | None:
@@ -722,6 +731,9 @@ class Segmenter:
         self.model.roi_heads.detections_per_img = self.settings.max_detections
         if self.settings.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.settings.precision!r}")
+        width = self.settings.chromosome_width
+        if width is not None and not width > 0:
+            raise ValueError(f"chromosome_width must be a positive number of pixels, got {width}")
         if self.settings.precision == "bfloat16" and has_native_bfloat16(self.device) is False:
             warnings.warn(f"precision bfloat16: this {torch.device(self.device).type} has no native bfloat16, "
                           "so segmentation will be slower than with float32", stacklevel=3)
@@ -766,11 +778,15 @@ class Segmenter:
             raise TypeError(f"unknown Segmenter settings: {sorted(unknown)}")
         return cls(model, InferenceSettings(**{k: v for k, v in base.items() if k in known}), device, config)
 
-    def working_scale(self, gray: np.ndarray) -> float:
-        """Factor that brings this spread to the training chromosome width."""
+    def chromosome_width(self, gray: np.ndarray) -> float | None:
+        """The spread's chromosome width: the setting when given, else :func:`estimate_chromosome_width`."""
+        return self.settings.chromosome_width or estimate_chromosome_width(gray)
+
+    def working_scale(self, gray: np.ndarray, width: float | None = None) -> float:
+        """Factor that brings this spread (chromosomes ``width`` px wide; default measured) to the training width."""
         if not self.settings.rescale:
             return 1.0
-        width = estimate_chromosome_width(gray)
+        width = width or self.chromosome_width(gray)
         if not width:
             return 1.0
         ratio = self.settings.reference_width / width
@@ -800,7 +816,8 @@ class Segmenter:
             raise ValueError(f"Segmenter expects a (H, W) grey image, got shape {gray.shape}")
         h, w = gray.shape
         s = self.settings
-        scale = self.working_scale(gray)
+        width = self.chromosome_width(gray) if s.rescale else None
+        scale = self.working_scale(gray, width)
         work = gray if abs(scale - 1.0) < 0.05 else cv2.resize(
             gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
         )
@@ -837,7 +854,7 @@ class Segmenter:
                 y0, x0, prob = crop_to_full_resolution(prob, wy, wx, scale_y, scale_x, (h, w), s.exact_paste)
             prob = np.ascontiguousarray(prob[: h - y0, : w - x0], np.float32)
             category = _classify_shape(binary[i][2], s.reference_width, s)
-            detections.append(Detection(int(y0), int(x0), prob, scores[i], category, scale))
+            detections.append(Detection(int(y0), int(x0), prob, scores[i], category, scale, width))
         return detections
 
     def outline(self, detection: Detection, smooth: np.ndarray) -> np.ndarray:
@@ -870,7 +887,7 @@ class Segmenter:
         list of Instance
             Full-resolution bool ``mask``, ``bbox`` (x0, y0, x1, y1), ``score``,
             ``category``; sorted by descending score. ``extra["scale"]`` is the
-            working scale used.
+            working scale used, ``extra["chromosome_width"]`` the width it came from.
         """
         gray = np.asarray(gray, np.float32)
         detections = self.detect(gray)
@@ -891,7 +908,7 @@ class Segmenter:
                 bbox=(float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)),
                 score=det.score,
                 category=det.category,
-                extra={"scale": det.scale},
+                extra={"scale": det.scale, "chromosome_width": det.chromosome_width},
             ))
         instances.sort(key=lambda inst: -inst.score)
         return instances
