@@ -85,7 +85,10 @@ def test_builder_rejects_bad_arguments():
         build_maskrcnn("resnet18", anchor_sizes=((16,), (32,)))
 
 
-def test_tiny_training_loss_falls(tmp_path):
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_tiny_training_loss_falls(tmp_path, precision):
+    from karyopipe.segmentation.infer import network_precision
+
     torch.manual_seed(0)
     for k in range(4):
         image, polys = tube_image(k)
@@ -99,8 +102,10 @@ def test_tiny_training_loss_falls(tmp_path):
     batch = collate([train[i] for i in range(2)])  # one fixed batch: the model must overfit it
     losses = []
     for _ in range(20):
-        loss_dict = model(list(batch[0]), list(batch[1]))
+        with network_precision(model, precision):  # as train-seg --precision runs a step
+            loss_dict = model(list(batch[0]), list(batch[1]))
         loss = sum(loss_dict.values())
+        assert loss.dtype == torch.float32
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
@@ -619,18 +624,19 @@ def test_train_seg_cli_checkpoints_resumes_and_picks_its_count_threshold(tmp_pat
     argv[argv.index("--epochs") + 1] = "2"
     assert seg_train.main(argv + ["--resume"]) == 0
     assert [e["epoch"] for e in json.loads((run / "metrics.json").read_text())] == [0, 1]
-    # fine-tuning from weights keeps their model and working scale, with copy-paste on
+    # fine-tuning from weights keeps their model and working scale, with copy-paste on (in bfloat16 steps)
     tuned = tmp_path / "tuned"
     assert seg_train.main([str(data), "--out", str(tuned), "--init", str(run / "best.pth"), "--copy-paste", "0.5",
                            "--crop", "96", "--batch", "1", "--epochs", "1", "--steps-per-epoch", "2", "--warmup", "1",
                            "--threads", "1", "--val-fraction", "0.5", "--backbone", "resnet50", "--workers", "2",
-                           "--seed", "3", "--split-seed", "5"]) == 0
+                           "--seed", "3", "--split-seed", "5", "--precision", "bfloat16"]) == 0
     _, tuned_config, tuned_card = load_weights(tuned / "best.pth")
     assert tuned_config["model"] == config["model"]
     # ... and the cells they were selected on stay held out, whatever the seeds
     assert tuned_config["val_cells"] == config["val_cells"] and "recorded in the --init weights" in tuned_card["split"]
     assert tuned_config["inference"]["reference_width"] == config["inference"]["reference_width"]
     assert "initialised from" in tuned_card["training"] and "copy-paste" in tuned_card["training"]
+    assert "bfloat16 autocast" in tuned_card["training"]
     # ... or moves them to another working scale when --work-scale is given
     rescaled = tmp_path / "rescaled"
     assert seg_train.main([str(data), "--out", str(rescaled), "--init", str(run / "best.pth"), "--work-scale", "0.5",

@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="end this invocation after this many minutes, keeping the run's clock and schedule: "
                         "--resume goes on (time-limited jobs; 0 = no limit)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
+                   help="arithmetic of the network's convolution and linear stacks in training steps (bfloat16: "
+                        "autocast, with float32 weights, optimizer, losses and box decoding; about 1.7x faster per "
+                        "step on CPUs with native bfloat16). Validation always runs in float32")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--anneal-by-time", action="store_true",
                    help="the cosine schedule also follows --time-budget, ending at its low learning rate when time runs out")
@@ -155,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from karyopipe.segmentation.dataset import (SpreadTrainSet, collate, dataset_statistics, has_masks, seed_worker,
                                                 load_spreads, split_cells)
-    from karyopipe.segmentation.infer import DEFAULT_REFERENCE_WIDTH, settings_dict, InferenceSettings
+    from karyopipe.segmentation.infer import DEFAULT_REFERENCE_WIDTH, InferenceSettings, network_precision, settings_dict
     from karyopipe.segmentation.model import build_maskrcnn, count_parameters, model_config
     from karyopipe.weights import atomic_save, save_weights
 
@@ -282,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
         for images, targets in bar:
             images = [im.to(args.device) for im in images]
             targets = [{k: v.to(args.device) for k, v in t.items()} for t in targets]
-            losses = model(images, targets)
+            with network_precision(model, args.precision, args.device):
+                losses = model(images, targets)
             loss = sum(losses.values())
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite loss at epoch {epoch}: { {k: float(v) for k, v in losses.items()} }")
@@ -321,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
                             f"{elapsed / 60:.0f} min on {args.device} ({args.threads} thread(s))"
                             + (f", cosine annealed over a {args.time_budget:g}-min budget" if args.anneal_by_time and args.time_budget else "")
                             + (f", initialised from {args.init}" if args.init else "")
+                            + (f", {args.precision} autocast" if args.precision != "float32" else "")
                             + (f", copy-paste of touching and crossing chromosomes into {args.copy_paste:.0%} of crops" if args.copy_paste else ""),
                 "metrics": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.get("val", {}).items()},
                 "limitations": ("trained on CPU in a short budget; a GPU run is pending. " if str(args.device) == "cpu" else "")
@@ -358,8 +364,10 @@ def main(argv: list[str] | None = None) -> int:
         thresh, table = choose_count_threshold(weights_out, train_samples, device=args.device)
         state, config, card = load_weights(weights_out)
         config["inference"]["score_thresh"] = thresh
-        card["inference"] = (f"score_thresh {thresh}: smallest count error on the {len(train_samples)} training spreads ("
-                             + "; ".join(f"{t}: MAE {v['count_mae']:.2f}, bias {v['count_bias']:+.2f}" for t, v in table.items())
+        card["inference"] = (f"score_thresh {thresh}: most of the {len(train_samples)} training spreads counted within "
+                             f"+-1, then the smallest count error ("
+                             + "; ".join(f"{t}: within +-1 {v['count_within_1']:.0%}, MAE {v['count_mae']:.2f}, "
+                                         f"bias {v['count_bias']:+.2f}" for t, v in table.items())
                              + ")")
         save_weights(weights_out, state, config, card)
         say(card["inference"])
