@@ -782,12 +782,13 @@ class Segmenter:
         """The spread's chromosome width: the setting when given, else :func:`estimate_chromosome_width`."""
         return self.settings.chromosome_width or estimate_chromosome_width(gray)
 
-    def working_scale(self, gray: np.ndarray, width: float | None = None) -> float:
-        """Factor that brings this spread (chromosomes ``width`` px wide; default measured) to the training width."""
-        if not self.settings.rescale:
-            return 1.0
-        width = width or self.chromosome_width(gray)
-        if not width:
+    def working_scale(self, gray: np.ndarray) -> float:
+        """Factor that brings this spread to the training chromosome width."""
+        return self._scale_for_width(self.chromosome_width(gray) if self.settings.rescale else None)
+
+    def _scale_for_width(self, width: float | None) -> float:
+        """Working scale for chromosomes ``width`` px wide; 1 when not rescaling or the width is unknown."""
+        if not self.settings.rescale or not width:
             return 1.0
         ratio = self.settings.reference_width / width
         if 1.0 / self.settings.rescale_tolerance <= ratio <= self.settings.rescale_tolerance:
@@ -817,7 +818,7 @@ class Segmenter:
         h, w = gray.shape
         s = self.settings
         width = self.chromosome_width(gray) if s.rescale else None
-        scale = self.working_scale(gray, width)
+        scale = self._scale_for_width(width)  # the width is measured once, for the scale and the detections
         work = gray if abs(scale - 1.0) < 0.05 else cv2.resize(
             gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
         )
