@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from karyopipe.cli import add_precision_argument
+
 DEFAULT_DATA = "../shared/data/bioimlab/metaphases"
 
 
@@ -60,10 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="end this invocation after this many minutes, keeping the run's clock and schedule: "
                         "--resume goes on (time-limited jobs; 0 = no limit)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    p.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
-                   help="arithmetic of the network's convolution and linear stacks in training steps (bfloat16: "
-                        "autocast, with float32 weights, optimizer, losses and box decoding; about 1.7x faster per "
-                        "step on CPUs with native bfloat16). Validation always runs in float32")
+    add_precision_argument(p, help="arithmetic of the network's convolution and linear stacks in training steps "
+                                   "(bfloat16: autocast, with float32 weights, optimizer, losses and box decoding; "
+                                   "about 1.7x faster per step on CPUs with native bfloat16). Validation always runs "
+                                   "in float32")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--anneal-by-time", action="store_true",
                    help="the cosine schedule also follows --time-budget, ending at its low learning rate when time runs out")
