@@ -46,14 +46,23 @@ def test_round_trains_in_resumed_chunks_and_sends_the_weights_back_in_parts(tmp_
     assert "resumed from" in second and "smallest count error" in second
     call("finish")
     sent = sorted(p.name for p in out.iterdir() if ".part" in p.name)
-    assert len(sent) == 4 and (out / "best.pth.sha256").is_file()
+    assert len(sent) == 4 and (out / "SHA256SUMS").is_file()
     parts = {p.name: p.read_bytes() for p in out.iterdir() if ".part" in p.name}
-    digest = (out / "best.pth.sha256").read_text().split()[0]
-    call("fetch")
-    parts |= {p.name: p.read_bytes() for p in out.iterdir() if ".part" in p.name}
-    assert len(parts) == len(list((run / "parts").glob("best.pth.part*"))) > 4
-    joined = tmp_path / "best.pth"
-    joined.write_bytes(b"".join(parts[name] for name in sorted(parts)))
-    assert hashlib.sha256(joined.read_bytes()).hexdigest() == digest
-    _, config, _ = load_weights(joined)
-    assert config["model"]["backbone"] == "resnet18" and "score_thresh" in config["inference"]
+    digests = dict(line.split()[::-1] for line in (out / "SHA256SUMS").read_text().splitlines())
+    assert set(digests) == {"best.pth", "latest.pth"}
+    fetch = 2
+    while True:
+        text = call("fetch", str(fetch))
+        if "no parts after" in text:
+            break
+        parts |= {p.name: p.read_bytes() for p in out.iterdir() if ".part" in p.name}
+        fetch += 1
+    assert fetch > 2 and len(parts) == len(list((run / "parts").glob("*.pth.part*")))
+    for name, digest in digests.items():
+        joined = tmp_path / name
+        joined.write_bytes(b"".join(parts[part] for part in sorted(parts) if part.startswith(name + ".part")))
+        assert hashlib.sha256(joined.read_bytes()).hexdigest() == digest
+        _, config, card = load_weights(joined)
+        assert config["model"]["backbone"] == "resnet18" and "score_thresh" in config["inference"]
+        # both carry the outline model fitted on the machine, and the count threshold the run chose
+        assert "outline_model" in config and "training spreads" in card["inference"]

@@ -621,9 +621,14 @@ def test_train_seg_cli_checkpoints_resumes_and_picks_its_count_threshold(tmp_pat
     # the shipped score threshold is chosen on the training spreads, and the card says how
     assert config["inference"]["score_thresh"] in seg_train.COUNT_THRESHOLDS
     assert "training spreads" in card["inference"]
+    # the latest epoch is kept beside the best, whatever its score, and gets its own count threshold
+    _, latest_config, latest_card = load_weights(run / "latest.pth")
+    assert latest_config["epoch"] == 0 and latest_card["checkpoint"] == "the latest epoch (0)"
+    assert "training spreads" in latest_card["inference"] and "best val mask AP" in card["checkpoint"]
     argv[argv.index("--epochs") + 1] = "2"
     assert seg_train.main(argv + ["--resume"]) == 0
     assert [e["epoch"] for e in json.loads((run / "metrics.json").read_text())] == [0, 1]
+    assert load_weights(run / "latest.pth")[1]["epoch"] == 1
     # fine-tuning from weights keeps their model and working scale, with copy-paste on (in bfloat16 steps)
     tuned = tmp_path / "tuned"
     assert seg_train.main([str(data), "--out", str(tuned), "--init", str(run / "best.pth"), "--copy-paste", "0.5",

@@ -4,7 +4,7 @@ Trains on random rotated/scaled crops of annotated spreads (labelme folders
 such as BioImLab metaphases, optionally plus synthetic COCO spreads), holds
 out whole cells for validation, scores validation mask AP with pycocotools
 after every epoch, keeps the best model (``save_weights``: fp16 + model card)
-and stops early when AP stops improving. ``--resume`` continues from the last
+and the latest epoch's beside it, and stops early when AP stops improving. ``--resume`` continues from the last
 checkpoint in ``--out``.
 
 Usage::
@@ -35,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--synthetic", action="append", default=[], help="extra COCO spreads for training only (repeatable)")
     p.add_argument("--out", default="runs/seg", help="run folder: checkpoints, log, metrics JSON")
     p.add_argument("--weights-out", default=None, help="where the best model is saved (default OUT/best.pth)")
+    p.add_argument("--latest-out", default=None,
+                   help="where the latest epoch's model is saved every epoch, whatever its val score (default "
+                        "OUT/latest.pth): a few selection images choose the best checkpoint noisily, and the end "
+                        "of an annealed schedule is the other candidate")
     p.add_argument("--backbone", default="resnet50", help="resnet18 | resnet34 | resnet50 | mobilenet_v3")
     p.add_argument("--fpn-channels", type=int, default=256)
     p.add_argument("--norm", default="group", choices=["group", "batch"])
@@ -155,6 +159,22 @@ def choose_count_threshold(weights, samples, thresholds=COUNT_THRESHOLDS, device
     return float(best), table
 
 
+def _set_count_threshold(path, samples, device) -> str:
+    """Choose the count threshold of the weights at ``path`` on ``samples`` and record it there."""
+    from karyopipe.weights import load_weights, save_weights
+
+    thresh, table = choose_count_threshold(path, samples, device=device)
+    state, config, card = load_weights(path)
+    config["inference"]["score_thresh"] = thresh
+    card["inference"] = (f"score_thresh {thresh}: most of the {len(samples)} training spreads counted within "
+                         f"+-1, then the smallest count error ("
+                         + "; ".join(f"{t}: within +-1 {v['count_within_1']:.0%}, MAE {v['count_mae']:.2f}, "
+                                     f"bias {v['count_bias']:+.2f}" for t, v in table.items())
+                         + ")")
+    save_weights(path, state, config, card)
+    return card["inference"]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from tqdm import tqdm
@@ -174,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     weights_out = Path(args.weights_out) if args.weights_out else out / "best.pth"
+    latest_out = Path(args.latest_out) if args.latest_out else out / "latest.pth"
     log = open(out / "train.log", "a")
 
     def say(msg: str) -> None:
@@ -314,30 +335,32 @@ def main(argv: list[str] | None = None) -> int:
         history.append(record)
         val_ap = record.get("val", {}).get("segm_AP", -record["loss"])
         improved = val_ap > best_ap
+        card = {
+            "model": f"Mask R-CNN {args.backbone}-FPN ({args.fpn_channels} ch), GroupNorm, from scratch, 1 grey channel; "
+                     f"labels 0 = background (incl. nuclei, debris), 1 = chromosome",
+            "data": f"{args.data} ({dataset.format}): {dataset_statistics(train_samples)}"
+                    + (f" + {len(extra)} synthetic spreads" if extra else ""),
+            "split": f"{split_note}: "
+                     f"{len(val_cells)} val cells {val_cells}",
+            "training": f"epoch {epoch + 1}/{args.epochs} x {args.steps_per_epoch} steps, batch {args.batch}, "
+                        f"crops {args.crop}px at working width {reference_width:.2f}px (x{args.scale_min}-{args.scale_max}), AdamW lr {args.lr}, "
+                        f"{elapsed / 60:.0f} min on {args.device} ({args.threads} thread(s))"
+                        + (f", cosine annealed over a {args.time_budget:g}-min budget" if args.anneal_by_time and args.time_budget else "")
+                        + (f", initialised from {args.init}" if args.init else "")
+                        + (f", {args.precision} autocast" if args.precision != "float32" else "")
+                        + (f", copy-paste of touching and crossing chromosomes into {args.copy_paste:.0%} of crops" if args.copy_paste else ""),
+            "metrics": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.get("val", {}).items()},
+            "limitations": ("trained on CPU in a short budget; a GPU run is pending. " if str(args.device) == "cpu" else "")
+                           + "Q-banded BioImLab only: brightfield G-band spreads rely on polarity normalisation "
+                             "and rescaling.",
+        }
+        config = {"model": model_config(model_kwargs), "inference": inference, "val_cells": val_cells,
+                  "train_cells": train_cells, "data": str(args.data), "epoch": epoch}
+        save_weights(latest_out, model.state_dict(), config, {**card, "checkpoint": f"the latest epoch ({epoch})"})
         if improved:
             best_ap, bad_epochs = val_ap, 0
-            card = {
-                "model": f"Mask R-CNN {args.backbone}-FPN ({args.fpn_channels} ch), GroupNorm, from scratch, 1 grey channel; "
-                         f"labels 0 = background (incl. nuclei, debris), 1 = chromosome",
-                "data": f"{args.data} ({dataset.format}): {dataset_statistics(train_samples)}"
-                        + (f" + {len(extra)} synthetic spreads" if extra else ""),
-                "split": f"{split_note}: "
-                         f"{len(val_cells)} val cells {val_cells}",
-                "training": f"epoch {epoch + 1}/{args.epochs} x {args.steps_per_epoch} steps, batch {args.batch}, "
-                            f"crops {args.crop}px at working width {reference_width:.2f}px (x{args.scale_min}-{args.scale_max}), AdamW lr {args.lr}, "
-                            f"{elapsed / 60:.0f} min on {args.device} ({args.threads} thread(s))"
-                            + (f", cosine annealed over a {args.time_budget:g}-min budget" if args.anneal_by_time and args.time_budget else "")
-                            + (f", initialised from {args.init}" if args.init else "")
-                            + (f", {args.precision} autocast" if args.precision != "float32" else "")
-                            + (f", copy-paste of touching and crossing chromosomes into {args.copy_paste:.0%} of crops" if args.copy_paste else ""),
-                "metrics": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.get("val", {}).items()},
-                "limitations": ("trained on CPU in a short budget; a GPU run is pending. " if str(args.device) == "cpu" else "")
-                               + "Q-banded BioImLab only: brightfield G-band spreads rely on polarity normalisation "
-                                 "and rescaling.",
-            }
-            config = {"model": model_config(model_kwargs), "inference": inference, "val_cells": val_cells,
-                      "train_cells": train_cells, "data": str(args.data), "epoch": epoch}
-            save_weights(weights_out, model.state_dict(), config, card)
+            save_weights(weights_out, model.state_dict(), config,
+                         {**card, "checkpoint": f"the best val mask AP so far (epoch {epoch})"})
         else:
             bad_epochs += 1
         atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -359,20 +382,10 @@ def main(argv: list[str] | None = None) -> int:
             say(f"stopped after {args.stop_after:g} min of this invocation; continue with --resume")
             log.close()
             return 0
-    say(f"best val mask AP {best_ap:.4f}; weights {weights_out}")
-    if weights_out.is_file() and train_samples:
-        from karyopipe.weights import load_weights
-
-        thresh, table = choose_count_threshold(weights_out, train_samples, device=args.device)
-        state, config, card = load_weights(weights_out)
-        config["inference"]["score_thresh"] = thresh
-        card["inference"] = (f"score_thresh {thresh}: most of the {len(train_samples)} training spreads counted within "
-                             f"+-1, then the smallest count error ("
-                             + "; ".join(f"{t}: within +-1 {v['count_within_1']:.0%}, MAE {v['count_mae']:.2f}, "
-                                         f"bias {v['count_bias']:+.2f}" for t, v in table.items())
-                             + ")")
-        save_weights(weights_out, state, config, card)
-        say(card["inference"])
+    say(f"best val mask AP {best_ap:.4f}; weights {weights_out}, latest epoch's {latest_out}")
+    for path in (weights_out, latest_out):
+        if path.is_file() and train_samples:
+            say(f"{path.name}: {_set_count_threshold(path, train_samples, args.device)}")
     log.close()
     return 0
 

@@ -3,7 +3,8 @@
 # the weights back in parts small enough for the lease (see README.md here).
 #
 #   round.sh train MINUTES   train for MINUTES more (the first call starts the run)
-#   round.sh finish          fit the outline model, split the weights, return the first parts
+#   round.sh finish          fit the outline models, split the weights (the checkpoint chosen on the
+#                            selection images and the latest epoch's), return the first parts
 #   round.sh fetch [N]       return the N-th group of parts (default 2: those after finish's)
 #
 # The run's schedule spans BUDGET minutes over all `train` calls (the learning rate anneals over
@@ -35,6 +36,11 @@ N_COMPOSITE=${N_COMPOSITE:-40}
 # Parts of at most 15 MiB, four to a call: the lease returns 16 MiB a file and 64 MiB a call.
 PART_MB=${PART_MB:-15}
 PARTS_PER_CALL=${PARTS_PER_CALL:-4}
+# Which weights finish sends back: best.pth (chosen on the few selection images, noisily) and latest.pth
+# (the end of the annealed schedule). CHECKPOINTS=best halves what the fetch calls carry.
+CHECKPOINTS=${CHECKPOINTS:-best latest}
+# FIT_OUTLINE=0 leaves fit-outline to the development machine (minutes on a CPU), when the lease is short.
+FIT_OUTLINE=${FIT_OUTLINE:-1}
 
 log() { echo "[$(date -u +%H:%M:%S)] round.sh: $*"; }
 
@@ -86,7 +92,7 @@ train() {
 
 send_parts() {
     local first=$1 parts=()
-    compgen -G "$RUN/parts/best.pth.part*" > /dev/null && parts=("$RUN"/parts/best.pth.part*)
+    compgen -G "$RUN/parts/*.pth.part*" > /dev/null && parts=("$RUN"/parts/*.pth.part*)
     (( first < ${#parts[@]} )) || { log "no parts after the first $first (of ${#parts[@]}) to send"; return 0; }
     local chosen=("${parts[@]:$first:$PARTS_PER_CALL}")
     cp "${chosen[@]}" "$OUT/"
@@ -96,14 +102,21 @@ send_parts() {
 finish() {
     [[ -f "$RUN/best.pth" ]] || { log "no $RUN/best.pth: train first"; exit 1; }
     grep -q "smallest count error" "$RUN/train.log" || log "warning: the run has not reached its budget; its count threshold is the default"
-    # Where each outline's edge lies, learned on the training spreads the weights record.
-    # Not fatal: the weights matter more, and fit-outline runs on a CPU as well.
-    "$PYTHON" -m karyopipe fit-outline "$DATA" --weights "$RUN/best.pth" --device "$DEVICE" --write --no-progress \
-        || log "warning: fit-outline failed; run it where the weights land"
     rm -rf "$RUN/parts" && mkdir -p "$RUN/parts"
-    split -b "${PART_MB}M" -d -a 2 "$RUN/best.pth" "$RUN/parts/best.pth.part"
-    (cd "$RUN" && sha256sum best.pth > parts/best.pth.sha256)
-    cp "$RUN/parts/best.pth.sha256" "$OUT/"
+    local name sent=()
+    for name in $CHECKPOINTS; do
+        [[ -f "$RUN/$name.pth" ]] || { log "no $RUN/$name.pth to send"; continue; }
+        # Where each outline's edge lies, learned on the training spreads the weights record.
+        # Not fatal: the weights matter more, and fit-outline runs on a CPU as well.
+        if [[ "$FIT_OUTLINE" == 1 ]]; then
+            "$PYTHON" -m karyopipe fit-outline "$DATA" --weights "$RUN/$name.pth" --device "$DEVICE" --write --no-progress \
+                || log "warning: fit-outline failed for $name.pth; run it where the weights land"
+        fi
+        split -b "${PART_MB}M" -d -a 2 "$RUN/$name.pth" "$RUN/parts/$name.pth.part"
+        sent+=("$name.pth")
+    done
+    (cd "$RUN" && sha256sum "${sent[@]}" > parts/SHA256SUMS)
+    cp "$RUN/parts/SHA256SUMS" "$OUT/"
     report
     send_parts 0
 }
