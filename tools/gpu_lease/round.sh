@@ -2,7 +2,10 @@
 # One call on a time-limited GPU machine: train the segmenter in chunks that resume, then bring
 # the weights back in parts small enough for the lease (see README.md here).
 #
-#   round.sh train MINUTES   train for MINUTES more (the first call starts the run)
+#   round.sh stage           only unpack the kit and collect the parts of the weights to start from
+#                            (pack_init.sh): the first call when those weights need two calls to arrive
+#   round.sh train MINUTES   train for MINUTES more (the first call starts the run, from the staged
+#                            weights when the kit has some, else from scratch)
 #   round.sh finish          fit the outline models, split the weights (the checkpoint chosen on the
 #                            selection images and the latest epoch's), return the first parts
 #   round.sh fetch [N]       return the N-th group of parts (default 2: those after finish's)
@@ -41,6 +44,8 @@ PARTS_PER_CALL=${PARTS_PER_CALL:-4}
 CHECKPOINTS=${CHECKPOINTS:-best latest}
 # FIT_OUTLINE=0 leaves fit-outline to the development machine (minutes on a CPU), when the lease is short.
 FIT_OUTLINE=${FIT_OUTLINE:-1}
+# Where the carried .gpu_init_N folders of pack_init.sh land: the repository root.
+STAGE=${STAGE:-.}
 
 log() { echo "[$(date -u +%H:%M:%S)] round.sh: $*"; }
 
@@ -68,6 +73,32 @@ setup() {
     fi
 }
 
+# Move the parts of the weights to start from out of the carried folders (a later call may replace
+# them), and join them once all have arrived.
+collect_init() {
+    [[ -f "$KIT/init.sha256" && ! -f "$RUN/init.pth" ]] || return 0
+    mkdir -p "$RUN/init_parts"
+    local part
+    for part in "$STAGE"/.gpu_init_*/init.pth.part*; do
+        [[ -f "$part" ]] && mv "$part" "$RUN/init_parts/"
+    done
+    local have want
+    have=$(find "$RUN/init_parts" -name 'init.pth.part*' | wc -l)
+    want=$(cat "$KIT/init.parts")
+    if (( have < want )); then
+        log "weights to start from: $have of $want parts here; carry the next .gpu_init_N folder"
+        return 0
+    fi
+    cat "$RUN"/init_parts/init.pth.part* > "$RUN/init.pth.joining"
+    if [[ "$(sha256sum < "$RUN/init.pth.joining" | cut -d' ' -f1)" != "$(cut -d' ' -f1 "$KIT/init.sha256")" ]]; then
+        rm -f "$RUN/init.pth.joining"
+        log "the joined weights to start from do not match $KIT/init.sha256: pack them again (pack_init.sh)"
+        exit 1
+    fi
+    mv "$RUN/init.pth.joining" "$RUN/init.pth" && rm -rf "$RUN/init_parts"
+    log "weights to start from: all $want parts joined and checked ($RUN/init.pth)"
+}
+
 report() {
     cp "$RUN/train.log" "$OUT/" 2>/dev/null || true
     cp "$RUN/metrics.json" "$OUT/" 2>/dev/null || true
@@ -75,8 +106,12 @@ report() {
 }
 
 train() {
-    local minutes=$1 resume=() extra=(--synthetic "$KIT/synth/annotations.json")
+    local minutes=$1 resume=() init=() extra=(--synthetic "$KIT/synth/annotations.json")
     [[ -f "$KIT/composite/annotations.json" ]] && extra+=(--synthetic "$KIT/composite/annotations.json")
+    if [[ -f "$KIT/init.sha256" ]]; then
+        [[ -f "$RUN/init.pth" ]] || { log "the weights to start from have not all arrived: carry the remaining .gpu_init_N folders"; exit 1; }
+        init=(--init "$RUN/init.pth")
+    fi
     if [[ -f "$RUN/last.pt" ]]; then
         resume=(--resume)
     else
@@ -86,7 +121,7 @@ train() {
         --weights-out "$RUN/best.pth" --backbone "$BACKBONE" --fpn-channels "$FPN" --crop "$CROP" --batch "$BATCH" \
         --epochs 100000 --steps-per-epoch "$STEPS" --warmup "$WARMUP" --lr "$LR" --patience 100000 \
         --work-scale "$WORK_SCALE" --max-val-images "$VAL_IMAGES" --time-budget "$BUDGET" --anneal-by-time \
-        --stop-after "$minutes" --device "$DEVICE" --workers "$WORKERS" --threads "$THREADS" "${resume[@]}"
+        --stop-after "$minutes" --device "$DEVICE" --workers "$WORKERS" --threads "$THREADS" "${init[@]}" "${resume[@]}"
     report
 }
 
@@ -122,9 +157,12 @@ finish() {
 }
 
 setup
+mkdir -p "$RUN"
+collect_init
 case "${1:-}" in
+    stage) ;;
     train) train "${2:?minutes}" ;;
     finish) finish ;;
     fetch) send_parts $(( (${2:-2} - 1) * PARTS_PER_CALL )) ;;
-    *) echo "usage: round.sh train MINUTES | finish | fetch [N]" >&2; exit 2 ;;
+    *) echo "usage: round.sh stage | train MINUTES | finish | fetch [N]" >&2; exit 2 ;;
 esac
