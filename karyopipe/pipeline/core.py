@@ -48,6 +48,14 @@ MAX_OBJECTS_FOR_A_CALL = 100
 # Chosen on the segmenter's training frames (karyopipe eval-e2e, BENCHMARKS.md).
 REFERENCE_SCORE = 0.9
 MIN_REFERENCE_OBJECTS = 10
+# A second look before an autosomal loss is called. Constitutional autosomal monosomies are
+# almost never seen in a dividing cell, while a chromosome missed by the segmenter is common,
+# so when the call has a loss, detections down to this score (below the junk calibration's
+# floor) may fill the empty slot. They may not add a gain or change the sex complement. Chosen
+# with the junk floor's grid on the segmenter's training frames (BENCHMARKS.md, End to end).
+RESCUE_FLOOR = 0.1
+# A low-score detection lying mostly on a kept one is a piece of it, not a missed chromosome.
+RESCUE_MAX_OVERLAP = 0.5
 
 
 @dataclass
@@ -79,7 +87,8 @@ class ChromosomeResult:
     polarity_confidence : float
         Geometry's confidence that the p-arm is the upper end of ``straightened``.
     flags : list of str
-        Geometry flags plus karyogram flags (``"uncertain"``, ``"extra_copy"``...).
+        Geometry flags plus karyogram flags (``"uncertain"``, ``"extra_copy"``...), and
+        ``"rescued"``: a weak detection taken to fill a slot instead of calling a loss.
     geometry : ChromosomeGeometry or None
         The full geometry result (axis in input pixels, straightened image).
 
@@ -263,10 +272,15 @@ class KaryoPipeline:
     >>> print(result.karyotype); result.save("out/spread")  # doctest: +SKIP
     """
 
-    def __init__(self, segmenter=None, classifier=None, device: str = "cpu", stages: dict | None = None):
+    def __init__(self, segmenter=None, classifier=None, device: str = "cpu", stages: dict | None = None,
+                 rescue_below: float | None = None, rescue_floor: float | None = None):
         self.segmenter = segmenter
         self.classifier = classifier
         self.device = device
+        # Detections scored in [rescue_floor, rescue_below) are held back for the second look
+        # before a loss is called (RESCUE_FLOOR); None for either turns it off.
+        self.rescue_below = rescue_below
+        self.rescue_floor = rescue_floor
         self.stages = dict(stages or {})
         self.stages.setdefault("segmentation", {"model": "mask_rcnn"} if segmenter is not None else
                                {"model": "watershed", "fallback": True, "reason": "no segmenter given"})
@@ -277,7 +291,8 @@ class KaryoPipeline:
 
     @classmethod
     def from_pretrained(cls, seg_weights=None, cls_weights=None, device: str = "cpu", verbose: bool = False,
-                        precision: str = "float32", chromosome_width: float | None = None) -> "KaryoPipeline":
+                        precision: str = "float32", chromosome_width: float | None = None,
+                        rescue: bool = True) -> "KaryoPipeline":
         """Load the shipped (or given) weights; a missing file degrades that stage instead of failing.
 
         Parameters
@@ -296,6 +311,11 @@ class KaryoPipeline:
             Chromosome width in pixels (``InferenceSettings.chromosome_width``) instead of
             measuring it on each spread: for a fixed microscope, or a field where debris
             misleads the measurement. A report's ``scale.chromosome_width_px`` gives it.
+        rescue : bool
+            Before calling an autosomal loss, look at detections scored from
+            :data:`RESCUE_FLOOR` up to the junk calibration's floor for the missing
+            chromosome (weights with a junk calibration only; each one taken is
+            flagged ``"rescued"`` and named in the report's warnings).
         """
         import sys
 
@@ -308,6 +328,7 @@ class KaryoPipeline:
                 raise RuntimeError("--device cuda: no CUDA device is available (use --device cpu)")
         stages: dict = {}
         segmenter = classifier = None
+        rescue_below = rescue_floor = None
         seg_path = weights_path(seg_weights, SEGMENTATION_WEIGHTS)
         if seg_weights and not seg_path.is_file():
             raise FileNotFoundError(f"{seg_path}: segmentation weights not found")
@@ -324,8 +345,11 @@ class KaryoPipeline:
             # assignment leaves out the debris among them by their score, and finds more chromosomes.
             keep_from = (segmenter.config.get("junk_calibration") or {}).get("score_thresh")
             if keep_from is not None:
-                segmenter.configure(score_thresh=float(keep_from))
                 stages["segmentation"]["score_thresh"] = float(keep_from)
+                if rescue and RESCUE_FLOOR < float(keep_from):
+                    rescue_below, rescue_floor = float(keep_from), RESCUE_FLOOR
+                    stages["segmentation"]["rescue_floor"] = RESCUE_FLOOR
+                segmenter.configure(score_thresh=float(rescue_floor if rescue_below else keep_from))
         else:
             stages["segmentation"] = {"model": "watershed", "fallback": True,
                                       "reason": f"segmentation weights missing: {seg_path} - using the watershed baseline"}
@@ -344,7 +368,7 @@ class KaryoPipeline:
             for name, info in stages.items():
                 if info.get("fallback"):
                     print(f"karyopipe: {info['reason']}", file=sys.stderr)
-        return cls(segmenter, classifier, device, stages)
+        return cls(segmenter, classifier, device, stages, rescue_below=rescue_below, rescue_floor=rescue_floor)
 
     # -- stages ---------------------------------------------------------------
     @staticmethod
@@ -374,11 +398,66 @@ class KaryoPipeline:
 
     def segment(self, gray: np.ndarray) -> list:
         """Chromosome instances (:class:`karyopipe.data.Instance`, full-image ``mask``) of a canonical image."""
-        if self.segmenter is not None:
-            return list(self.segmenter(gray))
-        from karyopipe.segmentation import segment_watershed
+        return self.segment_with_reserve(gray)[0]
 
-        return list(segment_watershed(gray))
+    def segment_with_reserve(self, gray: np.ndarray) -> tuple[list, list]:
+        """``(instances, reserve)``: the chromosomes, and the weaker detections kept back for a second look.
+
+        The reserve holds detections scored in ``[rescue_floor, rescue_below)``
+        that do not lie mostly (:data:`RESCUE_MAX_OVERLAP` of their area) on a
+        kept instance; it is empty when the second look is off.
+        """
+        if self.segmenter is None:
+            from karyopipe.segmentation import segment_watershed
+
+            return list(segment_watershed(gray)), []
+        found = list(self.segmenter(gray))
+        if self.rescue_below is None or self.rescue_floor is None:
+            return found, []
+        kept = [inst for inst in found if inst.score is None or inst.score >= self.rescue_below]
+        covered = np.zeros(gray.shape[:2], bool)
+        for inst in kept:
+            covered |= inst.mask
+        reserve = [inst for inst in found if inst.score is not None and self.rescue_floor <= inst.score < self.rescue_below
+                   and (inst.mask & covered).sum() <= RESCUE_MAX_OVERLAP * inst.mask.sum()]
+        return kept, reserve
+
+    def second_look(self, gray, instances, geometries, log_probs, call, reserve):
+        """Fill an autosomal loss of ``call`` from the ``reserve`` detections, if that makes a better call.
+
+        Every reserve object is classified against the cell (measured by the
+        kept detections, whose log-probabilities stay as they were) and the
+        karyotype is assigned again with all of them; those the assignment
+        uses join the cell. The new call is taken only if it has fewer
+        autosomal losses, no gain the first call lacked and the same sex
+        complement.
+
+        Returns
+        -------
+        (instances, geometries, log_probs, call, rescued) or None
+            The cell with the rescued objects appended; ``rescued`` their indices.
+        """
+        if call is None or not reserve or not _autosomal_losses(call):
+            return None
+        extra = self.analyze(gray, reserve)
+        every = list(instances) + list(reserve)
+        every_lp = self.classify(list(geometries) + extra, detection_scores(every))
+        every_lp = np.concatenate([log_probs, every_lp[len(instances):]])
+        trial = self.assign(every_lp, list(geometries) + extra, self.junk_prior(every))
+        n = len(instances)
+        used = [j for j in range(len(reserve)) if trial.labels[n + j] != 0]
+        if not used:
+            return None
+        # The objects the assignment left as junk go; the call is made again without them.
+        instances = list(instances) + [reserve[j] for j in used]
+        geometries = list(geometries) + [extra[j] for j in used]
+        log_probs = every_lp[list(range(n)) + [n + j for j in used]]
+        new = self.assign(log_probs, geometries, self.junk_prior(instances))
+        gains = {a.description for a in call.abnormalities if a.kind != "loss"}
+        if (new.sex != call.sex or len(_autosomal_losses(new)) >= len(_autosomal_losses(call))
+                or not {a.description for a in new.abnormalities if a.kind != "loss"} <= gains):
+            return None
+        return instances, geometries, log_probs, new, list(range(n, len(instances)))
 
     @staticmethod
     def analyze(gray: np.ndarray, instances) -> list:
@@ -444,7 +523,9 @@ class KaryoPipeline:
         timings["load"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        instances = [inst for inst in self.segment(gray) if inst.mask is not None and inst.mask.any()]
+        instances, reserve = self.segment_with_reserve(gray)
+        instances = [inst for inst in instances if inst.mask is not None and inst.mask.any()]
+        reserve = [inst for inst in reserve if inst.mask is not None and inst.mask.any()]
         timings["segmentation"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -457,7 +538,7 @@ class KaryoPipeline:
         timings["classification"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        call = None
+        call, rescued = None, []
         if not instances:
             statement = f"{source}: no chromosomes found - check the image is a metaphase spread and its polarity"
             warnings.append(statement)
@@ -468,6 +549,13 @@ class KaryoPipeline:
             warnings.append(statement)
         else:
             call = self.assign(log_probs, geometries, self.junk_prior(instances))
+            second = self.second_look(gray, instances, geometries, log_probs, call, reserve)
+            if second is not None:
+                instances, geometries, log_probs, call, rescued = second
+                warnings.append(
+                    f"{source}: " + "; ".join(f"object {i} (detection score {instances[i].score:.2f}) taken as chromosome "
+                                              f"{CLASS_NAMES[int(call.labels[i]) - 1]}" for i in rescued)
+                    + " instead of calling a loss: check " + ("them" if len(rescued) > 1 else "it"))
             statement = call.statement if call is not None else (
                 f"{len(instances)} objects segmented; not classified (no classifier weights), no karyotype call.")
         timings["karyogram"] = time.perf_counter() - t
@@ -490,7 +578,7 @@ class KaryoPipeline:
             if call is not None:
                 c.label = int(call.labels[i])
                 c.confidence = float(call.confidence[i])
-                c.flags = sorted(set(c.flags) | set(call.flags[i]))
+                c.flags = sorted(set(c.flags) | set(call.flags[i]) | ({"rescued"} if i in rescued else set()))
             chromosomes.append(c)
         total_time = sum(timings.values())
         timings = {k: round(v, 4) for k, v in timings.items()}
@@ -505,6 +593,10 @@ class KaryoPipeline:
             stages={k: dict(v) for k, v in self.stages.items()}, warnings=warnings,
             scale=_scale_record(instances),
         )
+
+
+def _autosomal_losses(call) -> list:
+    return [a for a in call.abnormalities if a.kind == "loss" and a.number is not None and a.number <= 22]
 
 
 def _scale_record(instances) -> dict:
