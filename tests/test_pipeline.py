@@ -250,3 +250,96 @@ def test_precision_and_chromosome_width_reach_the_segmenter_and_the_report():
     assert pipe.segmenter.settings.chromosome_width == pipe.stages["segmentation"]["chromosome_width"] == 14.0
     assert build_parser().parse_args(["s.png", "--chromosome-width", "14"]).chromosome_width == 14.0
     assert KaryoPipeline.from_pretrained().segmenter.settings.precision == "float32"
+
+
+class _Geometry:
+    """What the pipeline reads from a geometry result, for objects whose class is known."""
+
+    def __init__(self, cls):
+        self.cls, self.length_px, self.centromere_index, self.polarity_confidence = cls, float("nan"), float("nan"), 1.0
+        self.flags = []
+
+
+class _ByClass:
+    """A classifier sure of each object's class, with the next two classes its second and third choices."""
+
+    def predict_cell(self, geometries, reference=None):
+        lp = np.full((len(geometries), 24), np.log(0.03 / 21), np.float32)
+        for i, g in enumerate(geometries):
+            lp[i, g.cls - 1], lp[i, g.cls % 24], lp[i, (g.cls + 1) % 24] = np.log([0.9, 0.04, 0.03])
+        return lp
+
+
+def _cell_pipeline(objects):
+    """A pipeline over ``objects`` ((class, score) pairs, each a small square) with the shipped junk calibration."""
+    from karyopipe.data import Instance
+
+    shape = (200, 300)
+    instances = []
+    for k, (cls, score) in enumerate(objects):
+        mask = np.zeros(shape, bool)
+        y, x = 10 + 20 * (k // 12), 10 + 20 * (k % 12)
+        mask[y:y + 4, x:x + 4] = True
+        instances.append(Instance(mask=mask, bbox=(x, y, x + 4, y + 4), score=score, category="chromosome",
+                                  extra={"cls": cls}))
+
+    class Segmenter:
+        config = {"junk_calibration": {"intercept": -0.106, "slope": -1.02, "score_thresh": 0.3}}
+
+        def __call__(self, gray):
+            return instances
+
+    pipe = KaryoPipeline(segmenter=Segmenter(), classifier=_ByClass(), rescue_below=0.3, rescue_floor=0.1)
+    pipe.analyze = lambda gray, found: [_Geometry(inst.extra["cls"]) for inst in found]
+    return pipe, np.zeros(shape, np.float32), instances
+
+
+def _female_cell_without(missing=()):
+    classes = [c for c in range(1, 24) for _ in range(2)]
+    for c in missing:
+        classes.remove(c)
+    return [(c, 0.99) for c in classes]
+
+
+def test_a_weak_detection_fills_a_loss_but_never_adds_a_gain_or_changes_the_sex(no_weights):
+    pipe, gray, _ = _cell_pipeline(_female_cell_without([21]) + [(21, 0.2)])
+    result = pipe(gray)
+    assert result.karyotype == "46,XX"
+    rescued = [c for c in result.chromosomes if "rescued" in c.flags]
+    assert len(rescued) == 1 and rescued[0].class_name == "21" and rescued[0].score == pytest.approx(0.2)
+    assert any("taken as chromosome 21 instead of calling a loss" in w for w in result.warnings)
+    # Off, or nothing weak enough to look at: the loss is called.
+    pipe.rescue_floor = None
+    assert pipe(gray).karyotype == "45,XX,-21"
+    pipe, gray, _ = _cell_pipeline(_female_cell_without([21]) + [(21, 0.05)])
+    assert pipe(gray).karyotype == "45,XX,-21"
+    # A weak object the classifier reads as an X (then Y, then 1) is not pressed into the empty 21 slot,
+    # and not shown.
+    pipe, gray, _ = _cell_pipeline(_female_cell_without([21]) + [(23, 0.2)])
+    result = pipe(gray)
+    assert result.karyotype == "45,XX,-21" and len(result.chromosomes) == 45
+    # One it reads as a 20 (then 21) may fill the empty 21 slot: its top 3 are in the report.
+    pipe, gray, _ = _cell_pipeline(_female_cell_without([21]) + [(20, 0.2)])
+    result = pipe(gray)
+    assert result.karyotype == "46,XX" and [c.class_name for c in result.chromosomes if "rescued" in c.flags] == ["21"]
+    # Without a loss, weak objects are never looked at, so they add no gain.
+    pipe, gray, _ = _cell_pipeline(_female_cell_without() + [(21, 0.2)])
+    result = pipe(gray)
+    assert result.karyotype == "46,XX" and len(result.chromosomes) == 46 and not result.warnings
+
+
+def test_the_reserve_leaves_out_pieces_of_kept_detections(no_weights):
+    from karyopipe.data import Instance
+
+    pipe, gray, instances = _cell_pipeline([(1, 0.99), (2, 0.2), (3, 0.5), (4, 0.05)])
+    piece = instances[0].mask.copy()
+    piece[10:14, 14:16] = True  # half on the first object, half beside it
+    instances.append(Instance(mask=piece, bbox=(10, 10, 16, 14), score=0.2, category="chromosome", extra={"cls": 5}))
+    kept, reserve = pipe.segment_with_reserve(gray)
+    assert [i.score for i in kept] == [0.99, 0.5]
+    assert [i.extra["cls"] for i in reserve] == [2]
+    # With the second look off nothing is kept back, and without a floor at all everything is kept.
+    pipe.rescue_floor = None
+    assert pipe.segment_with_reserve(gray) == (kept, [])
+    pipe.rescue_below = None
+    assert pipe.segment_with_reserve(gray) == (instances, [])

@@ -56,6 +56,8 @@ MIN_REFERENCE_OBJECTS = 10
 RESCUE_FLOOR = 0.1
 # A low-score detection lying mostly on a kept one is a piece of it, not a missed chromosome.
 RESCUE_MAX_OVERLAP = 0.5
+# ... and it must be among the classifier's likeliest classes for the object (the report's top 3).
+RESCUE_TOP_K = 3
 
 
 @dataclass
@@ -277,8 +279,9 @@ class KaryoPipeline:
         self.segmenter = segmenter
         self.classifier = classifier
         self.device = device
-        # Detections scored in [rescue_floor, rescue_below) are held back for the second look
-        # before a loss is called (RESCUE_FLOOR); None for either turns it off.
+        # Detections scored below rescue_below are not chromosomes of the cell; those from
+        # rescue_floor up are held back for the second look before a loss is called
+        # (RESCUE_FLOOR). rescue_floor None turns the second look off.
         self.rescue_below = rescue_below
         self.rescue_floor = rescue_floor
         self.stages = dict(stages or {})
@@ -345,11 +348,10 @@ class KaryoPipeline:
             # assignment leaves out the debris among them by their score, and finds more chromosomes.
             keep_from = (segmenter.config.get("junk_calibration") or {}).get("score_thresh")
             if keep_from is not None:
-                stages["segmentation"]["score_thresh"] = float(keep_from)
-                if rescue and RESCUE_FLOOR < float(keep_from):
-                    rescue_below, rescue_floor = float(keep_from), RESCUE_FLOOR
-                    stages["segmentation"]["rescue_floor"] = RESCUE_FLOOR
-                segmenter.configure(score_thresh=float(rescue_floor if rescue_below else keep_from))
+                stages["segmentation"]["score_thresh"] = rescue_below = float(keep_from)
+                if rescue and RESCUE_FLOOR < rescue_below:
+                    rescue_floor = stages["segmentation"]["rescue_floor"] = RESCUE_FLOOR
+                segmenter.configure(score_thresh=rescue_below if rescue_floor is None else rescue_floor)
         else:
             stages["segmentation"] = {"model": "watershed", "fallback": True,
                                       "reason": f"segmentation weights missing: {seg_path} - using the watershed baseline"}
@@ -412,9 +414,11 @@ class KaryoPipeline:
 
             return list(segment_watershed(gray)), []
         found = list(self.segmenter(gray))
-        if self.rescue_below is None or self.rescue_floor is None:
+        if self.rescue_below is None:
             return found, []
         kept = [inst for inst in found if inst.score is None or inst.score >= self.rescue_below]
+        if self.rescue_floor is None:
+            return kept, []
         covered = np.zeros(gray.shape[:2], bool)
         for inst in kept:
             covered |= inst.mask
@@ -430,7 +434,8 @@ class KaryoPipeline:
         karyotype is assigned again with all of them; those the assignment
         uses join the cell. The new call is taken only if it has fewer
         autosomal losses, no gain the first call lacked and the same sex
-        complement.
+        complement, and only if the classifier lists each object taken among its
+        :data:`RESCUE_TOP_K` likeliest classes as the chromosome it fills in.
 
         Returns
         -------
@@ -446,7 +451,9 @@ class KaryoPipeline:
         trial = self.assign(every_lp, list(geometries) + extra, self.junk_prior(every))
         n = len(instances)
         used = [j for j in range(len(reserve)) if trial.labels[n + j] != 0]
-        if not used:
+        # Only what the classifier itself holds likely to be the missing chromosome: the assignment
+        # would also press an object it reads as an X into an empty 21 slot rather than call a loss.
+        if not used or any(trial.labels[n + j] - 1 not in np.argsort(-every_lp[n + j])[:RESCUE_TOP_K] for j in used):
             return None
         # The objects the assignment left as junk go; the call is made again without them.
         instances = list(instances) + [reserve[j] for j in used]
