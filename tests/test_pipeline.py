@@ -250,6 +250,11 @@ def test_precision_and_chromosome_width_reach_the_segmenter_and_the_report():
     assert pipe.segmenter.settings.chromosome_width == pipe.stages["segmentation"]["chromosome_width"] == 14.0
     assert build_parser().parse_args(["s.png", "--chromosome-width", "14"]).chromosome_width == 14.0
     assert KaryoPipeline.from_pretrained().segmenter.settings.precision == "float32"
+    # The second look before a loss: on by default for calibrated weights, off with --no-rescue.
+    assert pipe.rescue_floor is not None and pipe.segmenter.settings.score_thresh == pipe.rescue_floor
+    assert build_parser().parse_args(["s.png", "--no-rescue"]).no_rescue
+    off = KaryoPipeline.from_pretrained(rescue=False)
+    assert off.rescue_floor is None and off.segmenter.settings.score_thresh == off.rescue_below
 
 
 class _Geometry:

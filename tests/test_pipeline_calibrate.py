@@ -27,3 +27,18 @@ def test_cli_needs_segmentation_weights(tmp_path, capsys):
 
     assert main(["calibrate-junk", str(tmp_path / "frames.json"), "--seg-weights", str(tmp_path / "none.pth")]) == 2
     assert "none.pth" in capsys.readouterr().err
+
+
+def test_a_new_calibration_sees_below_the_floor_of_an_earlier_one(tmp_path):
+    from test_segmentation import _tiny_weights
+
+    from karyopipe.pipeline.calibrate import calibration_pipeline
+    from karyopipe.weights import update_weights
+
+    path = update_weights(_tiny_weights(tmp_path), config={
+        "junk_calibration": {"intercept": 0.0, "slope": -1.0, "score_thresh": 0.3}})
+    pipe, thresh = calibration_pipeline(path, score_thresh=0.1)
+    assert thresh == 0.1 and pipe.segmenter.settings.score_thresh == 0.1
+    assert pipe.rescue_below is None and pipe.rescue_floor is None
+    # Without a threshold given, the weights' own inference threshold.
+    assert calibration_pipeline(path)[1] == pipe.segmenter.config["inference"]["score_thresh"]

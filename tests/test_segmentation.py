@@ -685,8 +685,10 @@ def test_pipeline_keeps_weaker_detections_when_the_weights_carry_a_junk_calibrat
     config["junk_calibration"] = {"intercept": 1.0, "slope": -1.2, "score_thresh": 0.3}
     save_weights(path, state, config, meta)
     calibrated = KaryoPipeline.from_pretrained(seg_weights=path, cls_weights=None)
-    assert calibrated.segmenter.settings.score_thresh == 0.3
-    assert calibrated.stages["segmentation"]["score_thresh"] == 0.3
+    # Chromosomes from 0.3; weaker detections from the rescue floor are kept back for a second look.
+    assert calibrated.rescue_below == calibrated.stages["segmentation"]["score_thresh"] == 0.3
+    assert calibrated.segmenter.settings.score_thresh == calibrated.rescue_floor < 0.3
+    assert KaryoPipeline.from_pretrained(seg_weights=path, cls_weights=None, rescue=False).segmenter.settings.score_thresh == 0.3
     # The segmentation stage on its own (eval-seg, Segmenter.from_pretrained) keeps its own threshold.
     assert Segmenter.from_pretrained(path).settings.score_thresh != 0.3
     # A threshold below the detector's own floor lowers that floor too.

@@ -123,9 +123,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def calibration_pipeline(seg_weights, cls_weights=None, device: str = "cpu", score_thresh: float | None = None):
+    """``(pipeline, score_thresh)``: the pipeline whose segment() gives every detection from ``score_thresh``.
+
+    ``score_thresh`` defaults to the weights' own inference threshold. A floor set by an
+    earlier calibration of the same weights does not apply, and nor does the second look
+    before a loss, which comes after the calibration.
+    """
+    from karyopipe.pipeline import KaryoPipeline
+
+    pipe = KaryoPipeline.from_pretrained(seg_weights=seg_weights, cls_weights=cls_weights, device=device, rescue=False)
+    if score_thresh is None:
+        score_thresh = float(pipe.segmenter.config.get("inference", {}).get("score_thresh",
+                                                                           pipe.segmenter.settings.score_thresh))
+    pipe.segmenter.configure(score_thresh=score_thresh)
+    pipe.rescue_below = None
+    return pipe, score_thresh
+
+
 def main(argv: list[str] | None = None) -> int:
     from karyopipe.data import read_dataset
-    from karyopipe.pipeline import KaryoPipeline
     from karyopipe.pipeline.evaluate import select_cells
     from karyopipe.weights import SEGMENTATION_WEIGHTS, update_weights, weights_path
 
@@ -136,10 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     samples, note = select_cells(read_dataset(args.data), "train", seg_weights=seg_path)
     if not samples:
         raise ValueError(f"{args.data}: no frames of the cells {seg_path} trained on")
-    pipe = KaryoPipeline.from_pretrained(seg_weights=seg_path, cls_weights=args.cls_weights, device=args.device)
-    score_thresh = args.score_thresh if args.score_thresh is not None else \
-        float(pipe.segmenter.config.get("inference", {}).get("score_thresh", pipe.segmenter.settings.score_thresh))
-    pipe.segmenter.configure(score_thresh=score_thresh)
+    pipe, score_thresh = calibration_pipeline(seg_path, args.cls_weights, args.device, args.score_thresh)
     rows = frame_objects(pipe, samples, progress=not args.no_progress)
     scores = np.concatenate([r["scores"] for r in rows])
     junk = ~np.concatenate([r["matched"] for r in rows])

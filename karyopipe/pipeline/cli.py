@@ -38,6 +38,9 @@ def build_parser(prog: str = "karyopipe infer") -> argparse.ArgumentParser:
                         "where debris misleads the measurement; each report's scale.chromosome_width_px gives it)")
     p.add_argument("--polarity", choices=("fluorescence", "brightfield"), default=None,
                    help="force the input polarity (default: detected per image; G-band is brightfield, Q-band fluorescence)")
+    p.add_argument("--no-rescue", action="store_true",
+                   help="call an autosomal loss without first looking for the missing chromosome among weak "
+                        "detections (scores 0.1 up to the junk calibration's floor)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -128,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     from karyopipe.pipeline.core import KaryoPipeline
 
     pipe = KaryoPipeline.from_pretrained(args.seg_weights, args.cls_weights, device=args.device, precision=args.precision,
-                                         chromosome_width=args.chromosome_width)
+                                         chromosome_width=args.chromosome_width, rescue=not args.no_rescue)
     for name, info in pipe.stages.items():
         if info.get("fallback"):
             print(f"karyopipe infer: {info['reason']}", file=sys.stderr)

@@ -216,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     add_precision_argument(p)
     p.add_argument("--limit", type=int, default=0, help="score only the first N spreads")
+    p.add_argument("--no-rescue", action="store_true",
+                   help="no second look among weak detections before a loss is called (as karyopipe infer --no-rescue)")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -233,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     if not samples:
         raise ValueError(f"{data}: no spreads in the {args.split} split")
     confidence = _label_confidence(data)
-    pipe = KaryoPipeline.from_pretrained(args.seg_weights, args.cls_weights, device=args.device, precision=args.precision)
+    pipe = KaryoPipeline.from_pretrained(args.seg_weights, args.cls_weights, device=args.device, precision=args.precision,
+                                         rescue=not args.no_rescue)
     for info in pipe.stages.values():
         if info.get("fallback"):
             print(f"karyopipe eval-e2e: {info['reason']}", file=sys.stderr)
