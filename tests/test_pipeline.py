@@ -312,6 +312,7 @@ def test_a_weak_detection_fills_a_loss_but_never_adds_a_gain_or_changes_the_sex(
     assert result.karyotype == "46,XX"
     rescued = [c for c in result.chromosomes if "rescued" in c.flags]
     assert len(rescued) == 1 and rescued[0].class_name == "21" and rescued[0].score == pytest.approx(0.2)
+    assert rescued[0].low_confidence  # marked in the overlay for a check, however sure its class
     assert any("taken as chromosome 21 instead of calling a loss" in w for w in result.warnings)
     # Off, or nothing weak enough to look at: the loss is called.
     pipe.rescue_floor = None

@@ -123,8 +123,9 @@ class ChromosomeResult:
 
     @property
     def low_confidence(self) -> bool:
-        """True when unclassified, below :data:`LOW_CONFIDENCE`, or flagged uncertain."""
-        return (not self.label) or not (self.confidence >= LOW_CONFIDENCE) or "uncertain" in self.flags
+        """True when unclassified, below :data:`LOW_CONFIDENCE`, flagged uncertain, or rescued (a weak detection)."""
+        return ((not self.label) or not (self.confidence >= LOW_CONFIDENCE) or "uncertain" in self.flags
+                or "rescued" in self.flags)
 
 
 @dataclass
