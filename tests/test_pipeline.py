@@ -142,6 +142,16 @@ def test_batch_goes_past_bad_files(no_weights, spread_png, tmp_path, capsys):
         assert name in captured.err
     assert (out / "spread" / "report.json").exists()
     assert not (out / "truncated").exists()
+    # The summary, also as CSV: every input, in order, with what to check or why it failed.
+    import csv
+
+    with open(out / "summary.csv", newline="") as f:
+        summary = list(csv.DictReader(f))
+    assert [r["status"] for r in summary] == ["ok", "FAILED", "FAILED", "FAILED", "SKIPPED"]
+    # unclassified (no classifier weights), so every chromosome is one to check
+    assert summary[0]["n_chromosomes"] == summary[0]["n_to_check"] == str(len(RODS))
+    assert "truncated.png" in summary[2]["error"] and summary[2]["karyotype"] == ""
+    assert "to_check" in captured.out.splitlines()[0]
 
 
 def test_all_bad_batch_fails(no_weights, tmp_path, capsys):

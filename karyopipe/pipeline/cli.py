@@ -2,8 +2,9 @@
 
 For each spread, ``OUT/<stem>/`` gets ``overlay.png``, ``karyogram.png``,
 ``report.json`` and ``chromosomes.csv``. Bad files are skipped with their
-reason and listed in the summary at the end; the exit code is non-zero only
-when no spread could be processed.
+reason and listed in the summary at the end, which is also written to
+``OUT/summary.csv`` with how many chromosomes of each spread to check; the
+exit code is non-zero only when no spread could be processed.
 
 Examples
 --------
@@ -87,13 +88,31 @@ def _out_dirs(files: list[Path], out: Path) -> list[Path]:
     return [out / (f.stem if stems[f.stem] == 1 else f"{f.parent.name}_{f.stem}") for f in files]
 
 
+SUMMARY_HEADER = ("file", "status", "karyotype", "n", "to_check", "time_s / error")
+
+
 def format_summary(rows) -> str:
-    """Table of (file, status, karyotype, count, seconds-or-error)."""
-    header = ("file", "status", "karyotype", "n", "time_s / error")
-    table = [header] + [tuple(str(v) for v in r) for r in rows]
-    widths = [max(len(r[i]) for r in table) for i in range(4)]
-    lines = ["  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4] for r in table]
+    """Table of (file, status, karyotype, count, chromosomes to check, seconds-or-error)."""
+    table = [SUMMARY_HEADER] + [tuple(str(v) for v in r) for r in rows]
+    last = len(SUMMARY_HEADER) - 1
+    widths = [max(len(r[i]) for r in table) for i in range(last)]
+    lines = ["  ".join(r[i].ljust(widths[i]) for i in range(last)) + "  " + r[last] for r in table]
     return "\n".join(lines)
+
+
+def write_summary(rows, path: Path) -> Path:
+    """The batch summary as CSV: one row per input, processed or not, in the order of :func:`format_summary`."""
+    import csv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file", "status", "karyotype", "n_chromosomes", "n_to_check", "seconds", "error"])
+        for file, status, karyotype, n, check, last in rows:
+            ok = status == "ok"
+            writer.writerow([file, status, karyotype if ok else "", n if ok else "", check if ok else "",
+                             last if ok else "", "" if ok else last])
+    return path
 
 
 def run_batch(files, out: Path, pipe, polarity=None, progress: bool = True, log=print) -> list[tuple]:
@@ -111,12 +130,14 @@ def run_batch(files, out: Path, pipe, polarity=None, progress: bool = True, log=
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             if str(path) not in message:
                 message = f"{path}: {message}"
-            rows.append((path, "FAILED", "-", "-", message))
+            rows.append((path, "FAILED", "-", "-", "-", message))
             continue
         n = len(result.chromosomes)
         if n == 0:
             log(f"{path}: no chromosomes found (see {out_dir / 'report.json'})")
-        rows.append((path, "ok", result.karyotype or "(no call)", n, f"{time.perf_counter() - t:.1f}"))
+        # Chromosomes marked for a check (unclassified, uncertain or rescued), as in the overlay.
+        check = sum(bool(c.low_confidence) for c in result.chromosomes)
+        rows.append((path, "ok", result.karyotype or "(no call)", n, check, f"{time.perf_counter() - t:.1f}"))
     return rows
 
 
@@ -140,15 +161,16 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     rows = run_batch(files, out, pipe, args.polarity, progress=not args.no_progress,
                      log=lambda m: print(f"karyopipe infer: {m}", file=sys.stderr))
-    rows += [(item, "SKIPPED", "-", "-", f"{item}: {reason}") for item, reason in missing]
+    rows += [(item, "SKIPPED", "-", "-", "-", f"{item}: {reason}") for item, reason in missing]
     print(format_summary(rows))
+    write_summary(rows, out / "summary.csv")
     ok = sum(r[1] == "ok" for r in rows)
     bad = [r for r in rows if r[1] != "ok"]
     print(f"\n{ok} of {len(rows)} processed; outputs in {out}/")
     if bad:
         print(f"{len(bad)} not processed:", file=sys.stderr)
         for r in bad:
-            print(f"  {r[4]}", file=sys.stderr)
+            print(f"  {r[-1]}", file=sys.stderr)
     return 0 if ok else 1
 
 
