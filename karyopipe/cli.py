@@ -42,6 +42,13 @@ def add_precision_argument(parser, help: str | None = None) -> None:
                                      "faster on CPUs with native bfloat16 (AVX512-BF16, AMX), slower on others")
 
 
+def add_rescue_argument(parser) -> None:
+    """``--no-rescue``, shared by the commands that run the whole pipeline (``from_pretrained(rescue=False)``)."""
+    parser.add_argument("--no-rescue", action="store_true",
+                        help="call an autosomal loss without first looking for the missing chromosome among weak "
+                             "detections (scores 0.1 up to the junk calibration's floor)")
+
+
 def _usage() -> str:
     from karyopipe import __version__
 

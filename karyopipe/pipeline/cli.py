@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from karyopipe.cli import add_precision_argument
+from karyopipe.cli import add_precision_argument, add_rescue_argument
 from karyopipe.io import is_image_path
 
 
@@ -39,9 +39,7 @@ def build_parser(prog: str = "karyopipe infer") -> argparse.ArgumentParser:
                         "where debris misleads the measurement; each report's scale.chromosome_width_px gives it)")
     p.add_argument("--polarity", choices=("fluorescence", "brightfield"), default=None,
                    help="force the input polarity (default: detected per image; G-band is brightfield, Q-band fluorescence)")
-    p.add_argument("--no-rescue", action="store_true",
-                   help="call an autosomal loss without first looking for the missing chromosome among weak "
-                        "detections (scores 0.1 up to the junk calibration's floor)")
+    add_rescue_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 

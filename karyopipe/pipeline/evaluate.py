@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from karyopipe.cli import add_precision_argument
+from karyopipe.cli import add_precision_argument, add_rescue_argument
 
 IOU_THRESH = 0.5
 
@@ -216,8 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     add_precision_argument(p)
     p.add_argument("--limit", type=int, default=0, help="score only the first N spreads")
-    p.add_argument("--no-rescue", action="store_true",
-                   help="no second look among weak detections before a loss is called (as karyopipe infer --no-rescue)")
+    add_rescue_argument(p)
     p.add_argument("--no-progress", action="store_true")
     return p
 
