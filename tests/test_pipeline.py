@@ -353,9 +353,40 @@ def test_the_reserve_leaves_out_pieces_of_kept_detections(no_weights):
     instances.append(Instance(mask=piece, bbox=(10, 10, 16, 14), score=0.2, category="chromosome", extra={"cls": 5}))
     kept, reserve = pipe.segment_with_reserve(gray)
     assert [i.score for i in kept] == [0.99, 0.5]
-    assert [i.extra["cls"] for i in reserve] == [2]
+    assert [i.extra["cls"] for i in reserve()] == [2]
     # With the second look off nothing is kept back, and without a floor at all everything is kept.
     pipe.rescue_floor = None
-    assert pipe.segment_with_reserve(gray) == (kept, [])
+    kept_off, reserve_off = pipe.segment_with_reserve(gray)
+    assert (kept_off, reserve_off()) == (kept, [])
     pipe.rescue_below = None
-    assert pipe.segment_with_reserve(gray) == (instances, [])
+    everything, nothing = pipe.segment_with_reserve(gray)
+    assert (everything, nothing()) == (instances, [])
+
+
+def test_a_segmenter_outlines_its_reserve_only_when_asked_and_as_it_would_have(tmp_path, no_weights):
+    from test_segmentation import _tiny_weights, tube_image
+
+    import torch
+
+    from karyopipe.segmentation import Segmenter
+
+    torch.manual_seed(0)  # an untrained model's detections; some seed gives every run the same
+    segmenter = Segmenter.from_pretrained(_tiny_weights(tmp_path), score_thresh=0.0, rescale=False)
+    gray = tube_image(1, size=96)[0].astype(np.float32)
+    everything = segmenter(gray)
+    scores = sorted(i.score for i in everything)
+    assert len(scores) >= 4  # an untrained head scores everything low: enough to split
+    below, floor = scores[len(scores) // 2], scores[1]
+    drawn = []
+    outline = segmenter.outline
+    segmenter.outline = lambda det, smooth: drawn.append(det.score) or outline(det, smooth)
+    pipe = KaryoPipeline(segmenter=segmenter, rescue_below=below, rescue_floor=floor)
+    kept, reserve = pipe.segment_with_reserve(gray)
+    assert all(s >= below for s in drawn) and len(drawn) == len(kept)
+    # The same objects, the same masks, as the segmenter's own call gives and the generic path keeps back.
+    plain = KaryoPipeline(segmenter=lambda g: everything, rescue_below=below, rescue_floor=floor)
+    plain_kept, plain_reserve = plain.segment_with_reserve(gray)
+    for mine, theirs in ((kept, plain_kept), (reserve(), plain_reserve())):
+        assert mine and [i.score for i in mine] == [i.score for i in theirs]
+        assert all((a.mask == b.mask).all() for a, b in zip(mine, theirs))
+    assert any(s < below for s in drawn)

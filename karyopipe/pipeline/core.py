@@ -403,28 +403,45 @@ class KaryoPipeline:
         """Chromosome instances (:class:`karyopipe.data.Instance`, full-image ``mask``) of a canonical image."""
         return self.segment_with_reserve(gray)[0]
 
-    def segment_with_reserve(self, gray: np.ndarray) -> tuple[list, list]:
-        """``(instances, reserve)``: the chromosomes, and the weaker detections kept back for a second look.
+    def segment_with_reserve(self, gray: np.ndarray):
+        """``(instances, reserve)``: the chromosomes, and a function giving the weaker detections kept back.
 
-        The reserve holds detections scored in ``[rescue_floor, rescue_below)``
-        that do not lie mostly (:data:`RESCUE_MAX_OVERLAP` of their area) on a
-        kept instance; it is empty when the second look is off.
+        ``reserve()`` returns the detections scored in ``[rescue_floor,
+        rescue_below)`` that do not lie mostly (:data:`RESCUE_MAX_OVERLAP` of
+        their area) on a kept instance, or ``[]`` when the second look is off.
+        A :class:`karyopipe.segmentation.Segmenter` draws their outlines only
+        when it is called: most cells have no loss to look at.
         """
         if self.segmenter is None:
             from karyopipe.segmentation import segment_watershed
 
-            return list(segment_watershed(gray)), []
-        found = list(self.segmenter(gray))
-        if self.rescue_below is None:
-            return found, []
-        kept = [inst for inst in found if inst.score is None or inst.score >= self.rescue_below]
-        if self.rescue_floor is None:
-            return kept, []
-        covered = np.zeros(gray.shape[:2], bool)
-        for inst in kept:
-            covered |= inst.mask
-        reserve = [inst for inst in found if inst.score is not None and self.rescue_floor <= inst.score < self.rescue_below
-                   and (inst.mask & covered).sum() <= RESCUE_MAX_OVERLAP * inst.mask.sum()]
+            return list(segment_watershed(gray)), list
+        if self.rescue_below is None or self.rescue_floor is None:
+            found = list(self.segmenter(gray))
+            if self.rescue_below is not None:
+                found = [inst for inst in found if inst.score is None or inst.score >= self.rescue_below]
+            return found, list
+        if hasattr(self.segmenter, "detect") and hasattr(self.segmenter, "instances"):
+            detections = [d for d in self.segmenter.detect(gray) if d.category == "chromosome"]
+            kept = self.segmenter.instances(gray, [d for d in detections if d.score >= self.rescue_below])
+            weak = [d for d in detections if d.score < self.rescue_below]
+
+            def weak_instances():
+                return self.segmenter.instances(gray, weak)
+        else:  # any other segmenter has outlined everything already
+            found = list(self.segmenter(gray))
+            kept = [inst for inst in found if inst.score is None or inst.score >= self.rescue_below]
+
+            def weak_instances():
+                return [inst for inst in found if inst.score is not None and inst.score < self.rescue_below]
+
+        def reserve():
+            covered = np.zeros(gray.shape[:2], bool)
+            for inst in kept:
+                covered |= inst.mask
+            return [inst for inst in weak_instances() if inst.score >= self.rescue_floor and inst.mask is not None
+                    and inst.mask.any() and (inst.mask & covered).sum() <= RESCUE_MAX_OVERLAP * inst.mask.sum()]
+
         return kept, reserve
 
     def second_look(self, gray, instances, geometries, log_probs, call, reserve):
@@ -533,7 +550,6 @@ class KaryoPipeline:
         t = time.perf_counter()
         instances, reserve = self.segment_with_reserve(gray)
         instances = [inst for inst in instances if inst.mask is not None and inst.mask.any()]
-        reserve = [inst for inst in reserve if inst.mask is not None and inst.mask.any()]
         timings["segmentation"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -557,7 +573,8 @@ class KaryoPipeline:
             warnings.append(statement)
         else:
             call = self.assign(log_probs, geometries, self.junk_prior(instances))
-            second = self.second_look(gray, instances, geometries, log_probs, call, reserve)
+            second = self.second_look(gray, instances, geometries, log_probs, call, reserve()) \
+                if call is not None and _autosomal_losses(call) else None
             if second is not None:
                 instances, geometries, log_probs, call, rescued = second
                 warnings.append(

@@ -894,6 +894,15 @@ class Segmenter:
         detections = self.detect(gray)
         if not keep_rejected:
             detections = [d for d in detections if d.category == "chromosome"]
+        return self.instances(gray, detections)
+
+    def instances(self, gray: np.ndarray, detections: list[Detection]) -> list[Instance]:
+        """Draw the outlines of :meth:`detect`'s ``detections`` on ``gray``: :meth:`__call__`'s result for them.
+
+        Outlines are most of a detection's cost after the network, so a caller
+        may draw some now and others only if it needs them.
+        """
+        gray = np.asarray(gray, np.float32)
         smooth = self.smooth(gray) if self.settings.refine else None
         h, w = gray.shape
         instances = []
