@@ -451,6 +451,9 @@ def test_eval_seg_labelme_writes_metrics(tmp_path, capsys):
     assert KEYS <= set(metrics)
     assert metrics["images"] == 3 and metrics["segm_AP50"] > 0.5
     assert any("original_9" in p for p in metrics["problems"])
+    rows = metrics["per_image"]
+    assert len(rows) == 3 and all(r["error"] == r["counted"] - r["truth"] for r in rows)
+    assert np.mean([abs(r["error"]) for r in rows]) == pytest.approx(metrics["count_mae"])
     weights = _tiny_weights(tmp_path)
     out2 = tmp_path / "mrcnn.json"
     assert cli(["eval-seg", str(data), "--weights", str(weights), "--json", str(out2), "--split", "train"]) == 0

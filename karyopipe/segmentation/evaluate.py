@@ -134,17 +134,30 @@ def coco_scores(ground_truth: list, predictions: list, shapes: list, with_masks:
 
 def count_errors(ground_truth: list, predictions: list, score_thresh: float) -> dict:
     """Mean absolute count error and share of spreads counted within +-1."""
-    errors = []
-    for gts, preds in zip(ground_truth, predictions):
-        n_gt = sum(i.category == "chromosome" for i in gts)
-        n_pred = sum((i.score or 0.0) >= score_thresh and i.category == "chromosome" for i in preds)
-        errors.append(n_pred - n_gt)
-    errors = np.asarray(errors, float)
+    rows = per_image_counts([None] * len(ground_truth), ground_truth, predictions, score_thresh)
+    errors = np.asarray([row["error"] for row in rows], float)
     return {
         "count_mae": float(np.abs(errors).mean()) if len(errors) else None,
         "count_within_1": float((np.abs(errors) <= 1).mean()) if len(errors) else None,
         "count_bias": float(errors.mean()) if len(errors) else None,
     }
+
+
+def per_image_counts(paths: list, ground_truth: list, predictions: list, score_thresh: float) -> list[dict]:
+    """Each image's true and counted chromosomes, for finding where counts go wrong.
+
+    Returns
+    -------
+    list of dict
+        ``image``, ``truth``, ``counted`` (detections scoring >= ``score_thresh``)
+        and ``error`` (counted - truth), one per image in the given order.
+    """
+    rows = []
+    for path, gts, preds in zip(paths, ground_truth, predictions):
+        n_gt = sum(i.category == "chromosome" for i in gts)
+        n_pred = sum((i.score or 0.0) >= score_thresh and i.category == "chromosome" for i in preds)
+        rows.append({"image": str(path), "truth": int(n_gt), "counted": int(n_pred), "error": int(n_pred - n_gt)})
+    return rows
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -251,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     with_masks = all(has_masks(s) for s in samples)
     if args.count_thresh is not None:
         count_thresh = args.count_thresh
-    gts, preds, shapes, problems = [], [], [], [f"{p.path}: {p.reason}" for p in dataset.problems]
+    gts, preds, shapes, paths, problems = [], [], [], [], [f"{p.path}: {p.reason}" for p in dataset.problems]
     seconds = 0.0
     try:
         from tqdm import tqdm
@@ -269,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds += time.perf_counter() - start
         gts.append(sample.instances)
         shapes.append(gray.shape)
+        paths.append(sample.path)
     if not gts:
         raise ValueError(f"{args.data}: none of the images could be read")
     metrics = {"method": method, "data": str(args.data), "split": split_note}
@@ -276,9 +290,10 @@ def main(argv: list[str] | None = None) -> int:
     metrics |= count_errors(gts, preds, count_thresh)
     metrics |= {"images": len(gts), "instances": int(sum(len(g) for g in gts)),
                 "seconds_per_image": seconds / len(gts), "count_thresh": count_thresh,
-                "masks_scored": with_masks, "problems": problems}
+                "masks_scored": with_masks, "problems": problems,
+                "per_image": per_image_counts(paths, gts, preds, count_thresh)}
     for key, value in metrics.items():
-        if key == "problems":
+        if key in ("problems", "per_image"):
             continue
         print(f"{key:>18}: {value:.4f}" if isinstance(value, float) else f"{key:>18}: {value}")
     if problems:
