@@ -445,10 +445,12 @@ class KaryoPipeline:
         return kept, reserve
 
     def second_look(self, gray, instances, geometries, log_probs, call, reserve):
-        """Fill an autosomal loss of ``call`` from the ``reserve`` detections, if that makes a better call.
+        """Fill an autosomal loss of ``call`` from the reserve detections, if that makes a better call.
 
-        Every reserve object is classified against the cell (measured by the
-        kept detections, whose log-probabilities stay as they were) and the
+        ``reserve`` is :meth:`segment_with_reserve`'s function: it is called
+        only when ``call`` has an autosomal loss. Every reserve object is
+        classified against the cell (measured by the kept detections, whose
+        log-probabilities stay as they were) and the
         karyotype is assigned again with all of them; those the assignment
         uses join the cell. The new call is taken only if it has fewer
         autosomal losses, no gain the first call lacked and the same sex
@@ -460,7 +462,10 @@ class KaryoPipeline:
         (instances, geometries, log_probs, call, rescued) or None
             The cell with the rescued objects appended; ``rescued`` their indices.
         """
-        if call is None or not reserve or not _autosomal_losses(call):
+        if call is None or not _autosomal_losses(call):
+            return None
+        reserve = reserve()
+        if not reserve:
             return None
         extra = self.analyze(gray, reserve)
         every = list(instances) + list(reserve)
@@ -573,8 +578,7 @@ class KaryoPipeline:
             warnings.append(statement)
         else:
             call = self.assign(log_probs, geometries, self.junk_prior(instances))
-            second = self.second_look(gray, instances, geometries, log_probs, call, reserve()) \
-                if call is not None and _autosomal_losses(call) else None
+            second = self.second_look(gray, instances, geometries, log_probs, call, reserve)
             if second is not None:
                 instances, geometries, log_probs, call, rescued = second
                 warnings.append(
