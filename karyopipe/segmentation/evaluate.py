@@ -134,7 +134,11 @@ def coco_scores(ground_truth: list, predictions: list, shapes: list, with_masks:
 
 def count_errors(ground_truth: list, predictions: list, score_thresh: float) -> dict:
     """Mean absolute count error and share of spreads counted within +-1."""
-    rows = per_image_counts([None] * len(ground_truth), ground_truth, predictions, score_thresh)
+    return count_summary(per_image_counts(ground_truth, predictions, score_thresh))
+
+
+def count_summary(rows: list[dict]) -> dict:
+    """:func:`count_errors` of :func:`per_image_counts`'s rows."""
     errors = np.asarray([row["error"] for row in rows], float)
     return {
         "count_mae": float(np.abs(errors).mean()) if len(errors) else None,
@@ -143,8 +147,10 @@ def count_errors(ground_truth: list, predictions: list, score_thresh: float) -> 
     }
 
 
-def per_image_counts(paths: list, ground_truth: list, predictions: list, score_thresh: float) -> list[dict]:
+def per_image_counts(ground_truth: list, predictions: list, score_thresh: float, paths: list | None = None) -> list[dict]:
     """Each image's true and counted chromosomes, for finding where counts go wrong.
+
+    ``paths`` name the images (``image`` is None without them).
 
     Returns
     -------
@@ -153,10 +159,11 @@ def per_image_counts(paths: list, ground_truth: list, predictions: list, score_t
         and ``error`` (counted - truth), one per image in the given order.
     """
     rows = []
-    for path, gts, preds in zip(paths, ground_truth, predictions):
+    for path, gts, preds in zip(paths or [None] * len(ground_truth), ground_truth, predictions):
         n_gt = sum(i.category == "chromosome" for i in gts)
         n_pred = sum((i.score or 0.0) >= score_thresh and i.category == "chromosome" for i in preds)
-        rows.append({"image": str(path), "truth": int(n_gt), "counted": int(n_pred), "error": int(n_pred - n_gt)})
+        rows.append({"image": None if path is None else str(path), "truth": int(n_gt), "counted": int(n_pred),
+                     "error": int(n_pred - n_gt)})
     return rows
 
 
@@ -287,11 +294,12 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(f"{args.data}: none of the images could be read")
     metrics = {"method": method, "data": str(args.data), "split": split_note}
     metrics |= coco_scores(gts, preds, shapes, with_masks=with_masks)
-    metrics |= count_errors(gts, preds, count_thresh)
+    counts = per_image_counts(gts, preds, count_thresh, paths)
+    metrics |= count_summary(counts)
     metrics |= {"images": len(gts), "instances": int(sum(len(g) for g in gts)),
                 "seconds_per_image": seconds / len(gts), "count_thresh": count_thresh,
                 "masks_scored": with_masks, "problems": problems,
-                "per_image": per_image_counts(paths, gts, preds, count_thresh)}
+                "per_image": counts}
     for key, value in metrics.items():
         if key in ("problems", "per_image"):
             continue
