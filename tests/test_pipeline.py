@@ -265,6 +265,7 @@ def test_precision_and_chromosome_width_reach_the_segmenter_and_the_report():
     assert build_parser().parse_args(["s.png", "--no-rescue"]).no_rescue
     off = KaryoPipeline.from_pretrained(rescue=False)
     assert off.rescue_floor is None and off.segmenter.settings.score_thresh == off.rescue_below
+    assert pipe.zoom_look == 1.25 and off.zoom_look is None
 
 
 class _Geometry:
@@ -390,3 +391,83 @@ def test_a_segmenter_outlines_its_reserve_only_when_asked_and_as_it_would_have(t
         assert mine and [i.score for i in mine] == [i.score for i in theirs]
         assert all((a.mask == b.mask).all() for a, b in zip(mine, theirs))
     assert any(s < below for s in drawn)
+
+
+def _square(shape, y, x, h, w):
+    mask = np.zeros(shape, bool)
+    mask[y:y + h, x:x + w] = True
+    return mask
+
+
+def test_merged_objects_are_those_a_second_view_sees_as_parts():
+    from karyopipe.data import Instance
+    from karyopipe.pipeline.core import merged_objects
+
+    shape = (60, 60)
+    whole = Instance(mask=_square(shape, 10, 10, 4, 16), score=0.9)
+    lone = Instance(mask=_square(shape, 40, 40, 4, 8), score=0.9)
+    halves = [Instance(mask=_square(shape, 10, 10, 4, 8), score=0.8), Instance(mask=_square(shape, 10, 18, 4, 8), score=0.7)]
+    again = Instance(mask=whole.mask.copy(), score=0.9)  # the zoomed view also sees the object whole: not a part
+    found = merged_objects([whole, lone], [again] + halves)
+    assert len(found) == 1 and found[0][0] is whole and found[0][1] == halves
+    # One part, or parts that leave most of the object uncovered, or that lie mostly outside it: no split.
+    assert merged_objects([whole], [halves[0]]) == []
+    assert merged_objects([whole], [Instance(mask=_square(shape, 10, 10, 4, 4)), Instance(mask=_square(shape, 10, 22, 4, 4))]) == []
+    assert merged_objects([lone], [Instance(mask=_square(shape, 40, 36, 4, 8)), Instance(mask=_square(shape, 40, 44, 4, 8))]) == []
+
+
+def _merged_cell(part_classes):
+    """A female cell with one 20 and one 21 touching, detected as one object read as a 20; the zoomed view's parts."""
+    from karyopipe.data import Instance
+
+    objects = _female_cell_without([20, 21])
+    pipe, gray, instances = _cell_pipeline(objects)
+    merged = Instance(mask=_square(gray.shape, 150, 10, 4, 8), score=0.99, category="chromosome", extra={"cls": 20})
+    instances.append(merged)
+    parts = [Instance(mask=_square(gray.shape, 150, 10 + 4 * k, 4, 4), score=0.9, category="chromosome",
+                      extra={"cls": c}) for k, c in enumerate(part_classes)]
+    looked = []
+    pipe.zoom_look = 1.25
+    pipe.zoomed_view = lambda g: looked.append(1) or parts
+    return pipe, gray, looked
+
+
+def test_the_zoomed_view_splits_touching_chromosomes_only_to_mend_a_loss(no_weights):
+    pipe, gray, looked = _merged_cell([20, 21])
+    result = pipe(gray)
+    assert result.karyotype == "46,XX" and len(result.chromosomes) == 46 and looked == [1]
+    split = [c for c in result.chromosomes if "split" in c.flags]
+    assert sorted(c.class_name for c in split) == ["20", "21"] and all(c.low_confidence for c in split)
+    assert any("split in a view 1.25x larger instead of calling a loss" in w for w in result.warnings)
+    # Off, the loss is called; parts read as an X and a 20 would change the sex: no split.
+    pipe.zoom_look = None
+    assert pipe(gray).karyotype == "45,XX,-21"
+    pipe, gray, _ = _merged_cell([23, 20])
+    assert pipe(gray).karyotype == "45,XX,-21"
+    # Without a loss the zoomed view is never run.
+    pipe2, gray2, _ = _cell_pipeline(_female_cell_without())
+    pipe2.zoom_look, seen = 1.25, []
+    pipe2.zoomed_view = lambda g: seen.append(1) or []
+    assert pipe2(gray2).karyotype == "46,XX" and not seen
+
+
+def test_the_zoomed_view_runs_the_segmenter_larger_and_leaves_its_settings(tmp_path, no_weights):
+    from test_segmentation import _tiny_weights, tube_image
+
+    from karyopipe.segmentation import Segmenter
+
+    segmenter = Segmenter.from_pretrained(_tiny_weights(tmp_path), score_thresh=0.0)
+    gray = tube_image(1, size=96)[0].astype(np.float32)
+    before = segmenter.settings
+    scales = []
+    detect = segmenter.detect
+    segmenter.detect = lambda g: scales.append(segmenter.working_scale(g)) or detect(g)
+    pipe = KaryoPipeline(segmenter=segmenter, rescue_below=0.0, rescue_floor=0.0, zoom_look=1.25)
+    view = pipe.zoomed_view(gray)
+    assert segmenter.settings == before
+    lo, hi = before.scale_bounds
+    expected = np.clip(1.25 * before.reference_width / segmenter.chromosome_width(gray), lo, hi)
+    assert scales == [pytest.approx(expected)]
+    assert all(inst.mask.shape == gray.shape for inst in view)
+    pipe.zoom_look = None
+    assert pipe.zoomed_view(gray) == []

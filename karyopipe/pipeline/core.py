@@ -58,6 +58,14 @@ RESCUE_FLOOR = 0.1
 RESCUE_MAX_OVERLAP = 0.5
 # ... and it must be among the classifier's likeliest classes for the object (the report's top 3).
 RESCUE_TOP_K = 3
+# When a loss is still called after that, the segmenter looks again with the spread this much
+# larger: touching chromosomes detected as one object are often seen apart at a larger scale.
+# The zoomed view may replace a kept object only by parts that lie mostly inside it
+# (SPLIT_INSIDE of each part's area) and together cover most of it (SPLIT_COVER), under the
+# second look's rules. Chosen on the segmenter's training frames (BENCHMARKS.md, End to end).
+ZOOM_LOOK = 1.25
+SPLIT_INSIDE = 0.8
+SPLIT_COVER = 0.8
 
 
 @dataclass
@@ -123,9 +131,9 @@ class ChromosomeResult:
 
     @property
     def low_confidence(self) -> bool:
-        """True when unclassified, below :data:`LOW_CONFIDENCE`, flagged uncertain, or rescued (a weak detection)."""
+        """True when unclassified, below :data:`LOW_CONFIDENCE`, flagged uncertain, rescued (a weak detection) or split."""
         return ((not self.label) or not (self.confidence >= LOW_CONFIDENCE) or "uncertain" in self.flags
-                or "rescued" in self.flags)
+                or "rescued" in self.flags or "split" in self.flags)
 
 
 @dataclass
@@ -276,7 +284,8 @@ class KaryoPipeline:
     """
 
     def __init__(self, segmenter=None, classifier=None, device: str = "cpu", stages: dict | None = None,
-                 rescue_below: float | None = None, rescue_floor: float | None = None):
+                 rescue_below: float | None = None, rescue_floor: float | None = None,
+                 zoom_look: float | None = None):
         self.segmenter = segmenter
         self.classifier = classifier
         self.device = device
@@ -285,6 +294,8 @@ class KaryoPipeline:
         # (RESCUE_FLOOR). rescue_floor None turns the second look off.
         self.rescue_below = rescue_below
         self.rescue_floor = rescue_floor
+        # The zoomed look for merged chromosomes (ZOOM_LOOK); None turns it off.
+        self.zoom_look = zoom_look
         self.stages = dict(stages or {})
         self.stages.setdefault("segmentation", {"model": "mask_rcnn"} if segmenter is not None else
                                {"model": "watershed", "fallback": True, "reason": "no segmenter given"})
@@ -319,7 +330,9 @@ class KaryoPipeline:
             Before calling an autosomal loss, look at detections scored from
             :data:`RESCUE_FLOOR` up to the junk calibration's floor for the missing
             chromosome (weights with a junk calibration only; each one taken is
-            flagged ``"rescued"`` and named in the report's warnings).
+            flagged ``"rescued"`` and named in the report's warnings). If a loss
+            remains, look again at the spread :data:`ZOOM_LOOK` times larger for
+            touching chromosomes detected as one (each part taken is flagged ``"split"``).
         """
         import sys
 
@@ -332,7 +345,7 @@ class KaryoPipeline:
                 raise RuntimeError("--device cuda: no CUDA device is available (use --device cpu)")
         stages: dict = {}
         segmenter = classifier = None
-        rescue_below = rescue_floor = None
+        rescue_below = rescue_floor = zoom_look = None
         seg_path = weights_path(seg_weights, SEGMENTATION_WEIGHTS)
         if seg_weights and not seg_path.is_file():
             raise FileNotFoundError(f"{seg_path}: segmentation weights not found")
@@ -352,6 +365,7 @@ class KaryoPipeline:
                 stages["segmentation"]["score_thresh"] = rescue_below = float(keep_from)
                 if rescue and RESCUE_FLOOR < rescue_below:
                     rescue_floor = stages["segmentation"]["rescue_floor"] = RESCUE_FLOOR
+                    zoom_look = stages["segmentation"]["zoom_look"] = ZOOM_LOOK
                 segmenter.configure(score_thresh=rescue_below if rescue_floor is None else rescue_floor)
         else:
             stages["segmentation"] = {"model": "watershed", "fallback": True,
@@ -371,7 +385,8 @@ class KaryoPipeline:
             for name, info in stages.items():
                 if info.get("fallback"):
                     print(f"karyopipe: {info['reason']}", file=sys.stderr)
-        return cls(segmenter, classifier, device, stages, rescue_below=rescue_below, rescue_floor=rescue_floor)
+        return cls(segmenter, classifier, device, stages, rescue_below=rescue_below, rescue_floor=rescue_floor,
+                   zoom_look=zoom_look)
 
     # -- stages ---------------------------------------------------------------
     @staticmethod
@@ -483,11 +498,78 @@ class KaryoPipeline:
         geometries = list(geometries) + [extra[j] for j in used]
         log_probs = every_lp[list(range(n)) + [n + j for j in used]]
         new = self.assign(log_probs, geometries, self.junk_prior(instances))
-        gains = {a.description for a in call.abnormalities if a.kind != "loss"}
-        if (new.sex != call.sex or len(_autosomal_losses(new)) >= len(_autosomal_losses(call))
-                or not {a.description for a in new.abnormalities if a.kind != "loss"} <= gains):
+        if not _mends(new, call):
             return None
         return instances, geometries, log_probs, new, list(range(n, len(instances)))
+
+    def zoomed_view(self, gray) -> list:
+        """The chromosomes the segmenter finds with the spread :attr:`zoom_look` times larger.
+
+        Returns full-resolution instances scored from ``rescue_below`` up (the
+        cell's own threshold), or ``[]`` when the look is off or the segmenter
+        cannot rescale. The segmenter's settings are restored afterwards.
+        """
+        seg = self.segmenter
+        if (self.zoom_look is None or self.rescue_below is None
+                or not all(hasattr(seg, a) for a in ("configure", "detect", "instances", "chromosome_width"))
+                or not getattr(getattr(seg, "settings", None), "rescale", False)):
+            return []
+        width = seg.chromosome_width(gray)
+        if not width:
+            return []
+        before = {"chromosome_width": seg.settings.chromosome_width, "rescale_tolerance": seg.settings.rescale_tolerance}
+        try:
+            # No tolerance: a spread already near the training width would otherwise be left as it was.
+            seg.configure(chromosome_width=width / self.zoom_look, rescale_tolerance=1.0)
+            detections = [d for d in seg.detect(gray) if d.category == "chromosome" and d.score >= self.rescue_below]
+            return seg.instances(gray, detections)
+        finally:
+            seg.configure(**before)
+
+    def split_look(self, gray, instances, geometries, log_probs, call):
+        """Split kept objects the zoomed view sees as touching chromosomes, if that mends a loss of ``call``.
+
+        Each object :func:`merged_objects` finds in :meth:`zoomed_view` is tried
+        on its own: it is replaced by its parts, the cell is classified and
+        assigned again, and the split is taken under :meth:`second_look`'s rules
+        (fewer autosomal losses, no new gain, the same sex; every part assigned
+        a chromosome among its :data:`RESCUE_TOP_K` likeliest classes). The best
+        split is taken, and the others are tried again while a loss remains.
+
+        Returns
+        -------
+        (instances, geometries, log_probs, call, parts) or None
+            ``parts``: the instances that replaced merged objects.
+        """
+        if call is None or self.zoom_look is None or not _autosomal_losses(call):
+            return None
+        candidates = merged_objects(instances, self.zoomed_view(gray))
+        taken: list = []
+        while candidates and _autosomal_losses(call):
+            trials = []
+            for merged, parts in candidates:
+                i = next((k for k, inst in enumerate(instances) if inst is merged), None)
+                if i is None:
+                    continue
+                objects = instances[:i] + instances[i + 1:] + parts
+                geoms = geometries[:i] + geometries[i + 1:] + self.analyze(gray, parts)
+                lp = self.classify(geoms, detection_scores(objects))
+                new = self.assign(lp, geoms, self.junk_prior(objects))
+                first = len(objects) - len(parts)
+                if _mends(new, call) and all(
+                        new.labels[j] != 0 and new.labels[j] - 1 in np.argsort(-lp[j])[:RESCUE_TOP_K]
+                        for j in range(first, len(objects))):
+                    # Of two splits that mend as much, the one whose parts the classifier is surer of.
+                    doubt = -float(np.mean([lp[j, new.labels[j] - 1] for j in range(first, len(objects))]))
+                    trials.append((len(_autosomal_losses(new)), doubt, merged, objects, geoms, lp, new, parts))
+            if not trials:
+                break
+            _, _, merged, instances, geometries, log_probs, call, parts = min(trials, key=lambda t: t[:2])
+            taken += parts
+            candidates = [(m, p) for m, p in candidates if m is not merged]
+        if not taken:
+            return None
+        return instances, geometries, log_probs, call, taken
 
     @staticmethod
     def analyze(gray: np.ndarray, instances) -> list:
@@ -567,7 +649,7 @@ class KaryoPipeline:
         timings["classification"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        call, rescued = None, []
+        call, rescued, split_parts = None, [], []
         if not instances:
             statement = f"{source}: no chromosomes found - check the image is a metaphase spread and its polarity"
             warnings.append(statement)
@@ -579,12 +661,27 @@ class KaryoPipeline:
         else:
             call = self.assign(log_probs, geometries, self.junk_prior(instances))
             second = self.second_look(gray, instances, geometries, log_probs, call, reserve)
+            rescued_objects, parts = [], []
             if second is not None:
                 instances, geometries, log_probs, call, rescued = second
+                rescued_objects = [instances[i] for i in rescued]
+            split = self.split_look(gray, instances, geometries, log_probs, call)
+            if split is not None:
+                instances, geometries, log_probs, call, parts = split
+            # Indices only now: a split moves the objects after the one it replaces.
+            rescued = [i for i, inst in enumerate(instances) if any(inst is r for r in rescued_objects)]
+            split_parts = [i for i, inst in enumerate(instances) if any(inst is p for p in parts)]
+            if rescued:
                 warnings.append(
                     f"{source}: " + "; ".join(f"object {i} (detection score {instances[i].score:.2f}) taken as chromosome "
                                               f"{CLASS_NAMES[int(call.labels[i]) - 1]}" for i in rescued)
                     + " instead of calling a loss: check " + ("them" if len(rescued) > 1 else "it"))
+            if split_parts:
+                warnings.append(
+                    f"{source}: objects " + ", ".join(f"{i} (chromosome {CLASS_NAMES[int(call.labels[i]) - 1]})"
+                                                      for i in split_parts)
+                    + f" are parts of touching chromosomes first detected as one, split in a view {self.zoom_look:g}x "
+                      "larger instead of calling a loss: check them")
             statement = call.statement if call is not None else (
                 f"{len(instances)} objects segmented; not classified (no classifier weights), no karyotype call.")
         timings["karyogram"] = time.perf_counter() - t
@@ -607,7 +704,8 @@ class KaryoPipeline:
             if call is not None:
                 c.label = int(call.labels[i])
                 c.confidence = float(call.confidence[i])
-                c.flags = sorted(set(c.flags) | set(call.flags[i]) | ({"rescued"} if i in rescued else set()))
+                c.flags = sorted(set(c.flags) | set(call.flags[i]) | ({"rescued"} if i in rescued else set())
+                               | ({"split"} if i in split_parts else set()))
             chromosomes.append(c)
         total_time = sum(timings.values())
         timings = {k: round(v, 4) for k, v in timings.items()}
@@ -622,6 +720,40 @@ class KaryoPipeline:
             stages={k: dict(v) for k, v in self.stages.items()}, warnings=warnings,
             scale=_scale_record(instances),
         )
+
+
+def merged_objects(instances, view) -> list[tuple]:
+    """Kept objects that a second view splits into parts: ``[(instance, parts), ...]``.
+
+    A part is an instance of ``view`` lying mostly inside the object
+    (:data:`SPLIT_INSIDE` of its area) without covering most of it; an object
+    is split when two or more parts together cover :data:`SPLIT_COVER` of it.
+    A part is given to one object only (the first, in the order of ``instances``).
+    """
+    found, used = [], set()
+    for inst in instances:
+        area = int(inst.mask.sum())
+        if not area:
+            continue
+        parts = []
+        for k, z in enumerate(view):
+            inside = int((z.mask & inst.mask).sum())
+            if k not in used and inside >= SPLIT_INSIDE * z.mask.sum() and inside < SPLIT_COVER * area:
+                parts.append(k)
+        if len(parts) < 2:
+            continue
+        union = np.logical_or.reduce([view[k].mask for k in parts])
+        if (union & inst.mask).sum() >= SPLIT_COVER * area:
+            used.update(parts)
+            found.append((inst, [view[k] for k in parts]))
+    return found
+
+
+def _mends(new, call) -> bool:
+    """Whether ``new`` calls fewer autosomal losses than ``call``, with no new gain and the same sex."""
+    gains = {a.description for a in call.abnormalities if a.kind != "loss"}
+    return (new is not None and new.sex == call.sex and len(_autosomal_losses(new)) < len(_autosomal_losses(call))
+            and {a.description for a in new.abnormalities if a.kind != "loss"} <= gains)
 
 
 def _autosomal_losses(call) -> list:

@@ -168,6 +168,9 @@ def evaluate(pipe, samples, confidence: dict | None = None, progress: bool = Tru
                            "true_karyotype": true_k, "truth_source": truth_source,
                            "karyotype": result.karyotype, "exact": exact,
                            "possible": [a["description"] for a in result.possible_abnormalities],
+                           # Objects the second look added: weak detections rescued, parts of a split.
+                           "rescued": sum("rescued" in c.flags for c in result.chromosomes),
+                           "split": sum("split" in c.flags for c in result.chromosomes),
                            "seconds": result.timings.get("total")})
     div = lambda a, b: round(a / b, 4) if b else None  # noqa: E731
     cells: dict[str, list] = {}
