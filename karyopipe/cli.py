@@ -43,11 +43,14 @@ def add_precision_argument(parser, help: str | None = None) -> None:
 
 
 def add_rescue_argument(parser) -> None:
-    """``--no-rescue``, shared by the commands that run the whole pipeline (``from_pretrained(rescue=False)``)."""
+    """``--no-rescue`` and ``--zoom-look``, shared by the commands that run the whole pipeline (``from_pretrained``)."""
     parser.add_argument("--no-rescue", action="store_true",
                         help="call an autosomal loss without first looking for the missing chromosome among weak "
-                             "detections (scores 0.1 up to the junk calibration's floor) and in a view of the "
-                             "spread 1.25x larger, where touching chromosomes detected as one may be seen apart")
+                             "detections (scores 0.1 up to the junk calibration's floor)")
+    parser.add_argument("--zoom-look", type=float, nargs="?", const=1.25, default=None, metavar="FACTOR",
+                        help="if a loss remains after that look, look again at the spread FACTOR times larger "
+                             "(default 1.25), where touching chromosomes detected as one may be seen apart; "
+                             "off unless given (BENCHMARKS.md, End to end)")
 
 
 def _usage() -> str:

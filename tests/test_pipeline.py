@@ -265,7 +265,14 @@ def test_precision_and_chromosome_width_reach_the_segmenter_and_the_report():
     assert build_parser().parse_args(["s.png", "--no-rescue"]).no_rescue
     off = KaryoPipeline.from_pretrained(rescue=False)
     assert off.rescue_floor is None and off.segmenter.settings.score_thresh == off.rescue_below
-    assert pipe.zoom_look == 1.25 and off.zoom_look is None
+    # The zoomed look is opt-in, and only with the second look.
+    assert pipe.zoom_look is None and off.zoom_look is None
+    assert KaryoPipeline.from_pretrained(zoom_look=1.25).zoom_look == 1.25
+    assert KaryoPipeline.from_pretrained(rescue=False, zoom_look=1.25).zoom_look is None
+    assert build_parser().parse_args(["s.png", "--zoom-look"]).zoom_look == 1.25
+    assert build_parser().parse_args(["s.png"]).zoom_look is None
+    with pytest.raises(ValueError, match="zoom_look"):
+        KaryoPipeline.from_pretrained(zoom_look=0.8)
 
 
 class _Geometry:

@@ -58,11 +58,12 @@ RESCUE_FLOOR = 0.1
 RESCUE_MAX_OVERLAP = 0.5
 # ... and it must be among the classifier's likeliest classes for the object (the report's top 3).
 RESCUE_TOP_K = 3
-# When a loss is still called after that, the segmenter looks again with the spread this much
+# When a loss is still called after that, the segmenter may look again with the spread this much
 # larger: touching chromosomes detected as one object are often seen apart at a larger scale.
 # The zoomed view may replace a kept object only by parts that lie mostly inside it
 # (SPLIT_INSIDE of each part's area) and together cover most of it (SPLIT_COVER), under the
-# second look's rules. Chosen on the segmenter's training frames (BENCHMARKS.md, End to end).
+# second look's rules. Opt-in (from_pretrained(zoom_look=ZOOM_LOOK)): it mended a training frame
+# but lost a matched chromosome on val (BENCHMARKS.md, End to end).
 ZOOM_LOOK = 1.25
 SPLIT_INSIDE = 0.8
 SPLIT_COVER = 0.8
@@ -307,7 +308,7 @@ class KaryoPipeline:
     @classmethod
     def from_pretrained(cls, seg_weights=None, cls_weights=None, device: str = "cpu", verbose: bool = False,
                         precision: str = "float32", chromosome_width: float | None = None,
-                        rescue: bool = True) -> "KaryoPipeline":
+                        rescue: bool = True, zoom_look: float | None = None) -> "KaryoPipeline":
         """Load the shipped (or given) weights; a missing file degrades that stage instead of failing.
 
         Parameters
@@ -330,9 +331,12 @@ class KaryoPipeline:
             Before calling an autosomal loss, look at detections scored from
             :data:`RESCUE_FLOOR` up to the junk calibration's floor for the missing
             chromosome (weights with a junk calibration only; each one taken is
-            flagged ``"rescued"`` and named in the report's warnings). If a loss
-            remains, look again at the spread :data:`ZOOM_LOOK` times larger for
-            touching chromosomes detected as one (each part taken is flagged ``"split"``).
+            flagged ``"rescued"`` and named in the report's warnings).
+        zoom_look : float, optional
+            With ``rescue``, if a loss remains, look again at the spread this many
+            times larger (:data:`ZOOM_LOOK` is the factor measured) for touching
+            chromosomes detected as one; each part taken is flagged ``"split"``.
+            Off by default: see BENCHMARKS.md, End to end.
         """
         import sys
 
@@ -345,7 +349,9 @@ class KaryoPipeline:
                 raise RuntimeError("--device cuda: no CUDA device is available (use --device cpu)")
         stages: dict = {}
         segmenter = classifier = None
-        rescue_below = rescue_floor = zoom_look = None
+        rescue_below = rescue_floor = None
+        if zoom_look is not None and not zoom_look > 1:
+            raise ValueError(f"zoom_look must be a factor above 1, got {zoom_look}")
         seg_path = weights_path(seg_weights, SEGMENTATION_WEIGHTS)
         if seg_weights and not seg_path.is_file():
             raise FileNotFoundError(f"{seg_path}: segmentation weights not found")
@@ -365,7 +371,8 @@ class KaryoPipeline:
                 stages["segmentation"]["score_thresh"] = rescue_below = float(keep_from)
                 if rescue and RESCUE_FLOOR < rescue_below:
                     rescue_floor = stages["segmentation"]["rescue_floor"] = RESCUE_FLOOR
-                    zoom_look = stages["segmentation"]["zoom_look"] = ZOOM_LOOK
+                    if zoom_look:
+                        stages["segmentation"]["zoom_look"] = float(zoom_look)
                 segmenter.configure(score_thresh=rescue_below if rescue_floor is None else rescue_floor)
         else:
             stages["segmentation"] = {"model": "watershed", "fallback": True,
@@ -386,7 +393,7 @@ class KaryoPipeline:
                 if info.get("fallback"):
                     print(f"karyopipe: {info['reason']}", file=sys.stderr)
         return cls(segmenter, classifier, device, stages, rescue_below=rescue_below, rescue_floor=rescue_floor,
-                   zoom_look=zoom_look)
+                   zoom_look=float(zoom_look) if zoom_look and rescue_floor is not None else None)
 
     # -- stages ---------------------------------------------------------------
     @staticmethod

@@ -238,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(f"{data}: no spreads in the {args.split} split")
     confidence = _label_confidence(data)
     pipe = KaryoPipeline.from_pretrained(args.seg_weights, args.cls_weights, device=args.device, precision=args.precision,
-                                         rescue=not args.no_rescue)
+                                         rescue=not args.no_rescue,
+                                         zoom_look=args.zoom_look)
     for info in pipe.stages.values():
         if info.get("fallback"):
             print(f"karyopipe eval-e2e: {info['reason']}", file=sys.stderr)
