@@ -738,12 +738,17 @@ def merged_objects(instances, view) -> list[tuple]:
     A part is given to one object only (the first, in the order of ``instances``).
     """
     found, used = [], set()
+    boxes = [inst.bbox or _bbox(inst.mask) if inst.mask.any() else None for inst in view]
     for inst in instances:
         area = int(inst.mask.sum())
         if not area:
             continue
+        x0, y0, x1, y1 = inst.bbox or _bbox(inst.mask)
         parts = []
         for k, z in enumerate(view):
+            # Whole-image masks: the boxes rule out most pairs before their pixels are compared.
+            if boxes[k] is None or boxes[k][0] >= x1 or boxes[k][2] <= x0 or boxes[k][1] >= y1 or boxes[k][3] <= y0:
+                continue
             inside = int((z.mask & inst.mask).sum())
             if k not in used and inside >= SPLIT_INSIDE * z.mask.sum() and inside < SPLIT_COVER * area:
                 parts.append(k)
