@@ -99,7 +99,8 @@ class ChromosomeResult:
         Geometry's confidence that the p-arm is the upper end of ``straightened``.
     flags : list of str
         Geometry flags plus karyogram flags (``"uncertain"``, ``"extra_copy"``...), and
-        ``"rescued"``: a weak detection taken to fill a slot instead of calling a loss.
+        ``"rescued"``: a weak detection taken to fill a slot instead of calling a loss;
+        ``"split"``: a part of an object the zoomed look split (``zoom_look``), likewise.
     geometry : ChromosomeGeometry or None
         The full geometry result (axis in input pixels, straightened image).
 
