@@ -75,6 +75,8 @@ def test_evaluate_detection_and_classes(tmp_path, monkeypatch):
     assert m["classification_accuracy_matched"] < 1.0  # 6 different true classes, one predicted
     assert m["exact_karyotype_spreads"] == 1 and m["exact_karyotype_rate"] == 0.0
     assert m["seconds_per_spread"] > 0
+    # Each spread says how many objects the second look added (none without a segmenter's reserve).
+    assert (m["per_spread"][0]["rescued"], m["per_spread"][0]["split"]) == (0, 0)
 
 
 def test_cli_on_coco(tmp_path, monkeypatch, capsys):
