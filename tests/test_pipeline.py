@@ -116,7 +116,7 @@ def test_cli_writes_four_outputs(no_weights, spread_png, tmp_path, capsys):
     assert report["stages"]["segmentation"]["model"] == "watershed"
     assert report["sex_confidence"] is None  # no classifier, so no call to be sure of
     assert report["scale"] == {}  # the watershed fallback works at the image's own scale
-    assert set(report["timings_s"]) >= {"segmentation", "geometry", "classification", "karyogram", "total"}
+    assert set(report["timings_s"]) >= {"segmentation", "geometry", "classification", "karyogram", "second_look", "total"}
     c0 = report["chromosomes"][0]
     assert {"id", "bbox", "polygon", "class", "top3", "length_px", "relative_length", "centromere_index", "flags"} <= set(c0)
     rows = (out / "spread" / "chromosomes.csv").read_text().strip().splitlines()
