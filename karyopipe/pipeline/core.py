@@ -59,7 +59,7 @@ RESCUE_MAX_OVERLAP = 0.5
 # ... and it must be among the classifier's likeliest classes for the object (the report's top 3).
 RESCUE_TOP_K = 3
 # When a loss is still called after that, the segmenter may look again with the spread this much
-# larger: touching chromosomes detected as one object are often seen apart at a larger scale.
+# larger: some touching chromosomes detected as one object are seen apart at a larger scale.
 # The zoomed view may replace a kept object only by parts that lie mostly inside it
 # (SPLIT_INSIDE of each part's area) and together cover most of it (SPLIT_COVER), under the
 # second look's rules. Opt-in (from_pretrained(zoom_look=ZOOM_LOOK)): it mended a training frame
