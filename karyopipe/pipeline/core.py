@@ -350,7 +350,7 @@ class KaryoPipeline:
                 raise RuntimeError("--device cuda: no CUDA device is available (use --device cpu)")
         stages: dict = {}
         segmenter = classifier = None
-        rescue_below = rescue_floor = None
+        rescue_below = rescue_floor = zoom = None
         if zoom_look is not None and not zoom_look > 1:
             raise ValueError(f"zoom_look must be a factor above 1, got {zoom_look}")
         seg_path = weights_path(seg_weights, SEGMENTATION_WEIGHTS)
@@ -373,7 +373,7 @@ class KaryoPipeline:
                 if rescue and RESCUE_FLOOR < rescue_below:
                     rescue_floor = stages["segmentation"]["rescue_floor"] = RESCUE_FLOOR
                     if zoom_look:
-                        stages["segmentation"]["zoom_look"] = float(zoom_look)
+                        zoom = stages["segmentation"]["zoom_look"] = float(zoom_look)
                 segmenter.configure(score_thresh=rescue_below if rescue_floor is None else rescue_floor)
         else:
             stages["segmentation"] = {"model": "watershed", "fallback": True,
@@ -394,7 +394,7 @@ class KaryoPipeline:
                 if info.get("fallback"):
                     print(f"karyopipe: {info['reason']}", file=sys.stderr)
         return cls(segmenter, classifier, device, stages, rescue_below=rescue_below, rescue_floor=rescue_floor,
-                   zoom_look=float(zoom_look) if zoom_look and rescue_floor is not None else None)
+                   zoom_look=zoom)
 
     # -- stages ---------------------------------------------------------------
     @staticmethod
@@ -499,7 +499,7 @@ class KaryoPipeline:
         used = [j for j in range(len(reserve)) if trial.labels[n + j] != 0]
         # Only what the classifier itself holds likely to be the missing chromosome: the assignment
         # would also press an object it reads as an X into an empty 21 slot rather than call a loss.
-        if not used or any(trial.labels[n + j] - 1 not in np.argsort(-every_lp[n + j])[:RESCUE_TOP_K] for j in used):
+        if not used or not all(_among_likeliest(trial.labels[n + j], every_lp[n + j]) for j in used):
             return None
         # The objects the assignment left as junk go; the call is made again without them.
         instances = list(instances) + [reserve[j] for j in used]
@@ -556,17 +556,14 @@ class KaryoPipeline:
         while candidates and _autosomal_losses(call):
             trials = []
             for merged, parts in candidates:
-                i = next((k for k, inst in enumerate(instances) if inst is merged), None)
-                if i is None:
-                    continue
+                i = next(k for k, inst in enumerate(instances) if inst is merged)
                 objects = instances[:i] + instances[i + 1:] + parts
                 geoms = geometries[:i] + geometries[i + 1:] + self.analyze(gray, parts)
                 lp = self.classify(geoms, detection_scores(objects))
                 new = self.assign(lp, geoms, self.junk_prior(objects))
                 first = len(objects) - len(parts)
-                if _mends(new, call) and all(
-                        new.labels[j] != 0 and new.labels[j] - 1 in np.argsort(-lp[j])[:RESCUE_TOP_K]
-                        for j in range(first, len(objects))):
+                if _mends(new, call) and all(new.labels[j] != 0 and _among_likeliest(new.labels[j], lp[j])
+                                             for j in range(first, len(objects))):
                     # Of two splits that mend as much, the one whose parts the classifier is surer of.
                     doubt = -float(np.mean([lp[j, new.labels[j] - 1] for j in range(first, len(objects))]))
                     trials.append((len(_autosomal_losses(new)), doubt, merged, objects, geoms, lp, new, parts))
@@ -744,7 +741,7 @@ def merged_objects(instances, view) -> list[tuple]:
     A part is given to one object only (the first, in the order of ``instances``).
     """
     found, used = [], set()
-    boxes = [inst.bbox or _bbox(inst.mask) if inst.mask.any() else None for inst in view]
+    boxes = [(inst.bbox or _bbox(inst.mask)) if inst.mask.any() else None for inst in view]
     for inst in instances:
         area = int(inst.mask.sum())
         if not area:
@@ -753,10 +750,11 @@ def merged_objects(instances, view) -> list[tuple]:
         parts = []
         for k, z in enumerate(view):
             # Whole-image masks: the boxes rule out most pairs before their pixels are compared.
-            if boxes[k] is None or boxes[k][0] >= x1 or boxes[k][2] <= x0 or boxes[k][1] >= y1 or boxes[k][3] <= y0:
+            if k in used or boxes[k] is None or boxes[k][0] >= x1 or boxes[k][2] <= x0 or boxes[k][1] >= y1 \
+                    or boxes[k][3] <= y0:
                 continue
             inside = int((z.mask & inst.mask).sum())
-            if k not in used and inside >= SPLIT_INSIDE * z.mask.sum() and inside < SPLIT_COVER * area:
+            if inside >= SPLIT_INSIDE * z.mask.sum() and inside < SPLIT_COVER * area:
                 parts.append(k)
         if len(parts) < 2:
             continue
@@ -765,6 +763,11 @@ def merged_objects(instances, view) -> list[tuple]:
             used.update(parts)
             found.append((inst, [view[k] for k in parts]))
     return found
+
+
+def _among_likeliest(label: int, log_probs) -> bool:
+    """Whether class number ``label`` (1..24) is among the :data:`RESCUE_TOP_K` likeliest of one object's log-probs."""
+    return label - 1 in np.argsort(-log_probs)[:RESCUE_TOP_K]
 
 
 def _mends(new, call) -> bool:
