@@ -466,15 +466,18 @@ def test_the_zoomed_view_runs_the_segmenter_larger_and_leaves_its_settings(tmp_p
     segmenter = Segmenter.from_pretrained(_tiny_weights(tmp_path), score_thresh=0.0)
     gray = tube_image(1, size=96)[0].astype(np.float32)
     before = segmenter.settings
-    scales = []
+    zooms = []
     detect = segmenter.detect
-    segmenter.detect = lambda g: scales.append(segmenter.working_scale(g)) or detect(g)
+    segmenter.detect = lambda g, zoom=1.0: zooms.append(zoom) or detect(g, zoom=zoom)
     pipe = KaryoPipeline(segmenter=segmenter, rescue_below=0.0, rescue_floor=0.0, zoom_look=1.25)
     view = pipe.zoomed_view(gray)
-    assert segmenter.settings == before
+    assert segmenter.settings is before and zooms == [1.25]
     lo, hi = before.scale_bounds
-    expected = np.clip(1.25 * before.reference_width / segmenter.chromosome_width(gray), lo, hi)
-    assert scales == [pytest.approx(expected)]
+    width = segmenter.chromosome_width(gray)
+    expected = np.clip(1.25 * before.reference_width / width, lo, hi)
+    assert segmenter._scale_for_width(width, 1.25) == pytest.approx(expected)
+    assert view, "the tiny model finds something at score 0"
     assert all(inst.mask.shape == gray.shape for inst in view)
+    assert all(inst.extra["scale"] == pytest.approx(expected) for inst in view)
     pipe.zoom_look = None
     assert pipe.zoomed_view(gray) == []

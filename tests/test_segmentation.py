@@ -359,6 +359,23 @@ def test_segmenter_rescales_wide_chromosomes():
         seg.configure(chromosome_width=-3)
 
 
+def test_segmenter_zooms_without_changing_its_settings():
+    image, _ = tube_image(2, size=128)
+    width = estimate_chromosome_width(image)
+    seg = Segmenter(ComponentDetector(), InferenceSettings(reference_width=width, min_area_widths2=0.5))
+    before = seg.settings
+    # At the training width the spread is looked at as it is, unless a zoom is asked for.
+    assert seg.working_scale(image) == 1.0
+    zoomed = seg.detect(image, zoom=1.25)
+    assert zoomed and seg.settings is before
+    assert all(d.scale == pytest.approx(1.25) and d.chromosome_width == pytest.approx(width / 1.25) for d in zoomed)
+    assert all(d.prob.shape[0] + d.y0 <= image.shape[0] and d.prob.shape[1] + d.x0 <= image.shape[1] for d in zoomed)
+    assert all(d.scale == 1.0 for d in seg.detect(image))
+    # Without rescaling, a zoom is still a zoom.
+    plain = seg.configure(rescale=False)
+    assert all(d.scale == pytest.approx(1.5) for d in plain.detect(image, zoom=1.5))
+
+
 def _tiny_weights(tmp_path) -> Path:
     from karyopipe.segmentation.infer import InferenceSettings, settings_dict
     from karyopipe.segmentation.model import model_config

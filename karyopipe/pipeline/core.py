@@ -515,24 +515,15 @@ class KaryoPipeline:
 
         Returns full-resolution instances scored from ``rescue_below`` up (the
         cell's own threshold), or ``[]`` when the look is off or the segmenter
-        cannot rescale. The segmenter's settings are restored afterwards.
+        cannot zoom (a stand-in without ``detect(gray, zoom=...)``).
         """
         seg = self.segmenter
         if (self.zoom_look is None or self.rescue_below is None
-                or not all(hasattr(seg, a) for a in ("configure", "detect", "instances", "chromosome_width"))
-                or not getattr(getattr(seg, "settings", None), "rescale", False)):
+                or not all(hasattr(seg, a) for a in ("detect", "instances"))):
             return []
-        width = seg.chromosome_width(gray)
-        if not width:
-            return []
-        before = {"chromosome_width": seg.settings.chromosome_width, "rescale_tolerance": seg.settings.rescale_tolerance}
-        try:
-            # No tolerance: a spread already near the training width would otherwise be left as it was.
-            seg.configure(chromosome_width=width / self.zoom_look, rescale_tolerance=1.0)
-            detections = [d for d in seg.detect(gray) if d.category == "chromosome" and d.score >= self.rescue_below]
-            return seg.instances(gray, detections)
-        finally:
-            seg.configure(**before)
+        detections = [d for d in seg.detect(gray, zoom=self.zoom_look)
+                      if d.category == "chromosome" and d.score >= self.rescue_below]
+        return seg.instances(gray, detections)
 
     def split_look(self, gray, instances, geometries, log_probs, call):
         """Split kept objects the zoomed view sees as touching chromosomes, if that mends a loss of ``call``.

@@ -786,12 +786,18 @@ class Segmenter:
         """Factor that brings this spread to the training chromosome width."""
         return self._scale_for_width(self.chromosome_width(gray) if self.settings.rescale else None)
 
-    def _scale_for_width(self, width: float | None) -> float:
-        """Working scale for chromosomes ``width`` px wide; 1 when not rescaling or the width is unknown."""
+    def _scale_for_width(self, width: float | None, zoom: float = 1.0) -> float:
+        """Working scale for chromosomes ``width`` px wide, times ``zoom``.
+
+        Without ``zoom`` it is 1 when not rescaling, when the width is unknown
+        or when the width is within the rescale tolerance of the training width.
+        A ``zoom`` waives the tolerance: a spread already near the training
+        width would otherwise be looked at unchanged.
+        """
         if not self.settings.rescale or not width:
-            return 1.0
-        ratio = self.settings.reference_width / width
-        if 1.0 / self.settings.rescale_tolerance <= ratio <= self.settings.rescale_tolerance:
+            return float(zoom)
+        ratio = self.settings.reference_width * zoom / width
+        if zoom == 1.0 and 1.0 / self.settings.rescale_tolerance <= ratio <= self.settings.rescale_tolerance:
             return 1.0
         lo, hi = self.settings.scale_bounds
         return float(np.clip(ratio, lo, hi))
@@ -800,12 +806,17 @@ class Segmenter:
         """The spread as outlines are drawn from it (lightly smoothed against pixel noise)."""
         return cv2.GaussianBlur(np.asarray(gray, np.float32), (0, 0), 1.0)
 
-    def detect(self, gray: np.ndarray) -> list[Detection]:
+    def detect(self, gray: np.ndarray, zoom: float = 1.0) -> list[Detection]:
         """Run the network (rescaled, tiled, merged); outlines are not drawn yet.
 
         Parameters
         ----------
         gray : ndarray, shape (H, W), float32 in [0, 1], canonical polarity
+        zoom : float
+            Look at the spread this many times larger than its working scale
+            (still within ``scale_bounds`` when rescaling), as the pipeline's
+            zoomed look does to separate touching chromosomes. The settings
+            are not changed, so one segmenter can serve both looks.
 
         Returns
         -------
@@ -818,7 +829,9 @@ class Segmenter:
         h, w = gray.shape
         s = self.settings
         width = self.chromosome_width(gray) if s.rescale else None
-        scale = self._scale_for_width(width)  # the width is measured once, for the scale and the detections
+        scale = self._scale_for_width(width, zoom)  # the width is measured once, for the scale and the detections
+        if width and zoom != 1.0:
+            width = width / zoom  # the width the zoomed scale corresponds to, as each detection records it
         work = gray if abs(scale - 1.0) < 0.05 else cv2.resize(
             gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
         )
