@@ -174,5 +174,41 @@ def write_model_card(path, weights_name: str, config: dict, card: dict) -> None:
             lines += [f"  - {k}: {v}" for k, v in value.items()]
         else:
             lines.append(f"- **{key}**: {value}")
-    lines += ["", "## Config", "", "```json", json.dumps(config, indent=2), "```", ""]
+    lines += ["", "## Config", "", "```json", compact_json(config), "```", ""]
     Path(path).write_text("\n".join(lines))
+
+
+def compact_json(value, indent: int = 2, _level: int = 0) -> str:
+    """JSON with each list of plain values on one line, so cell lists do not run to pages.
+
+    >>> print(compact_json({"cells": ["1", "2"], "model": {"width": 32}}))
+    {
+      "cells": ["1", "2"],
+      "model": {
+        "width": 32
+      }
+    }
+    """
+    inner, outer = " " * indent * (_level + 1), " " * indent * _level
+    if isinstance(value, dict) and value:
+        items = [f"{inner}{json.dumps(str(k))}: {compact_json(v, indent, _level + 1)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + outer + "}"
+    if isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
+        items = [inner + compact_json(v, indent, _level + 1) for v in value]
+        return "[\n" + ",\n".join(items) + "\n" + outer + "]"
+    return json.dumps(value)
+
+
+def refresh_model_card(path, corrections: dict | None = None) -> Path:
+    """Write a weights file's model card again from what the file holds; the file is not touched.
+
+    For a card whose layout changed, or whose prose needs ``corrections``
+    (card fields that replace the stored ones in the Markdown only): shipped
+    weights files are large, and rewriting one to mend a sentence would add
+    a copy of it to every clone.
+    """
+    path = Path(path)
+    _, config, meta = load_weights(path)
+    card = path.with_suffix(".md")
+    write_model_card(card, path.name, config, {**meta, **(corrections or {})})
+    return card

@@ -1,6 +1,7 @@
 """Weights files (karyopipe.weights): fp16 on disk, fp32 in memory, a model card beside each."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,23 @@ def test_each_shipped_weights_file_is_fp16_under_95_mb_with_a_model_card(name):
     assert card.startswith(f"# Model card: `{name}`")
     for field in ("**data**", "**split**", "**metrics**", "**date**", "## Config"):
         assert field in card, f"{name}'s card has no {field}"
+    # Short enough to read, and its config block is the file's config.
+    assert card.count("\n") < 200
+    block = card.split("```json\n", 1)[1].split("\n```", 1)[0]
+    assert json.loads(block) == blob["config"]
+
+
+def test_a_model_card_is_refreshed_without_touching_the_weights(tmp_path):
+    from karyopipe.weights import refresh_model_card
+
+    path = save_weights(tmp_path / "m.pth", torch.nn.Linear(2, 1).state_dict(),
+                        config={"cells": [str(i) for i in range(50)]}, card={"data": "d", "limitations": "old"})
+    before = path.read_bytes()
+    card = refresh_model_card(path, {"limitations": "mended"})
+    text = card.read_text()
+    assert "- **limitations**: mended" in text and "old" not in text
+    assert '"cells": ["0", "1",' in text  # a list of plain values stays on one line
+    assert path.read_bytes() == before
 
 
 def test_the_default_segmenter_is_the_designs_resnet50_and_the_r18_stays_loadable():
