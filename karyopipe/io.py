@@ -37,6 +37,11 @@ FLUORESCENCE, BRIGHTFIELD = "fluorescence", "brightfield"
 MAX_PIXELS = 60_000_000
 
 
+def _too_large(size: str | None) -> str:
+    return (f"image too large ({size or 'size unknown'}; karyopipe reads up to {MAX_PIXELS} pixels): "
+            "a metaphase spread needs at most about 4000 px a side, so downscale or crop it")
+
+
 class ImageReadError(ValueError):
     """An image file that cannot be read. The message names the file and the reason."""
 
@@ -189,7 +194,9 @@ def decode_image(data: bytes, source: str | Path = "<bytes>") -> np.ndarray:
             image = reader(data)
         except Exception as exc:  # each backend fails in its own way; keep the reason
             if "DecompressionBomb" in type(exc).__name__ or "exceeds limit" in str(exc):
-                raise ImageReadError(source, f"image too large (over {MAX_PIXELS} pixels)") from None
+                # Pillow refuses before decoding, so only the pixel count in its message is known.
+                found = re.search(r"\((\d+) pixels\)", str(exc))
+                raise ImageReadError(source, _too_large(f"{int(found.group(1))} pixels" if found else None)) from None
             text = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(exc)).strip()
             reasons.append(f"{name}: {text.splitlines()[0] if text else type(exc).__name__}")
             continue
@@ -198,9 +205,7 @@ def decode_image(data: bytes, source: str | Path = "<bytes>") -> np.ndarray:
             reasons.append(f"{name}: decoded to an empty or malformed array {image.shape}")
             continue
         if image.shape[0] * image.shape[1] > MAX_PIXELS:
-            raise ImageReadError(
-                source, f"image too large: {image.shape[1]}x{image.shape[0]} exceeds {MAX_PIXELS} pixels"
-            )
+            raise ImageReadError(source, _too_large(f"{image.shape[1]}x{image.shape[0]} pixels"))
         if image.dtype not in (np.uint8, np.uint16):
             image = _to_uint16(image)
         return image

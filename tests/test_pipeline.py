@@ -181,6 +181,7 @@ def test_too_large_image_is_refused(no_weights, tmp_path, capsys):
     assert main([str(big), "--out", str(tmp_path / "out"), "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert "big.png" in err and "too large" in err.lower()
+    assert "100000000 pixels" in err and "downscale" in err  # what it is, and what to do about it
 
 
 def test_explicit_missing_weights_is_an_error(tmp_path):
