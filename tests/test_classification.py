@@ -185,7 +185,8 @@ def test_train_and_eval_cli_on_toy_folder(tmp_path, capsys):
     out = tmp_path / "eval" / "metrics.json"
     assert evaluate.main([str(data), "--weights", str(run / "weights.pth"), "--json", str(out)]) == 0
     report = json.loads(out.read_text())
-    for key in ("accuracy", "accuracy_assigned", "n", "cells", "per_class", "crops_per_second"):
+    for key in ("accuracy", "accuracy_assigned", "n", "cells", "per_class", "crops_per_second",
+                "accuracy_ci95", "accuracy_assigned_ci95"):
         assert key in report
     assert report["n"] == 48 and report["cells"] == 6
     assert any("stray.png" in p for p in report["problems"])

@@ -74,6 +74,9 @@ def test_evaluate_detection_and_classes(tmp_path, monkeypatch):
     assert m["classified_matched"] == len(RODS)
     assert m["classification_accuracy_matched"] < 1.0  # 6 different true classes, one predicted
     assert m["exact_karyotype_spreads"] == 1 and m["exact_karyotype_rate"] == 0.0
+    assert m["detected_and_right"] == pytest.approx(m["detection_recall@0.5"] * m["classification_accuracy_matched"],
+                                                    abs=1e-3)
+    assert m["detected_and_right_ci95"] is None  # one cell: no interval over cells
     assert m["seconds_per_spread"] > 0
     # Each spread says how many objects the second look added (none without a segmenter's reserve).
     assert (m["per_spread"][0]["rescued"], m["per_spread"][0]["split"]) == (0, 0)

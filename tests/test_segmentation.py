@@ -471,6 +471,8 @@ def test_eval_seg_labelme_writes_metrics(tmp_path, capsys):
     rows = metrics["per_image"]
     assert len(rows) == 3 and all(r["error"] == r["counted"] - r["truth"] for r in rows)
     assert np.mean([abs(r["error"]) for r in rows]) == pytest.approx(metrics["count_mae"])
+    lo, hi = metrics["count_within_1_ci95"]  # three images of three cells: an interval over cells
+    assert lo <= metrics["count_within_1"] <= hi
     weights = _tiny_weights(tmp_path)
     out2 = tmp_path / "mrcnn.json"
     assert cli(["eval-seg", str(data), "--weights", str(weights), "--json", str(out2), "--split", "train"]) == 0

@@ -1,7 +1,8 @@
 """``karyopipe eval-cls``: score a classifier on labelled crops or annotated spreads.
 
 Reports single-crop top-1 ``accuracy``, ``accuracy_assigned`` (karyotype-level
-assignment within each cell), ``n``, ``cells``, ``per_class``, ``crops_per_second``
+assignment within each cell), each with a 95 % interval over cells
+(:mod:`karyopipe.stats`), ``n``, ``cells``, ``per_class``, ``crops_per_second``
 and writes a confusion-matrix PNG beside the JSON.
 
 Usage::
@@ -21,6 +22,7 @@ import numpy as np
 
 from karyopipe.classes import CLASS_NAMES, NUM_CLASSES
 from karyopipe.classification.shift import LAB_SHIFTS, parse_shifts
+from karyopipe.stats import format_interval, rate_interval
 
 
 def assign_log_probs(log_probs: np.ndarray) -> tuple[np.ndarray, str]:
@@ -41,6 +43,7 @@ def score_predictions(log_probs: np.ndarray, labels: np.ndarray, cells: np.ndarr
     pred = np.argmax(log_probs, axis=1) + 1
     result = {"n": int(len(labels)), "cells": int(len(set(np.asarray(cells).tolist())))}
     result["accuracy"] = float(np.mean(pred == labels)) if len(labels) else float("nan")
+    result["accuracy_ci95"] = rate_interval(pred == labels, np.ones(len(labels)), cells) if len(labels) else None
     confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
     np.add.at(confusion, (labels - 1, pred - 1), 1)
     result["per_class"] = {
@@ -59,9 +62,16 @@ def score_predictions(log_probs: np.ndarray, labels: np.ndarray, cells: np.ndarr
             assigned[idx], assigner = assign_log_probs(log_probs[idx])
             hungarian[idx] = assign_cell(log_probs[idx])
         result["accuracy_assigned"] = float(np.mean(assigned == labels)) if len(labels) else float("nan")
+        result["accuracy_assigned_ci95"] = (rate_interval(assigned == labels, np.ones(len(labels)), cells)
+                                            if len(labels) else None)
         result["assigner"] = assigner
         result["accuracy_assigned_hungarian"] = float(np.mean(hungarian == labels)) if len(labels) else float("nan")
     return result
+
+
+def _figures(result: dict) -> str:
+    return " ".join(f"{key}={result[key]:.4f}{format_interval(result.get(key + '_ci95'))}"
+                    for key in ("accuracy", "accuracy_assigned"))
 
 
 def plot_confusion(confusion, path, title="") -> None:
@@ -246,9 +256,8 @@ def main(argv: list[str]) -> int:
         all_labels.append(arrays.labels)
         all_cells.append(np.char.add(f"{root}::", arrays.groups.astype(str)))
         problems += res.pop("problems")
-        print(f"{root}: n={res['n']} cells={res['cells']} accuracy={res['accuracy']:.4f} "
-              f"accuracy_assigned={res['accuracy_assigned']:.4f} (hungarian {res['accuracy_assigned_hungarian']:.4f}) "
-              f"({res['crops_per_second']:.0f} crops/s)")
+        print(f"{root}: n={res['n']} cells={res['cells']} {_figures(res)} "
+              f"(hungarian {res['accuracy_assigned_hungarian']:.4f}) ({res['crops_per_second']:.0f} crops/s)")
         res.pop("confusion")
         report["data"][str(root)] = res
     total = score_predictions(np.concatenate(all_lp), np.concatenate(all_labels), np.concatenate(all_cells))
@@ -257,8 +266,7 @@ def main(argv: list[str]) -> int:
     report.update(total)
     report["problems"] = problems
     if len(args.data) > 1:
-        print(f"all: n={total['n']} cells={total['cells']} accuracy={total['accuracy']:.4f} "
-              f"accuracy_assigned={total['accuracy_assigned']:.4f}")
+        print(f"all: n={total['n']} cells={total['cells']} {_figures(total)}")
     if problems:
         print(f"{len(problems)} problem(s):")
         for line in problems:

@@ -10,6 +10,8 @@ Metrics
 * classification accuracy of matched chromosomes whose truth has a class, and
   (when the file records it, as ``karyopipe label-bioimlab`` writes) over the
   truths labelled with ``label_confidence: "high"`` only;
+* ``detected_and_right``: recall times that accuracy, the share of the true
+  chromosomes found and named right;
 * exact-karyotype rate: spreads whose ISCN call equals the truth's, listed per
   cell. The truth is the image's recorded karyotype (``karyopipe
   label-bioimlab`` records the cell's, from its crops; the generator records
@@ -17,6 +19,9 @@ Metrics
   show fewer are not scored. Without a recorded karyotype it is read from the
   instances' classes, when every instance has one;
 * seconds per spread (pipeline total, as timed by the pipeline).
+
+The accuracy, ``detected_and_right`` and the exact-karyotype rate come with a
+95 % interval over cells (``*_ci95``, :mod:`karyopipe.stats`).
 
 Examples
 --------
@@ -33,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from karyopipe.cli import add_precision_argument, add_rescue_argument
+from karyopipe.stats import format_interval, product_interval, rate_interval
 
 IOU_THRESH = 0.5
 
@@ -173,6 +179,10 @@ def evaluate(pipe, samples, confidence: dict | None = None, progress: bool = Tru
                            "split": sum("split" in c.flags for c in result.chromosomes),
                            "seconds": result.timings.get("total")})
     div = lambda a, b: round(a / b, 4) if b else None  # noqa: E731
+    column = lambda key, rows=per_spread: [float(r[key]) for r in rows]  # noqa: E731
+    cell_of = [r["cell"] for r in per_spread]
+    scored = [r for r in per_spread if r["true_karyotype"]]
+    recall, matched_right = div(totals["tp"], totals["n_true"]), div(totals["cls_correct"], totals["cls_n"])
     cells: dict[str, list] = {}
     for r in per_spread:
         if r["true_karyotype"]:
@@ -182,11 +192,17 @@ def evaluate(pipe, samples, confidence: dict | None = None, progress: bool = Tru
         "detection_recall@0.5": div(totals["tp"], totals["n_true"]),
         "detection_precision@0.5": div(totals["tp"], totals["n_pred"]),
         "count_mae": round(float(np.mean([abs(r["n_pred"] - r["n_true"]) for r in per_spread])), 3) if per_spread else None,
-        "classification_accuracy_matched": div(totals["cls_correct"], totals["cls_n"]),
+        "classification_accuracy_matched": matched_right,
+        "classification_accuracy_matched_ci95": rate_interval(column("correct"), column("classified"), cell_of),
         "classified_matched": totals["cls_n"],
+        # The issue's end-to-end figure: recall x accuracy of the matched chromosomes.
+        "detected_and_right": round(recall * matched_right, 4) if recall is not None and matched_right is not None else None,
+        "detected_and_right_ci95": product_interval(column("tp"), column("n_true"), column("correct"),
+                                                    column("classified"), cell_of),
         "classification_accuracy_confident_truth": div(totals["conf_correct"], totals["conf_n"]),
         "confident_truth_matched": totals["conf_n"],
         "exact_karyotype_rate": div(totals["exact"], totals["exact_n"]),
+        "exact_karyotype_ci95": rate_interval(column("exact", scored), [1.0] * len(scored), [r["cell"] for r in scored]),
         "exact_karyotype_spreads": totals["exact_n"],
         "exact_karyotype_unscored": sum(1 for r in per_spread if not r["true_karyotype"]),
         "exact_karyotype_per_cell": {c: div(sum(v), len(v)) for c, v in sorted(cells.items())},
@@ -248,11 +264,12 @@ def main(argv: list[str] | None = None) -> int:
                "problems": [f"{p.path}: {p.reason}" for p in dataset.problems], **metrics}
     keys = ("spreads", "detection_recall@0.5", "detection_precision@0.5", "count_mae", "classification_accuracy_matched",
             "classified_matched", "classification_accuracy_confident_truth", "confident_truth_matched",
-            "exact_karyotype_rate", "exact_karyotype_spreads", "exact_karyotype_unscored",
+            "detected_and_right", "exact_karyotype_rate", "exact_karyotype_spreads", "exact_karyotype_unscored",
             "spreads_with_possible_abnormality", "seconds_per_spread")
     print(f"{data} ({note})")
     for k in keys:
-        print(f"  {k:34s} {metrics[k]}")
+        interval = metrics.get(k.replace("_rate", "") + "_ci95")
+        print(f"  {k:34s} {metrics[k]}{format_interval(interval)}")
     for f in metrics["failures"]:
         print(f"  failed: {f}", file=sys.stderr)
     if args.json:

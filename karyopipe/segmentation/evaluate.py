@@ -137,14 +137,23 @@ def count_errors(ground_truth: list, predictions: list, score_thresh: float) -> 
     return count_summary(per_image_counts(ground_truth, predictions, score_thresh))
 
 
-def count_summary(rows: list[dict]) -> dict:
-    """:func:`count_errors` of :func:`per_image_counts`'s rows."""
+def count_summary(rows: list[dict], cells: list | None = None) -> dict:
+    """:func:`count_errors` of :func:`per_image_counts`'s rows.
+
+    With ``cells`` (each image's cell), ``count_within_1_ci95`` is its 95 %
+    interval over cells (:mod:`karyopipe.stats`).
+    """
     errors = np.asarray([row["error"] for row in rows], float)
-    return {
+    summary = {
         "count_mae": float(np.abs(errors).mean()) if len(errors) else None,
         "count_within_1": float((np.abs(errors) <= 1).mean()) if len(errors) else None,
         "count_bias": float(errors.mean()) if len(errors) else None,
     }
+    if cells is not None and len(errors):
+        from karyopipe.stats import rate_interval
+
+        summary["count_within_1_ci95"] = rate_interval(np.abs(errors) <= 1, np.ones(len(errors)), cells)
+    return summary
 
 
 def per_image_counts(ground_truth: list, predictions: list, score_thresh: float, paths: list | None = None) -> list[dict]:
@@ -271,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     with_masks = all(has_masks(s) for s in samples)
     if args.count_thresh is not None:
         count_thresh = args.count_thresh
-    gts, preds, shapes, paths, problems = [], [], [], [], [f"{p.path}: {p.reason}" for p in dataset.problems]
+    gts, preds, shapes, paths, cells_scored = [], [], [], [], []
+    problems = [f"{p.path}: {p.reason}" for p in dataset.problems]
     seconds = 0.0
     try:
         from tqdm import tqdm
@@ -290,12 +300,13 @@ def main(argv: list[str] | None = None) -> int:
         gts.append(sample.instances)
         shapes.append(gray.shape)
         paths.append(sample.path)
+        cells_scored.append(str(sample.cell_id))
     if not gts:
         raise ValueError(f"{args.data}: none of the images could be read")
     metrics = {"method": method, "data": str(args.data), "split": split_note}
     metrics |= coco_scores(gts, preds, shapes, with_masks=with_masks)
     counts = per_image_counts(gts, preds, count_thresh, paths)
-    metrics |= count_summary(counts)
+    metrics |= count_summary(counts, cells_scored)
     metrics |= {"images": len(gts), "instances": int(sum(len(g) for g in gts)),
                 "seconds_per_image": seconds / len(gts), "count_thresh": count_thresh,
                 "masks_scored": with_masks, "problems": problems,
