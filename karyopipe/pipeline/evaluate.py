@@ -148,7 +148,7 @@ def evaluate(pipe, samples, confidence: dict | None = None, progress: bool = Tru
         true_masks = [inst.get_mask((h, w)) for inst in truths]
         pairs, _ = match_instances([c.mask for c in result.chromosomes], true_masks)
         n_true, n_pred = len(truths), len(result.chromosomes)
-        correct = n_cls = 0
+        correct = n_cls = n_conf = conf_correct = 0
         for p, t, _ in pairs:
             label = truths[t].label
             if not label:
@@ -157,8 +157,8 @@ def evaluate(pipe, samples, confidence: dict | None = None, progress: bool = Tru
             n_cls += 1
             correct += right
             if confidence is not None and confidence.get(truths[t].extra.get("coco_id")) == "high":
-                totals["conf_n"] += 1
-                totals["conf_correct"] += right
+                n_conf += 1
+                conf_correct += right
         true_k, truth_source = spread_truth(getattr(s, "meta", {}) or {}, [inst.label for inst in truths])
         exact = bool(true_k) and result.karyotype == true_k
         totals["n_true"] += n_true
@@ -166,11 +166,14 @@ def evaluate(pipe, samples, confidence: dict | None = None, progress: bool = Tru
         totals["tp"] += len(pairs)
         totals["cls_n"] += n_cls
         totals["cls_correct"] += correct
+        totals["conf_n"] += n_conf
+        totals["conf_correct"] += conf_correct
         totals["exact_n"] += int(bool(true_k))
         totals["exact"] += int(exact)
         seconds.append(result.timings.get("total", float("nan")))
         per_spread.append({"file": str(s.path), "image_id": s.image_id, "cell": str(s.cell_id), "n_true": n_true,
                            "n_pred": n_pred, "tp": len(pairs), "classified": n_cls, "correct": correct,
+                           "confident_truth": n_conf, "confident_correct": conf_correct,
                            "true_karyotype": true_k, "truth_source": truth_source,
                            "karyotype": result.karyotype, "exact": exact,
                            "possible": [a["description"] for a in result.possible_abnormalities],
@@ -200,6 +203,8 @@ def evaluate(pipe, samples, confidence: dict | None = None, progress: bool = Tru
         "detected_and_right_ci95": product_interval(column("tp"), column("n_true"), column("correct"),
                                                     column("classified"), cell_of),
         "classification_accuracy_confident_truth": div(totals["conf_correct"], totals["conf_n"]),
+        "classification_accuracy_confident_truth_ci95": (
+            rate_interval(column("confident_correct"), column("confident_truth"), cell_of) if totals["conf_n"] else None),
         "confident_truth_matched": totals["conf_n"],
         "exact_karyotype_rate": div(totals["exact"], totals["exact_n"]),
         "exact_karyotype_ci95": rate_interval(column("exact", scored), [1.0] * len(scored), [r["cell"] for r in scored]),
