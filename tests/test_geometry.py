@@ -205,6 +205,19 @@ def test_mask_from_crop_keeps_pale_bands_of_cutouts():
     assert (found & mask).sum() / (found | mask).sum() > 0.9
 
 
+def test_mask_from_crop_leaves_a_lifted_flat_background_out():
+    # A BioImLab-like cut: the fill at exactly 0, the rest of the background one grey step above it,
+    # and a chromosome with pale bands. A camera gamma of 0.6 lifts that step to 0.036.
+    mask, _, _, _ = tube(60, 12, 0.3)
+    rows = np.arange(mask.shape[0])[:, None]
+    bands = np.where((rows // 6) % 2 == 0, 0.8, 0.1).astype(np.float32)
+    gray = np.where(mask, np.broadcast_to(bands, mask.shape), 1 / 255).astype(np.float32)
+    gray[:, : gray.shape[1] // 5] = 0.0
+    for gamma in (1.0, 0.6):
+        found = mask_from_crop(gray ** gamma)
+        assert (found & mask).sum() / (found | mask).sum() > 0.9, gamma
+
+
 def test_cell_features_relative_size_and_names():
     geoms = [analyze_chromosome(*tube(length, 10, ci)[:2]) for length, ci in ((40, 0.45), (60, 0.3), (90, 0.2))]
     feats = cell_features(geoms)

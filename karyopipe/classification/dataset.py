@@ -117,8 +117,8 @@ def find_crops(root, dataset=None) -> tuple[list[CropRecord], list[str]]:
 
 def _cache_key(records: list[CropRecord], size, mode) -> str:
     h = hashlib.sha1()
-    # v2: masks from karyopipe.geometry.mask_from_crop; bump when preprocessing changes.
-    h.update(json.dumps([list(size), mode, "v2"]).encode())
+    # v3: cut-out masks leave a flat background level out; bump when preprocessing changes.
+    h.update(json.dumps([list(size), mode, "v3"]).encode())
     for r in records:
         h.update(f"{r.path}|{r.label}|{r.path.stat().st_mtime_ns}\n".encode())
     return h.hexdigest()[:16]

@@ -38,6 +38,13 @@ def cutout_fill(gray: np.ndarray) -> np.ndarray | None:
     return fill if fill.mean() >= CUTOUT_FRACTION else None
 
 
+def _highest_flat_level(gray: np.ndarray, below: float) -> float:
+    """The highest grey value under ``below`` held by ``CUTOUT_FRACTION`` of the pixels (the fill's, at least)."""
+    values, counts = np.unique(gray[gray < below], return_counts=True)
+    flat = values[counts >= CUTOUT_FRACTION * gray.size]
+    return float(flat.max()) if len(flat) else float(gray.min())
+
+
 def mask_from_crop(gray: np.ndarray) -> np.ndarray:
     """Chromosome mask of a single-chromosome crop in canonical polarity.
 
@@ -69,7 +76,13 @@ def mask_from_crop(gray: np.ndarray) -> np.ndarray:
         # A cut-out crop (karyogram tiles, BioImLab crops): the background is one
         # flat value and everything above it is chromosome. Otsu would split
         # the chromosome at its pale bands instead.
-        threshold = min(threshold, low + max(0.03, 0.1 * (threshold - low)))
+        otsu = threshold
+        threshold = min(otsu, low + max(0.03, 0.1 * (otsu - low)))
+        # Many BioImLab crops hold a second flat level one grey step above the fill: background too.
+        # A camera gamma lifts it past the floor above (1/255 -> 0.036 at gamma 0.6) and the mask
+        # would swallow the whole cut. Only a level within the lowest fifth of the way to Otsu
+        # counts, so a flat pale band stays inside (1 of 2576 BioImLab training masks changes).
+        threshold = max(threshold, _highest_flat_level(gray, below=low + 0.2 * (otsu - low)) + 1e-3)
         mask = ndi.binary_opening(gray > threshold, np.ones((2, 2), bool))
     else:
         mask = smooth > threshold
