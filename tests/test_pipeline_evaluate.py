@@ -116,3 +116,30 @@ def test_heldout_split_keeps_cells_no_stage_trained_on(tmp_path):
     assert [s.cell_id for s in select_cells(dataset, "heldout", seg, cls)[0]] == ["1"]
     with pytest.raises(ValueError, match="held-out cells"):
         select_cells(dataset, "heldout", seg, old)
+
+
+def test_a_lab_shift_reaches_every_spread_the_same_way(tmp_path, monkeypatch):
+    from karyopipe.classification.shift import shift_spread
+
+    monkeypatch.setenv("KARYOPIPE_WEIGHTS", str(tmp_path))
+    sample = _annotated(tmp_path)
+    seen = []
+
+    class Recorder(KaryoPipeline):
+        def __call__(self, image, polarity=None):
+            seen.append(np.array(image))
+            return super().__call__(image, polarity)
+
+    pipe = Recorder()
+    evaluate(pipe, [sample], progress=False, shift="gamma0.6")
+    evaluate(pipe, [sample], progress=False, shift="gamma0.6")
+    plain = evaluate(pipe, [sample], progress=False)
+    assert np.array_equal(seen[0], seen[1]) and not np.array_equal(seen[0], seen[2])
+    # A brightfield spread comes back brightfield: the pipeline still has to tell its polarity.
+    dark_on_light = np.full((40, 40), 0.9, np.float32)
+    dark_on_light[10:30, 18:22] = 0.2
+    shifted = shift_spread(dark_on_light, "gamma0.6", np.random.default_rng(0))
+    assert shifted[0, 0] > shifted[20, 20]
+    with pytest.raises(ValueError, match="whole spreads"):
+        shift_spread(dark_on_light, "scale0.5", np.random.default_rng(0))
+    assert plain["spreads"] == 1

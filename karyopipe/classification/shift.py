@@ -110,6 +110,32 @@ def apply_shift(gray: np.ndarray, name: str, rng: np.random.Generator) -> np.nda
     raise ValueError(f"unknown lab shift {name!r}; known: {', '.join(LAB_SHIFTS)}")
 
 
+#: The shifts that mean the same for a whole spread as for a crop: they change grey levels, not the
+#: geometry the truth is drawn in (``karyopipe eval-e2e --shift``).
+SPREAD_SHIFTS = ("blur1.5", "jpeg30", "contrast0.6", "gamma0.6", "gamma1.6", "noise0.04")
+
+
+def shift_spread(gray: np.ndarray, name: str, rng: np.random.Generator) -> np.ndarray:
+    """A lab shift of a whole grey spread, as the camera would have given it.
+
+    The shift acts in canonical polarity (:func:`apply_shift`), and the spread
+    comes back in its own, so the pipeline still has to tell its polarity.
+
+    Parameters
+    ----------
+    gray : ndarray, shape (H, W), float in [0, 1], the spread as read
+    name : str
+        One of :data:`SPREAD_SHIFTS`.
+    """
+    from karyopipe.io import BRIGHTFIELD, normalize_polarity
+
+    if name not in SPREAD_SHIFTS:
+        raise ValueError(f"lab shift {name!r} does not apply to whole spreads; these do: {', '.join(SPREAD_SHIFTS)}")
+    canonical, polarity = normalize_polarity(np.asarray(gray, np.float32))
+    shifted = apply_shift(canonical, name, rng)
+    return (1.0 - shifted if polarity == BRIGHTFIELD else shifted).astype(np.float32)
+
+
 def parse_shifts(spec: str | None) -> list[str]:
     """``"all"`` or a comma list of :data:`LAB_SHIFTS` names -> the names (checked)."""
     if not spec:

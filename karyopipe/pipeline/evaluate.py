@@ -124,22 +124,30 @@ def select_cells(dataset, split: str, seg_weights=None, cls_weights=None) -> tup
     return [s for s in dataset.samples if str(s.cell_id) in cells], note
 
 
-def evaluate(pipe, samples, confidence: dict | None = None, progress: bool = True) -> dict:
+def evaluate(pipe, samples, confidence: dict | None = None, progress: bool = True, shift: str | None = None) -> dict:
     """Run ``pipe`` on each sample and score it (see the module docstring).
 
     ``confidence`` maps a COCO annotation id to its ``label_confidence``; when
     given, accuracy is also reported over the ``"high"`` truths alone.
+    ``shift`` (one of :data:`karyopipe.classification.shift.SPREAD_SHIFTS`)
+    imitates another lab's camera on every spread first, the same way for the
+    same spread each time.
     """
+    import zlib
+
     from tqdm import tqdm
 
+    from karyopipe.classification.shift import shift_spread
     from karyopipe.io import to_gray
 
     totals = dict(n_true=0, n_pred=0, tp=0, cls_n=0, cls_correct=0, conf_n=0, conf_correct=0, exact_n=0, exact=0)
     per_spread, failures, seconds = [], [], []
     for s in tqdm(samples, desc="spreads", disable=not progress, file=sys.stderr):
         try:
-            image = s.load_image() if hasattr(s, "load_image") else s.loader()
-            result = pipe(to_gray(image))
+            image = to_gray(s.load_image() if hasattr(s, "load_image") else s.loader())
+            if shift:
+                image = shift_spread(image, shift, np.random.default_rng([0, zlib.crc32(f"{shift}|{s.path}".encode())]))
+            result = pipe(image)
         except Exception as exc:  # one bad spread must not end the evaluation; it is listed
             failures.append(f"{s.path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
             continue
@@ -229,9 +237,13 @@ def _label_confidence(path: Path) -> dict | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from karyopipe.classification.shift import SPREAD_SHIFTS
+
     p = argparse.ArgumentParser(prog="karyopipe eval-e2e", description=__doc__.split("\n\n")[0])
     p.add_argument("data", help="COCO JSON (or any karyopipe-readable spread set) with classes")
     p.add_argument("--json", default=None, help="write the metrics here")
+    p.add_argument("--shift", default=None, choices=SPREAD_SHIFTS,
+                   help="imitate another lab's camera on every spread first (karyopipe.classification.shift)")
     p.add_argument("--split", default="all", choices=("all", "train", "val", "heldout"),
                    help="only the cells held out by the segmentation weights (val), those also held out by the "
                         "classifier (heldout: no stage trained on them), the others (train), or all")
@@ -264,8 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     for info in pipe.stages.values():
         if info.get("fallback"):
             print(f"karyopipe eval-e2e: {info['reason']}", file=sys.stderr)
-    metrics = evaluate(pipe, samples, confidence, progress=not args.no_progress)
-    metrics = {"data": str(data), "split": note, "stages": pipe.stages,
+    metrics = evaluate(pipe, samples, confidence, progress=not args.no_progress, shift=args.shift)
+    metrics = {"data": str(data), "split": note, "shift": args.shift, "stages": pipe.stages,
                "problems": [f"{p.path}: {p.reason}" for p in dataset.problems], **metrics}
     keys = ("spreads", "detection_recall@0.5", "detection_precision@0.5", "count_mae", "classification_accuracy_matched",
             "classified_matched", "classification_accuracy_confident_truth", "confident_truth_matched",
