@@ -37,7 +37,8 @@ FLUORESCENCE, BRIGHTFIELD = "fluorescence", "brightfield"
 MAX_PIXELS = 60_000_000
 
 
-def _too_large(size: str | None) -> str:
+def too_large_message(size: str | None) -> str:
+    """Why an image is refused for its size, and what to do: ``size`` as known (``"10000x10000 pixels"``)."""
     return (f"image too large ({size or 'size unknown'}; karyopipe reads up to {MAX_PIXELS} pixels): "
             "a metaphase spread needs at most about 4000 px a side, so downscale or crop it")
 
@@ -196,7 +197,7 @@ def decode_image(data: bytes, source: str | Path = "<bytes>") -> np.ndarray:
             if "DecompressionBomb" in type(exc).__name__ or "exceeds limit" in str(exc):
                 # Pillow refuses before decoding, so only the pixel count in its message is known.
                 found = re.search(r"\((\d+) pixels\)", str(exc))
-                raise ImageReadError(source, _too_large(f"{int(found.group(1))} pixels" if found else None)) from None
+                raise ImageReadError(source, too_large_message(f"{int(found.group(1))} pixels" if found else None)) from None
             text = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(exc)).strip()
             reasons.append(f"{name}: {text.splitlines()[0] if text else type(exc).__name__}")
             continue
@@ -205,7 +206,7 @@ def decode_image(data: bytes, source: str | Path = "<bytes>") -> np.ndarray:
             reasons.append(f"{name}: decoded to an empty or malformed array {image.shape}")
             continue
         if image.shape[0] * image.shape[1] > MAX_PIXELS:
-            raise ImageReadError(source, _too_large(f"{image.shape[1]}x{image.shape[0]} pixels"))
+            raise ImageReadError(source, too_large_message(f"{image.shape[1]}x{image.shape[0]} pixels"))
         if image.dtype not in (np.uint8, np.uint16):
             image = _to_uint16(image)
         return image

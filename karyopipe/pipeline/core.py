@@ -403,7 +403,7 @@ class KaryoPipeline:
 
         Raises :class:`karyopipe.io.ImageReadError` (naming the file) for bad files.
         """
-        from karyopipe.io import MAX_PIXELS, ImageReadError, normalize_polarity, read_image
+        from karyopipe.io import MAX_PIXELS, ImageReadError, normalize_polarity, read_image, too_large_message
 
         if isinstance(image_or_path, (str, Path)):
             source = str(image_or_path)
@@ -414,7 +414,7 @@ class KaryoPipeline:
         if image.ndim not in (2, 3) or image.shape[0] < 8 or image.shape[1] < 8:
             raise ImageReadError(source, f"not a spread image (shape {image.shape})")
         if image.shape[0] * image.shape[1] > MAX_PIXELS:
-            raise ImageReadError(source, f"image too large ({image.shape[1]}x{image.shape[0]} px, limit {MAX_PIXELS // 1_000_000} MP); downscale it first")
+            raise ImageReadError(source, too_large_message(f"{image.shape[1]}x{image.shape[0]} pixels"))
         if image.dtype.kind == "f" and image.ndim == 2:
             gray = np.clip(np.nan_to_num(image.astype(np.float32)), 0, 1)
             gray, pol = normalize_polarity(gray, polarity)
