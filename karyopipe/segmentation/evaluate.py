@@ -311,10 +311,13 @@ def main(argv: list[str] | None = None) -> int:
                 "seconds_per_image": seconds / len(gts), "count_thresh": count_thresh,
                 "masks_scored": with_masks, "problems": problems,
                 "per_image": counts}
+    from karyopipe.stats import format_interval
+
     for key, value in metrics.items():
-        if key in ("problems", "per_image"):
+        if key in ("problems", "per_image") or key.endswith("_ci95"):
             continue
-        print(f"{key:>18}: {value:.4f}" if isinstance(value, float) else f"{key:>18}: {value}")
+        interval = format_interval(metrics.get(f"{key}_ci95"))
+        print(f"{key:>18}: {value:.4f}{interval}" if isinstance(value, float) else f"{key:>18}: {value}")
     if problems:
         print(f"{len(problems)} problem(s):", file=sys.stderr)
         for problem in problems:
