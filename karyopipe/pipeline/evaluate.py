@@ -207,7 +207,8 @@ def evaluate(pipe, samples, confidence: dict | None = None, progress: bool = Tru
         "classification_accuracy_matched_ci95": rate_interval(column("correct"), column("classified"), cell_of),
         "classified_matched": totals["cls_n"],
         # The end-to-end figure: recall x accuracy of the matched chromosomes.
-        "detected_and_right": round(recall * matched_right, 4) if recall is not None and matched_right is not None else None,
+        "detected_and_right": (round(totals["tp"] / totals["n_true"] * totals["cls_correct"] / totals["cls_n"], 4)
+                               if recall is not None and matched_right is not None else None),
         "detected_and_right_ci95": product_interval(column("tp"), column("n_true"), column("correct"),
                                                     column("classified"), cell_of),
         "classification_accuracy_confident_truth": div(totals["conf_correct"], totals["conf_n"]),
