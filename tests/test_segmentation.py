@@ -140,6 +140,24 @@ def test_loader_workers_draw_their_own_crops_reproducibly():
     assert all(np.array_equal(a, b) for a, b in zip(crops, _crops_through_workers(sample, seed=3)))
 
 
+def test_the_training_set_draws_gamma_in_the_range_it_is_given(monkeypatch):
+    import karyopipe.segmentation.transforms as transforms
+    from karyopipe.data import Instance, Sample
+
+    image, polys = tube_image(3, size=96)
+    sample = Sample(path=Path("x.json"), cell_id="1", instances=[Instance(polygon=p) for p in polys],
+                    loader=lambda: (image * 255).astype(np.uint8))
+    widest = []
+    draw = transforms.photometric
+    monkeypatch.setattr(transforms, "photometric",
+                        lambda im, rng, gamma_max: widest.append(gamma_max) or draw(im, rng, gamma_max))
+    SpreadTrainSet([sample], crop_size=64, length=2, seed=0)[0]
+    SpreadTrainSet([sample], crop_size=64, length=2, seed=0, gamma_max=2.0)[0]
+    assert widest == [pytest.approx(transforms.GAMMA_MAX), 2.0]
+    with pytest.raises(ValueError, match="gamma_max"):
+        draw(image.astype(np.float32), np.random.default_rng(0), 0.5)
+
+
 def test_augmented_masks_follow_the_image():
     image, polys = tube_image(3, size=160, n=5)
     from karyopipe.data.model import Instance, Sample

@@ -69,6 +69,9 @@ class SpreadTrainSet:
     with the image and rasterised after augmentation, so masks stay sharp at
     any rotation or scale and memory stays small.
 
+    ``gamma_max`` widens or narrows the photometric gamma (default
+    :data:`~karyopipe.segmentation.transforms.GAMMA_MAX`).
+
     With ``copy_paste`` > 0, that share of crops gets 1 to ``max_paste``
     chromosomes cut from the training spreads pasted in, most of them
     against or across another (:func:`~karyopipe.segmentation.transforms.paste_instances`).
@@ -79,7 +82,7 @@ class SpreadTrainSet:
 
     def __init__(self, samples, crop_size: int = 384, scale_range=(0.8, 1.25), length: int | None = None,
                  seed: int = 0, augment: bool = True, reference_width: float | None = None,
-                 copy_paste: float = 0.0, max_paste: int = 6):
+                 copy_paste: float = 0.0, max_paste: int = 6, gamma_max: float | None = None):
         from karyopipe.segmentation.infer import estimate_chromosome_width
         from karyopipe.segmentation.transforms import prepare_polygons
 
@@ -107,6 +110,9 @@ class SpreadTrainSet:
                 self.donors += cut_instances(gray, polys, base * float(np.sqrt(scale_range[0] * scale_range[1])))
         self.crop_size = crop_size
         self.scale_range = scale_range
+        from karyopipe.segmentation.transforms import GAMMA_MAX
+
+        self.gamma_max = GAMMA_MAX if gamma_max is None else float(gamma_max)
         self.length = length or len(self.items)
         self.augment = augment
         self.rng = np.random.default_rng(seed)
@@ -123,7 +129,7 @@ class SpreadTrainSet:
         if self.augment and self.donors and self.rng.random() < self.copy_paste:
             paste = int(self.rng.integers(1, self.max_paste + 1))
         image, masks = augment_sample(gray, polys, self.rng, self.crop_size, scale_range, self.augment,
-                                      donors=self.donors, paste=paste)
+                                      donors=self.donors, paste=paste, gamma_max=self.gamma_max)
         return to_target(image, masks)
 
 

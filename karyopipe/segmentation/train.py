@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "--work-scale is given; fine-tuning)")
     p.add_argument("--copy-paste", type=float, default=0.0,
                    help="share of crops that get chromosomes of other spreads pasted in, mostly against or across another (0 = off)")
+    p.add_argument("--gamma-max", type=float, default=None,
+                   help="photometric gamma drawn in 1/G..G (default exp(0.5) = 1.65); wider for G-band spreads "
+                        "from cameras of other gammas")
     p.add_argument("--limit-train", type=int, default=0, help="use only this many training images (tests, debugging)")
     return p
 
@@ -294,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
 
     train_set = SpreadTrainSet(train_samples + extra, crop_size=args.crop, scale_range=(args.scale_min, args.scale_max),
                                length=args.steps_per_epoch * args.batch, seed=args.seed + start_epoch,
-                               reference_width=reference_width, copy_paste=args.copy_paste)
+                               reference_width=reference_width, copy_paste=args.copy_paste,
+                               gamma_max=args.gamma_max)
     loader = torch.utils.data.DataLoader(train_set, batch_size=args.batch, shuffle=True, collate_fn=collate,
                                          num_workers=args.workers, worker_init_fn=seed_worker,
                                          persistent_workers=args.workers > 0,
@@ -348,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
                         + (f", cosine annealed over a {args.time_budget:g}-min budget" if args.anneal_by_time and args.time_budget else "")
                         + (f", initialised from {args.init}" if args.init else "")
                         + (f", {args.precision} autocast" if args.precision != "float32" else "")
-                        + (f", copy-paste of touching and crossing chromosomes into {args.copy_paste:.0%} of crops" if args.copy_paste else ""),
+                        + (f", copy-paste of touching and crossing chromosomes into {args.copy_paste:.0%} of crops" if args.copy_paste else "")
+                        + (f", photometric gamma 1/{args.gamma_max:g}-{args.gamma_max:g}" if args.gamma_max else ""),
             "metrics": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.get("val", {}).items()},
             "limitations": ("trained on CPU in a short budget; a GPU run is pending. " if str(args.device) == "cpu" else "")
                            + "Q-banded BioImLab only: brightfield G-band spreads rely on polarity normalisation "

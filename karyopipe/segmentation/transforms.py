@@ -62,9 +62,20 @@ def rasterize_polygon(points: np.ndarray, shape) -> np.ndarray:
     return mask
 
 
-def photometric(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Random gamma, contrast/brightness, inversion, blur and noise on a [0, 1] image."""
-    image = np.clip(image, 0.0, 1.0) ** float(np.exp(rng.uniform(-0.5, 0.5)))
+#: Default widest gamma of :func:`photometric`: exp(0.5), so gamma is drawn in 0.61-1.65.
+GAMMA_MAX = float(np.exp(0.5))
+
+
+def photometric(image: np.ndarray, rng: np.random.Generator, gamma_max: float = GAMMA_MAX) -> np.ndarray:
+    """Random gamma, contrast/brightness, inversion, blur and noise on a [0, 1] image.
+
+    Gamma is log-uniform in ``1/gamma_max .. gamma_max``. A camera's gamma
+    beyond that range breaks G-band chromosomes apart at their pale bands
+    (BENCHMARKS.md, End to end), so a run with G-band spreads may widen it.
+    """
+    if not gamma_max >= 1.0:
+        raise ValueError(f"gamma_max must be at least 1, got {gamma_max}")
+    image = np.clip(image, 0.0, 1.0) ** float(np.exp(rng.uniform(-np.log(gamma_max), np.log(gamma_max))))
     image = image * rng.uniform(0.7, 1.3) + rng.uniform(-0.1, 0.1)
     if rng.random() < 0.1:
         image = 1.0 - image
@@ -207,7 +218,7 @@ def paste_instances(image: np.ndarray, masks: list, donors: list, rng: np.random
 
 
 def augment_sample(gray, polys, rng: np.random.Generator, size: int = 384, scale_range=(0.75, 1.35),
-                   augment: bool = True, donors=None, paste: int = 0):
+                   augment: bool = True, donors=None, paste: int = 0, gamma_max: float = GAMMA_MAX):
     """Random rotated, flipped, scaled ``size`` x ``size`` crop with its outlines.
 
     Parameters
@@ -221,6 +232,8 @@ def augment_sample(gray, polys, rng: np.random.Generator, size: int = 384, scale
     donors, paste : list, int
         Paste this many chromosomes from ``donors`` (:func:`paste_instances`)
         before the photometric changes, so they are changed alike.
+    gamma_max : float
+        :func:`photometric`'s widest gamma.
 
     Returns
     -------
@@ -262,7 +275,7 @@ def augment_sample(gray, polys, rng: np.random.Generator, size: int = 384, scale
         jitter = float(np.exp(rng.uniform(*np.log(scale_range)))) / float(np.sqrt(scale_range[0] * scale_range[1]))
         image, masks = paste_instances(image, masks, donors, rng, paste, scale=jitter)
     if augment:
-        image = photometric(image, rng)
+        image = photometric(image, rng, gamma_max)
     return image, masks
 
 
