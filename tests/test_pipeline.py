@@ -175,6 +175,16 @@ def test_folder_glob_and_no_chromosomes(no_weights, spread_png, tmp_path, capsys
     assert json.loads((out / "qband" / "report.json").read_text())["polarity"] == "fluorescence"
 
 
+def test_a_case_of_several_cells_gets_its_summary(no_weights, tmp_path, capsys):
+    spread = tmp_path / "cell_1.png"
+    blank = tmp_path / "cell_2.png"
+    Image.fromarray(draw_spread()).save(spread)
+    Image.new("L", (64, 64)).save(blank)
+    assert main([str(spread), str(blank), "--out", str(tmp_path / "out"), "--no-progress", "--case"]) == 0
+    case = json.loads((tmp_path / "out" / "case.json").read_text())
+    assert case["cells"] == 2 and case["statement"] in capsys.readouterr().out
+
+
 def test_too_large_image_is_refused(no_weights, tmp_path, capsys):
     big = tmp_path / "big.png"
     Image.new("1", (10000, 10000)).save(big)

@@ -4,12 +4,15 @@ For each spread, ``OUT/<stem>/`` gets ``overlay.png``, ``karyogram.png``,
 ``report.json`` and ``chromosomes.csv``. Bad files are skipped with their
 reason and listed in the summary at the end, which is also written to
 ``OUT/summary.csv`` with how many chromosomes of each spread to check; the
-exit code is non-zero only when no spread could be processed.
+exit code is non-zero only when no spread could be processed. With ``--case``
+the spreads are taken as cells of one patient and ``OUT/case.json`` gives the
+modal karyotype and the changes that meet ISCN's clone criteria.
 
 Examples
 --------
     karyopipe infer examples/spread_46XY.png --out out/
     karyopipe infer "spreads/*.png" more_spreads/ --out out/ --device cuda
+    karyopipe infer patient_17/ --case --out out/patient_17/
 """
 from __future__ import annotations
 
@@ -40,8 +43,24 @@ def build_parser(prog: str = "karyopipe infer") -> argparse.ArgumentParser:
     p.add_argument("--polarity", choices=("fluorescence", "brightfield"), default=None,
                    help="force the input polarity (default: detected per image; G-band is brightfield, Q-band fluorescence)")
     add_rescue_argument(p)
+    p.add_argument("--case", action="store_true",
+                   help="the spreads are cells of one patient: also write OUT/case.json with the modal karyotype and "
+                        "the changes that meet ISCN's clone criteria (karyopipe.karyogram.case)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
+
+
+def write_case(rows, path: Path) -> dict:
+    """:func:`karyopipe.karyogram.case.summarize_case` of a batch's processed cells, written as JSON."""
+    import json
+
+    from karyopipe.karyogram.case import summarize_case
+
+    case = summarize_case((str(file), karyotype if karyotype != "(no call)" else "")
+                          for file, status, karyotype, *_ in rows if status == "ok")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(case, indent=1) + "\n")
+    return case
 
 
 def expand_inputs(inputs) -> tuple[list[Path], list[tuple[str, str]]]:
@@ -163,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     rows += [(item, "SKIPPED", "-", "-", "-", f"{item}: {reason}") for item, reason in missing]
     print(format_summary(rows))
     write_summary(rows, out / "summary.csv")
+    if args.case:
+        print("\ncase: " + write_case(rows, out / "case.json")["statement"] + f" ({out / 'case.json'})")
     ok = sum(r[1] == "ok" for r in rows)
     bad = [r for r in rows if r[1] != "ok"]
     print(f"\n{ok} of {len(rows)} processed; outputs in {out}/")
