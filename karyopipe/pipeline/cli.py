@@ -26,6 +26,10 @@ from karyopipe.cli import add_precision_argument, add_rescue_argument
 from karyopipe.io import is_image_path
 
 
+#: What the summary shows for a spread processed without a karyotype call.
+NO_CALL = "(no call)"
+
+
 def build_parser(prog: str = "karyopipe infer") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description="Segment, measure, classify and karyotype metaphase spreads.")
     p.add_argument("inputs", nargs="+", metavar="SPREAD", help="image files, folders (their image files) or glob patterns")
@@ -56,7 +60,7 @@ def write_case(rows, path: Path) -> dict:
 
     from karyopipe.karyogram.case import summarize_case
 
-    case = summarize_case((str(file), karyotype if karyotype != "(no call)" else "")
+    case = summarize_case((str(file), karyotype if karyotype != NO_CALL else "")
                           for file, status, karyotype, *_ in rows if status == "ok")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(case, indent=1) + "\n")
@@ -154,7 +158,7 @@ def run_batch(files, out: Path, pipe, polarity=None, progress: bool = True, log=
             log(f"{path}: no chromosomes found (see {out_dir / 'report.json'})")
         # Chromosomes marked for a check (unclassified, uncertain, rescued or split), as in the overlay.
         check = sum(bool(c.low_confidence) for c in result.chromosomes)
-        rows.append((path, "ok", result.karyotype or "(no call)", n, check, f"{time.perf_counter() - t:.1f}"))
+        rows.append((path, "ok", result.karyotype or NO_CALL, n, check, f"{time.perf_counter() - t:.1f}"))
     return rows
 
 

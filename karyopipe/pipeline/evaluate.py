@@ -193,7 +193,6 @@ def evaluate(pipe, samples, confidence: dict | None = None, progress: bool = Tru
     column = lambda key, rows=per_spread: [float(r[key]) for r in rows]  # noqa: E731
     cell_of = [r["cell"] for r in per_spread]
     scored = [r for r in per_spread if r["true_karyotype"]]
-    recall, matched_right = div(totals["tp"], totals["n_true"]), div(totals["cls_correct"], totals["cls_n"])
     cells: dict[str, list] = {}
     for r in per_spread:
         if r["true_karyotype"]:
@@ -203,12 +202,11 @@ def evaluate(pipe, samples, confidence: dict | None = None, progress: bool = Tru
         "detection_recall@0.5": div(totals["tp"], totals["n_true"]),
         "detection_precision@0.5": div(totals["tp"], totals["n_pred"]),
         "count_mae": round(float(np.mean([abs(r["n_pred"] - r["n_true"]) for r in per_spread])), 3) if per_spread else None,
-        "classification_accuracy_matched": matched_right,
+        "classification_accuracy_matched": div(totals["cls_correct"], totals["cls_n"]),
         "classification_accuracy_matched_ci95": rate_interval(column("correct"), column("classified"), cell_of),
         "classified_matched": totals["cls_n"],
         # The end-to-end figure: recall x accuracy of the matched chromosomes.
-        "detected_and_right": (round(totals["tp"] / totals["n_true"] * totals["cls_correct"] / totals["cls_n"], 4)
-                               if recall is not None and matched_right is not None else None),
+        "detected_and_right": div(totals["tp"] * totals["cls_correct"], totals["n_true"] * totals["cls_n"]),
         "detected_and_right_ci95": product_interval(column("tp"), column("n_true"), column("correct"),
                                                     column("classified"), cell_of),
         "classification_accuracy_confident_truth": div(totals["conf_correct"], totals["conf_n"]),

@@ -84,7 +84,7 @@ class SpreadTrainSet:
                  seed: int = 0, augment: bool = True, reference_width: float | None = None,
                  copy_paste: float = 0.0, max_paste: int = 6, gamma_max: float | None = None):
         from karyopipe.segmentation.infer import estimate_chromosome_width
-        from karyopipe.segmentation.transforms import prepare_polygons
+        from karyopipe.segmentation.transforms import GAMMA_MAX, prepare_polygons
 
         self.items = []
         for sample in samples:
@@ -110,8 +110,6 @@ class SpreadTrainSet:
                 self.donors += cut_instances(gray, polys, base * float(np.sqrt(scale_range[0] * scale_range[1])))
         self.crop_size = crop_size
         self.scale_range = scale_range
-        from karyopipe.segmentation.transforms import GAMMA_MAX
-
         self.gamma_max = GAMMA_MAX if gamma_max is None else float(gamma_max)
         self.length = length or len(self.items)
         self.augment = augment

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from karyopipe.cli import add_precision_argument
+from karyopipe.stats import format_interval, rate_interval
 
 
 def _rle(mask: np.ndarray) -> dict:
@@ -150,8 +151,6 @@ def count_summary(rows: list[dict], cells: list | None = None) -> dict:
         "count_bias": float(errors.mean()) if len(errors) else None,
     }
     if cells is not None and len(errors):
-        from karyopipe.stats import rate_interval
-
         summary["count_within_1_ci95"] = rate_interval(np.abs(errors) <= 1, np.ones(len(errors)), cells)
     return summary
 
@@ -311,8 +310,6 @@ def main(argv: list[str] | None = None) -> int:
                 "seconds_per_image": seconds / len(gts), "count_thresh": count_thresh,
                 "masks_scored": with_masks, "problems": problems,
                 "per_image": counts}
-    from karyopipe.stats import format_interval
-
     for key, value in metrics.items():
         if key in ("problems", "per_image") or key.endswith("_ci95"):
             continue
