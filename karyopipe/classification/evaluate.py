@@ -25,20 +25,32 @@ from karyopipe.classification.shift import LAB_SHIFTS, parse_shifts
 from karyopipe.stats import format_interval, rate_interval
 
 
-def assign_log_probs(log_probs: np.ndarray) -> tuple[np.ndarray, str]:
+def assign_log_probs(log_probs: np.ndarray, images: np.ndarray | None = None) -> tuple[np.ndarray, str]:
     """Karyotype-level classes of one cell and the assigner's name.
 
     :func:`karyopipe.karyogram.assign_karyotype`; its unassigned objects
-    (label 0) count as errors.
+    (label 0) count as errors. ``images`` (n, L, W), the cell's straightened
+    chromosomes, add the homolog-pairing evidence of their banding profiles
+    (:mod:`karyopipe.karyogram.pairing`).
     """
     from karyopipe.karyogram import assign_karyotype
 
-    call = assign_karyotype(log_probs)
+    odds = None
+    if images is not None:
+        from karyopipe.karyogram.pairing import banding_profiles, homolog_log_odds
+
+        odds = homolog_log_odds(banding_profiles(images))
+    call = assign_karyotype(log_probs, pair_log_odds=odds)
     return np.asarray(call.labels, dtype=np.int64).reshape(-1), "karyogram.assign_karyotype"
 
 
-def score_predictions(log_probs: np.ndarray, labels: np.ndarray, cells: np.ndarray, assign=True) -> dict:
-    """Accuracy metrics of log-probabilities (N, 24) against class numbers (N,) grouped by cell."""
+def score_predictions(log_probs: np.ndarray, labels: np.ndarray, cells: np.ndarray, assign=True,
+                      images: np.ndarray | None = None) -> dict:
+    """Accuracy metrics of log-probabilities (N, 24) against class numbers (N,) grouped by cell.
+
+    ``images`` (N, L, W), the straightened chromosomes, turn on homolog pairing
+    in the assignment; ``accuracy_assigned_unpaired`` then gives the figure without it.
+    """
     labels = np.asarray(labels, dtype=np.int64)
     pred = np.argmax(log_probs, axis=1) + 1
     result = {"n": int(len(labels)), "cells": int(len(set(np.asarray(cells).tolist())))}
@@ -55,16 +67,21 @@ def score_predictions(log_probs: np.ndarray, labels: np.ndarray, cells: np.ndarr
     if assign:
         from karyopipe.classification.assign import assign_cell
 
-        assigned, hungarian, assigner = np.zeros_like(pred), np.zeros_like(pred), "hungarian"
+        assigned, unpaired, hungarian = np.zeros_like(pred), np.zeros_like(pred), np.zeros_like(pred)
+        assigner = "hungarian"
         cells = np.asarray(cells)
         for cell in sorted(set(cells.tolist())):
             idx = np.flatnonzero(cells == cell)
-            assigned[idx], assigner = assign_log_probs(log_probs[idx])
+            assigned[idx], assigner = assign_log_probs(log_probs[idx], None if images is None else images[idx])
+            if images is not None:
+                unpaired[idx] = assign_log_probs(log_probs[idx])[0]
             hungarian[idx] = assign_cell(log_probs[idx])
         result["accuracy_assigned"] = float(np.mean(assigned == labels)) if len(labels) else float("nan")
         result["accuracy_assigned_ci95"] = (rate_interval(assigned == labels, np.ones(len(labels)), cells)
                                             if len(labels) else None)
-        result["assigner"] = assigner
+        result["assigner"] = assigner + (" + pairing" if images is not None else "")
+        if images is not None:
+            result["accuracy_assigned_unpaired"] = float(np.mean(unpaired == labels)) if len(labels) else float("nan")
         result["accuracy_assigned_hungarian"] = float(np.mean(hungarian == labels)) if len(labels) else float("nan")
     return result
 
@@ -154,21 +171,24 @@ def predict_eval_arrays(root, classifier, split=None, seed=0, shift=None, unshif
     start = time.perf_counter()
     log_probs = [m.predict_arrays(a.images, a.features) for m, a in zip(members, parts)]
     log_probs = classifier.combine(log_probs) if isinstance(classifier, ClassifierEnsemble) else log_probs[0]
-    return parts[0], log_probs, time.perf_counter() - start
+    # The medial-axis member's images, where there is one, are what homolog pairing was fitted on.
+    shown = next((a for m, a in zip(members, parts) if m.preprocess == "geometry"), parts[0])
+    return shown, log_probs, time.perf_counter() - start
 
 
-def evaluate(classifier, arrays, log_probs=None, seconds=None) -> dict:
+def evaluate(classifier, arrays, log_probs=None, seconds=None, pairing=True) -> dict:
     """Score a :class:`~karyopipe.classification.Classifier` on preprocessed :class:`CellArrays`.
 
     Pass ``log_probs`` (and the ``seconds`` they took) when they are already
-    computed, as :func:`predict_eval_arrays` does for ensembles.
+    computed, as :func:`predict_eval_arrays` does for ensembles. ``pairing``
+    adds homolog pairing from the arrays' images to the assignment.
     """
     if log_probs is None:
         start = time.perf_counter()
         log_probs = classifier.predict_arrays(arrays.images, arrays.features)
         seconds = time.perf_counter() - start
     elapsed = seconds or 0.0
-    result = score_predictions(log_probs, arrays.labels, arrays.groups)
+    result = score_predictions(log_probs, arrays.labels, arrays.groups, images=arrays.images if pairing else None)
     result["crops_per_second"] = float(len(arrays.labels) / max(elapsed, 1e-9))
     result["problems"] = list(arrays.problems)
     result["log_probs"] = log_probs
@@ -187,10 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shift", default=None, metavar="NAMES",
                    help="also score under lab shifts, 'all' or a comma list of: "
                         + ", ".join(LAB_SHIFTS) + " (karyopipe.classification.shift)")
+    p.add_argument("--no-pairing", action="store_true",
+                   help="assign without the homolog-pairing evidence of banding profiles (karyopipe.karyogram.pairing)")
     return p
 
 
-def score_shifts(classifier, roots, split, seed, names, unshifted=None) -> dict:
+def score_shifts(classifier, roots, split, seed, names, unshifted=None, pairing=True) -> dict:
     """Accuracy per lab shift and data folder: ``{shift: {root: {n, accuracy, accuracy_assigned}}}``.
 
     ``unshifted`` maps ``str(root)`` to each member's unshifted arrays
@@ -209,17 +231,17 @@ def score_shifts(classifier, roots, split, seed, names, unshifted=None) -> dict:
             if str(root) not in unshifted:
                 unshifted[str(root)] = [load_eval_arrays(root, member, split, seed) for member in classifier_members(classifier)]
         for name in names:
-            table[name] = _score_one_shift(classifier, roots, split, seed, name, unshifted)
+            table[name] = _score_one_shift(classifier, roots, split, seed, name, unshifted, pairing)
     finally:
         data_log.setLevel(level)
     return table
 
 
-def _score_one_shift(classifier, roots, split, seed, name, unshifted) -> dict:
+def _score_one_shift(classifier, roots, split, seed, name, unshifted, pairing=True) -> dict:
     rows = {}
     for root in roots:
         arrays, log_probs, _ = predict_eval_arrays(root, classifier, split, seed, shift=name, unshifted=unshifted[str(root)])
-        res = score_predictions(log_probs, arrays.labels, arrays.groups)
+        res = score_predictions(log_probs, arrays.labels, arrays.groups, images=arrays.images if pairing else None)
         rows[str(root)] = {k: res[k] for k in ("n", "accuracy", "accuracy_assigned")}
         print(f"shift {name:12s} {root}: accuracy={res['accuracy']:.4f} "
               f"accuracy_assigned={res['accuracy_assigned']:.4f}", flush=True)
@@ -242,25 +264,28 @@ def main(argv: list[str]) -> int:
     classifier = Classifier.from_pretrained(args.weights)
     seed = args.seed if args.seed is not None else int(classifier.config.get("split_seed", 0))
     report = {"weights": str(args.weights or "default"), "split": args.split, "data": {}}
-    all_lp, all_labels, all_cells, problems, elapsed, n_total = [], [], [], [], 0.0, 0
+    all_lp, all_labels, all_cells, all_images, problems, elapsed, n_total = [], [], [], [], [], 0.0, 0
     unshifted = {}  # kept only when shifts are scored, which start from the same arrays
     for root in args.data:
         member_arrays = [load_eval_arrays(root, member, args.split, seed) for member in classifier_members(classifier)]
         if shifts:
             unshifted[str(root)] = member_arrays
         arrays, log_probs, seconds = predict_eval_arrays(root, classifier, args.split, seed, unshifted=member_arrays)
-        res = evaluate(classifier, arrays, log_probs, seconds)
+        res = evaluate(classifier, arrays, log_probs, seconds, pairing=not args.no_pairing)
         elapsed += res["n"] / max(res["crops_per_second"], 1e-9)
         n_total += res["n"]
         all_lp.append(res.pop("log_probs"))
         all_labels.append(arrays.labels)
+        all_images.append(arrays.images)
         all_cells.append(np.char.add(f"{root}::", arrays.groups.astype(str)))
         problems += res.pop("problems")
+        unpaired = f", unpaired {res['accuracy_assigned_unpaired']:.4f}" if "accuracy_assigned_unpaired" in res else ""
         print(f"{root}: n={res['n']} cells={res['cells']} {_figures(res)} "
-              f"(hungarian {res['accuracy_assigned_hungarian']:.4f}) ({res['crops_per_second']:.0f} crops/s)")
+              f"(hungarian {res['accuracy_assigned_hungarian']:.4f}{unpaired}) ({res['crops_per_second']:.0f} crops/s)")
         res.pop("confusion")
         report["data"][str(root)] = res
-    total = score_predictions(np.concatenate(all_lp), np.concatenate(all_labels), np.concatenate(all_cells))
+    total = score_predictions(np.concatenate(all_lp), np.concatenate(all_labels), np.concatenate(all_cells),
+                              images=None if args.no_pairing else np.concatenate(all_images))
     total["crops_per_second"] = float(n_total / max(elapsed, 1e-9))
     confusion = total.pop("confusion")
     report.update(total)
@@ -272,7 +297,8 @@ def main(argv: list[str]) -> int:
         for line in problems:
             print(f"  {line}")
     if shifts:
-        report["shifts"] = score_shifts(classifier, args.data, args.split, seed, shifts, unshifted)
+        report["shifts"] = score_shifts(classifier, args.data, args.split, seed, shifts, unshifted,
+                                        pairing=not args.no_pairing)
     if args.json:
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)

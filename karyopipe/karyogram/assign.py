@@ -194,7 +194,8 @@ class KaryotypeCall:
         Per object: ``"uncertain"``, ``"unassigned"``, ``"extra_copy"``,
         ``"reassigned"`` (label differs from the classifier's top class),
         ``"length_outlier"``, ``"no_length"`` (NaN or non-positive length given),
-        ``"polarity_uncertain"``.
+        ``"polarity_uncertain"``, ``"paired_by_banding"`` (moved by homolog pairing,
+        see ``pair_log_odds``).
     karyotype : str
         ISCN numerical karyotype (``"47,XX,+21"``); ``""`` when not callable.
     abnormalities : list of Abnormality
@@ -378,6 +379,8 @@ def assign_karyotype(
     uncertain_below: float = 0.9,
     min_objects: int = MIN_OBJECTS,
     max_objects: int = MAX_OBJECTS,
+    pair_log_odds=None,
+    pairing_weight: float = 1.0,
 ) -> KaryotypeCall:
     """Assign every chromosome of a cell to a class, jointly, and call the karyotype.
 
@@ -432,6 +435,15 @@ def assign_karyotype(
         BENCHMARKS.md), so 0.9 flags objects with a >= 10 % chance of being wrong.
     min_objects, max_objects : int
         Outside this range no karyotype is called (the labels are still given).
+    pair_log_odds : array_like, shape (n, n), optional
+        Log-likelihood ratio that two objects are homologs, from how alike
+        their bands are (:func:`karyopipe.karyogram.pairing.homolog_log_odds`).
+        Given, the assignment is refined by swapping objects between classes
+        (:func:`karyopipe.karyogram.pairing.refine_homologs`); counts, and so
+        the karyotype string, do not change. Moved objects are flagged
+        ``"paired_by_banding"`` and their confidence is that of the swap.
+    pairing_weight : float
+        Weight of ``pair_log_odds`` against the per-object costs.
 
     Returns
     -------
@@ -505,11 +517,22 @@ def assign_karyotype(
     best_cost, slot_of = results[best]
     s = slots[best]
     labels = s.cls[slot_of].astype(int)
-    in_gain = s.kind[slot_of] == 1
 
     call_ok = min_objects <= n <= max_objects
+    paired: dict[int, float] = {}
+    if pair_log_odds is not None and call_ok:
+        pair_log_odds = np.asarray(pair_log_odds, dtype=float)
+        if pair_log_odds.shape != (n, n):
+            raise ValueError(f"pair_log_odds must have shape ({n}, {n}), got {pair_log_odds.shape}")
+        from karyopipe.karyogram.pairing import refine_homologs
+
+        labels, paired = refine_homologs(obj_cost, labels, pair_log_odds, weight=pairing_weight)
+        slot_of = _follow_swaps(slot_of, s.cls, labels)
+    in_gain = s.kind[slot_of] == 1
     if call_ok:
         confidence = _label_confidence(obj_cost, s, slot_of, best_cost)
+        for i, gain in paired.items():
+            confidence[i] = _sigmoid(gain)
     else:
         # No call to protect: the per-object posterior is enough, and cheap for hundreds of objects.
         post = np.exp(log_softmax(-obj_cost, axis=1))
@@ -528,6 +551,8 @@ def assign_karyotype(
             flags[i].append("extra_copy")
         if labels[i] != top[i]:
             flags[i].append("reassigned")
+        if i in paired:
+            flags[i].append("paired_by_banding")
         if no_length[i]:
             flags[i].append("no_length")
         elif length_weight and np.isfinite(scale) and \
@@ -569,6 +594,16 @@ def _sex_odds(costs: dict[str, float], hyp: Hypothesis, hypotheses) -> tuple[flo
         return confidence, ""
     runner_up = min(others, key=lambda h: costs[h.name])
     return confidence, "X" * runner_up.n_x + "Y" * runner_up.n_y
+
+
+def _follow_swaps(slot_of: np.ndarray, slot_class: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Slots after objects swapped classes: each object takes a slot its new class held before."""
+    slot_of = slot_of.copy()
+    moved = np.flatnonzero(slot_class[slot_of] != labels)
+    free = {int(k): [int(slot_of[i]) for i in moved if slot_class[slot_of[i]] == k] for k in set(labels[moved].tolist())}
+    for i in moved:
+        slot_of[i] = free[int(labels[i])].pop()
+    return slot_of
 
 
 def _cost_matrix(obj_cost: np.ndarray, s: _Slots) -> np.ndarray:
