@@ -53,6 +53,13 @@ def add_rescue_argument(parser) -> None:
                              "off unless given (BENCHMARKS.md, End to end)")
 
 
+def add_pairing_argument(parser) -> None:
+    """``--no-pairing``, shared by the commands that assign karyotypes with the shipped weights."""
+    parser.add_argument("--no-pairing", action="store_true",
+                        help="assign without the evidence of how alike two chromosomes' bands are "
+                             "(homolog pairing, karyopipe.karyogram.pairing)")
+
+
 def _usage() -> str:
     from karyopipe import __version__
 

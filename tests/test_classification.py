@@ -186,13 +186,16 @@ def test_train_and_eval_cli_on_toy_folder(tmp_path, capsys):
     assert evaluate.main([str(data), "--weights", str(run / "weights.pth"), "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     for key in ("accuracy", "accuracy_assigned", "n", "cells", "per_class", "crops_per_second",
-                "accuracy_ci95", "accuracy_assigned_ci95"):
+                "accuracy_ci95", "accuracy_assigned_ci95", "accuracy_assigned_unpaired"):
         assert key in report
+    assert report["assigner"].endswith("+ pairing")
     assert report["n"] == 48 and report["cells"] == 6
     assert any("stray.png" in p for p in report["problems"])
     assert (out.parent / "metrics_confusion.png").is_file()
-    assert evaluate.main([str(data), "--weights", str(run / "weights.pth"), "--split", "test"]) == 0
-    assert "n=8 cells=1" in capsys.readouterr().out  # 0.2 of 6 cells rounds to 1 held-out test cell
+    assert "unpaired" in capsys.readouterr().out
+    assert evaluate.main([str(data), "--weights", str(run / "weights.pth"), "--split", "test", "--no-pairing"]) == 0
+    printed = capsys.readouterr().out
+    assert "n=8 cells=1" in printed and "unpaired" not in printed  # 0.2 of 6 cells rounds to 1 held-out test cell
 
 
 def test_cli_reports_missing_data_on_one_line(tmp_path, capsys):

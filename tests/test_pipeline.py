@@ -284,6 +284,11 @@ def test_precision_and_chromosome_width_reach_the_segmenter_and_the_report():
     assert build_parser().parse_args(["s.png"]).zoom_look is None
     with pytest.raises(ValueError, match="zoom_look"):
         KaryoPipeline.from_pretrained(zoom_look=0.8)
+    # Homolog pairing by banding: on by default, recorded with the karyogram stage, off with --no-pairing.
+    assert pipe.pairing and pipe.stages["karyogram"]["pairing"] is True
+    assert build_parser().parse_args(["s.png", "--no-pairing"]).no_pairing
+    unpaired = KaryoPipeline.from_pretrained(pairing=False)
+    assert not unpaired.pairing and unpaired.stages["karyogram"]["pairing"] is False
 
 
 class _Geometry:
@@ -292,6 +297,7 @@ class _Geometry:
     def __init__(self, cls):
         self.cls, self.length_px, self.centromere_index, self.polarity_confidence = cls, float("nan"), float("nan"), 1.0
         self.flags = []
+        self.straightened = np.zeros((24, 8), np.float32)  # no bands: homolog pairing has nothing to go on
 
 
 class _ByClass:

@@ -213,6 +213,13 @@ def _crop_to_content(image: np.ndarray) -> np.ndarray:
     return image[ys.min(): ys.max() + 1, xs.min(): xs.max() + 1]
 
 
+def geometry_images(geoms: list, size: tuple[int, int] = (64, 32)) -> np.ndarray:
+    """Straightened chromosomes (p-arm up), cropped to content and fitted to ``size``: shape (n, L, W), float32."""
+    images = [fit_canvas(_crop_to_content(np.clip(np.asarray(g.straightened, dtype=np.float32), 0, None)), size)
+              for g in geoms]
+    return np.stack(images) if images else np.zeros((0, *size), np.float32)
+
+
 def prepare_geometries(geoms: list, size: tuple[int, int] = (64, 32), reference=None) -> tuple[np.ndarray, np.ndarray]:
     """Classifier inputs from :class:`karyopipe.geometry.ChromosomeGeometry` of one cell.
 
@@ -224,16 +231,15 @@ def prepare_geometries(geoms: list, size: tuple[int, int] = (64, 32), reference=
     from karyopipe.geometry import cell_features
     from karyopipe.geometry.features import reference_mask
 
-    images, measures = [], []
+    measures = []
     for g in geoms:
         straight = np.clip(np.asarray(g.straightened, dtype=np.float32), 0, None)
-        images.append(fit_canvas(_crop_to_content(straight), size))
         fg = straight > 0
         length = float(g.length_px) if g.length_px > 0 else float(straight.shape[0])
         area = float(g.area_px) if g.area_px > 0 else float(fg.sum())
         measures.append({"length_px": length, "area_px": area, "intensity": float(straight[fg].sum()),
                          "width_px": area / max(length, 1e-6)})
-    images = np.stack(images) if images else np.zeros((0, *size), np.float32)
+    images = geometry_images(geoms, size)
     ref = reference_mask(reference, len(geoms))
     geo = np.asarray(cell_features(geoms, reference=ref), dtype=np.float32).reshape(len(geoms), -1)
     features = np.concatenate([fallback_cell_features(measures, ref), np.nan_to_num(geo)], axis=1)

@@ -135,32 +135,25 @@ def refine_homologs(obj_cost: np.ndarray, labels: np.ndarray, log_odds: np.ndarr
     assigned = np.flatnonzero(labels > 0)
     if weight <= 0 or len(assigned) < 4:
         return labels, gains
-    # A swap can gain at most this much pairing evidence; costlier swaps are skipped unscored.
-    bound = 4 * weight * float(np.ptp(log_odds)) if log_odds.size else 0.0
+    odds = np.asarray(log_odds, float)[np.ix_(assigned, assigned)]
+    cost = obj_cost[assigned]
     for _ in range(max_swaps):
-        own = obj_cost[assigned, labels[assigned] - 1]
-        members = {k: assigned[labels[assigned] == k] for k in set(labels[assigned].tolist())}
-        pair_now = np.array([log_odds[i, members[labels[i]][members[labels[i]] != i]].sum() for i in assigned])
-        best, best_gain = None, 1e-9
-        for a in range(len(assigned)):
-            i = assigned[a]
-            for b in range(a + 1, len(assigned)):
-                j = assigned[b]
-                ki, kj = labels[i], labels[j]
-                if ki == kj:
-                    continue
-                linear = obj_cost[i, kj - 1] + obj_cost[j, ki - 1] - own[a] - own[b]
-                if linear - bound >= best_gain:
-                    continue
-                # i takes j's place among j's mates and j takes i's; no other pair changes.
-                pair_new = (float(log_odds[i, members[kj][members[kj] != j]].sum())
-                            + float(log_odds[j, members[ki][members[ki] != i]].sum()))
-                gain = weight * (pair_new - pair_now[a] - pair_now[b]) - linear
-                if gain > best_gain:
-                    best, best_gain = (i, j), gain
-        if best is None:
+        cls = labels[assigned] - 1
+        # cost_in[a, b]: object a in b's class. Swapping a and b costs, in the per-object terms,
+        own = cost[np.arange(len(assigned)), cls]
+        cost_in = cost[:, cls]
+        linear = cost_in + cost_in.T - own[:, None] - own[None, :]
+        # and gains in pairing: a leaves its mates for b's (less b itself), and b the other way round.
+        with_class = odds @ np.eye(obj_cost.shape[1])[cls]  # [a, k]: a's log-odds summed over class k
+        mates_now = with_class[np.arange(len(assigned)), cls]
+        mates_new = with_class[:, cls] - odds
+        pairing = mates_new + mates_new.T - mates_now[:, None] - mates_now[None, :]
+        gain = weight * pairing - linear
+        gain[cls[:, None] == cls[None, :]] = -np.inf
+        a, b = np.unravel_index(np.argmax(gain), gain.shape)
+        if not gain[a, b] > 1e-9:
             break
-        i, j = best
+        i, j = assigned[a], assigned[b]
         labels[i], labels[j] = labels[j], labels[i]
-        gains[int(i)] = gains[int(j)] = best_gain
+        gains[int(i)] = gains[int(j)] = float(gain[a, b])
     return labels, gains

@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from karyopipe.cli import add_precision_argument, add_rescue_argument
+from karyopipe.cli import add_pairing_argument, add_precision_argument, add_rescue_argument
 from karyopipe.io import is_image_path
 
 
@@ -47,6 +47,7 @@ def build_parser(prog: str = "karyopipe infer") -> argparse.ArgumentParser:
     p.add_argument("--polarity", choices=("fluorescence", "brightfield"), default=None,
                    help="force the input polarity (default: detected per image; G-band is brightfield, Q-band fluorescence)")
     add_rescue_argument(p)
+    add_pairing_argument(p)
     p.add_argument("--case", action="store_true",
                    help="the spreads are cells of one patient: also write OUT/case.json with the modal karyotype and "
                         "the changes that meet ISCN's clone criteria (karyopipe.karyogram.case)")
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
 
     pipe = KaryoPipeline.from_pretrained(args.seg_weights, args.cls_weights, device=args.device, precision=args.precision,
                                          chromosome_width=args.chromosome_width, rescue=not args.no_rescue,
-                                         zoom_look=args.zoom_look)
+                                         zoom_look=args.zoom_look, pairing=not args.no_pairing)
     for name, info in pipe.stages.items():
         if info.get("fallback"):
             print(f"karyopipe infer: {info['reason']}", file=sys.stderr)

@@ -287,7 +287,7 @@ class KaryoPipeline:
 
     def __init__(self, segmenter=None, classifier=None, device: str = "cpu", stages: dict | None = None,
                  rescue_below: float | None = None, rescue_floor: float | None = None,
-                 zoom_look: float | None = None):
+                 zoom_look: float | None = None, pairing: bool = True):
         self.segmenter = segmenter
         self.classifier = classifier
         self.device = device
@@ -298,18 +298,21 @@ class KaryoPipeline:
         self.rescue_floor = rescue_floor
         # The zoomed look for merged chromosomes (ZOOM_LOOK); None turns it off.
         self.zoom_look = zoom_look
+        # Homolog pairing by banding profile in the assignment (karyopipe.karyogram.pairing).
+        self.pairing = pairing
         self.stages = dict(stages or {})
         self.stages.setdefault("segmentation", {"model": "mask_rcnn"} if segmenter is not None else
                                {"model": "watershed", "fallback": True, "reason": "no segmenter given"})
         self.stages.setdefault("classification", {"model": "hybrid_resnet"} if classifier is not None else
                                {"model": None, "fallback": True, "reason": "no classifier given"})
         self.stages.setdefault("geometry", {"model": "karyopipe.geometry.analyze_chromosome"})
-        self.stages.setdefault("karyogram", {"model": "karyopipe.karyogram.assign_karyotype"})
+        self.stages.setdefault("karyogram", {"model": "karyopipe.karyogram.assign_karyotype", "pairing": bool(pairing)})
 
     @classmethod
     def from_pretrained(cls, seg_weights=None, cls_weights=None, device: str = "cpu", verbose: bool = False,
                         precision: str = "float32", chromosome_width: float | None = None,
-                        rescue: bool = True, zoom_look: float | None = None) -> "KaryoPipeline":
+                        rescue: bool = True, zoom_look: float | None = None,
+                        pairing: bool = True) -> "KaryoPipeline":
         """Load the shipped (or given) weights; a missing file degrades that stage instead of failing.
 
         Parameters
@@ -338,6 +341,9 @@ class KaryoPipeline:
             times larger (:data:`ZOOM_LOOK` is the factor measured) for touching
             chromosomes detected as one; each part taken is flagged ``"split"``.
             Off by default: see BENCHMARKS.md, End to end.
+        pairing : bool
+            Pair homologs by how alike their bands are, as well as by their
+            classes (:mod:`karyopipe.karyogram.pairing`).
         """
         import sys
 
@@ -394,7 +400,7 @@ class KaryoPipeline:
                 if info.get("fallback"):
                     print(f"karyopipe: {info['reason']}", file=sys.stderr)
         return cls(segmenter, classifier, device, stages, rescue_below=rescue_below, rescue_floor=rescue_floor,
-                   zoom_look=zoom)
+                   zoom_look=zoom, pairing=pairing)
 
     # -- stages ---------------------------------------------------------------
     @staticmethod
@@ -592,12 +598,13 @@ class KaryoPipeline:
             return np.asarray(self.classifier.predict_cell(list(geometries)), np.float32)
         return np.asarray(self.classifier.predict_cell(list(geometries), reference=reference), np.float32)
 
-    @staticmethod
-    def assign(log_probs, geometries, junk_prior=None):
+    def assign(self, log_probs, geometries, junk_prior=None):
         """:class:`karyopipe.karyogram.KaryotypeCall` of one cell, or None without log-probs.
 
         ``junk_prior``: one value or one per object (:meth:`junk_prior`); default
-        :data:`karyopipe.karyogram.assign.JUNK_PRIOR`.
+        :data:`karyopipe.karyogram.assign.JUNK_PRIOR`. With :attr:`pairing`, how
+        alike the chromosomes' bands are pairs homologs too
+        (:mod:`karyopipe.karyogram.pairing`).
         """
         if log_probs is None:
             return None
@@ -605,8 +612,14 @@ class KaryoPipeline:
         from karyopipe.karyogram.assign import JUNK_PRIOR
 
         lengths, ci, pc = geometry_measures(geometries)
+        odds = None
+        if self.pairing and geometries:
+            from karyopipe.classification.preprocess import geometry_images
+            from karyopipe.karyogram.pairing import banding_profiles, homolog_log_odds
+
+            odds = homolog_log_odds(banding_profiles(geometry_images(geometries)))
         return assign_karyotype(log_probs, lengths, ci, polarity_confidence=pc,
-                                junk_prior=JUNK_PRIOR if junk_prior is None else junk_prior)
+                                junk_prior=JUNK_PRIOR if junk_prior is None else junk_prior, pair_log_odds=odds)
 
     def junk_prior(self, instances):
         """Per-object junk priors from the detection scores, when the segmenter's weights carry a calibration.

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from karyopipe.cli import add_precision_argument, add_rescue_argument
+from karyopipe.cli import add_pairing_argument, add_precision_argument, add_rescue_argument
 from karyopipe.stats import format_interval, product_interval, rate_interval
 
 IOU_THRESH = 0.5
@@ -252,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_precision_argument(p)
     p.add_argument("--limit", type=int, default=0, help="score only the first N spreads")
     add_rescue_argument(p)
+    add_pairing_argument(p)
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -271,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     confidence = _label_confidence(data)
     pipe = KaryoPipeline.from_pretrained(args.seg_weights, args.cls_weights, device=args.device, precision=args.precision,
                                          rescue=not args.no_rescue,
-                                         zoom_look=args.zoom_look)
+                                         zoom_look=args.zoom_look, pairing=not args.no_pairing)
     for info in pipe.stages.values():
         if info.get("fallback"):
             print(f"karyopipe eval-e2e: {info['reason']}", file=sys.stderr)
