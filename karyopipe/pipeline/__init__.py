@@ -7,7 +7,8 @@
 >>> result.save("out/spread")                                 # doctest: +SKIP
 
 Command line: ``karyopipe infer SPREAD [SPREAD ...] --out DIR`` (:mod:`karyopipe.pipeline.cli`),
-``karyopipe eval-e2e DATA`` (:mod:`karyopipe.pipeline.evaluate`).
+``karyopipe eval-e2e DATA`` (:mod:`karyopipe.pipeline.evaluate`), ``karyopipe review REPORT --set ID=CLASS``
+(:mod:`karyopipe.pipeline.review`: a reviewer's corrections, the karyogram redrawn).
 """
 from karyopipe.pipeline.core import ChromosomeResult, KaryoPipeline, KaryotypeResult
 from karyopipe.pipeline.overlay import draw_overlay
