@@ -17,6 +17,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "infer": ("karyopipe.pipeline.cli", "run the full pipeline on spreads: overlay, karyogram, report"),
     "review": ("karyopipe.pipeline.review", "apply a reviewer's corrections to an infer report and redraw the karyogram"),
+    "case": ("karyopipe.pipeline.case", "one patient's case (modal karyotype, ISCN clones) from its cells' reports"),
     "data-summary": ("karyopipe.data.summary", "summarise any supported dataset: format, images, cells, classes, problems"),
     "synth": ("karyopipe.synth.cli", "generate synthetic spreads with exact ground truth (COCO)"),
     "bench-geometry": ("karyopipe.geometry.bench", "benchmark axis, centromere and straightening on synthetic chromosomes"),

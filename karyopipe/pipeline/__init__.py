@@ -8,7 +8,8 @@
 
 Command line: ``karyopipe infer SPREAD [SPREAD ...] --out DIR`` (:mod:`karyopipe.pipeline.cli`),
 ``karyopipe eval-e2e DATA`` (:mod:`karyopipe.pipeline.evaluate`), ``karyopipe review REPORT --set ID=CLASS``
-(:mod:`karyopipe.pipeline.review`: a reviewer's corrections, the karyogram redrawn).
+(:mod:`karyopipe.pipeline.review`: a reviewer's corrections, the karyogram redrawn), ``karyopipe case DIR``
+(:mod:`karyopipe.pipeline.case`: the case from its cells' reports, reviewed ones first).
 """
 from karyopipe.pipeline.core import ChromosomeResult, KaryoPipeline, KaryotypeResult
 from karyopipe.pipeline.overlay import draw_overlay
