@@ -93,3 +93,13 @@ def test_save_png_and_svg(tmp_path):
     save_karyogram(tmp_path / "k.svg", picture)
     assert Image.open(tmp_path / "k.png").size == (picture.shape[1], picture.shape[0])
     assert (tmp_path / "k.svg").read_text().startswith("<svg")
+
+
+def test_object_ids_are_written_under_the_chromosomes_for_review():
+    images, call = _cell("46,XY")
+    with_ids = draw_karyogram(images, call, ideogram=False)
+    without = draw_karyogram(images, call, ideogram=False, ids=False)
+    # Each of the four rows gains a line of ids, in the grey ink that is neither chromosome nor label.
+    assert with_ids.shape[0] == without.shape[0] + 4 * 12
+    grey = np.all(np.abs(with_ids.astype(int) - 120) < 30, axis=2).sum()
+    assert grey > np.all(np.abs(without.astype(int) - 120) < 30, axis=2).sum() + 200

@@ -26,6 +26,7 @@ KARYOGRAM_ROWS: tuple[tuple[int, ...], ...] = (
 _INK = (20, 20, 20)
 _WARN = (210, 40, 30)
 _EXTRA = (30, 90, 200)
+_ID_INK = (120, 120, 120)  # object ids: readable on the white G and the black Q background, quieter than the labels
 
 
 @functools.lru_cache(maxsize=1)
@@ -89,7 +90,7 @@ def _display(img: np.ndarray, banding: str) -> np.ndarray:
 
 
 def draw_karyogram(straightened, call, *, centromere_t=None, banding: str = "g", title: str | None = None,
-                   max_chromosome_px: int = 220, ideogram: bool = True) -> np.ndarray:
+                   max_chromosome_px: int = 220, ideogram: bool = True, ids: bool = True) -> np.ndarray:
     """Draw a cell's karyogram.
 
     Parameters
@@ -111,6 +112,9 @@ def draw_karyogram(straightened, call, *, centromere_t=None, banding: str = "g",
         Height of the longest chromosome in the picture.
     ideogram : bool
         Draw the hg38 ideogram beside each pair.
+    ids : bool
+        Write each chromosome's object id (``#12``, as in the overlay) under it,
+        so that a reviewer can name it in a correction (``karyopipe review --set 12=7``).
 
     Returns
     -------
@@ -153,7 +157,8 @@ def draw_karyogram(straightened, call, *, centromere_t=None, banding: str = "g",
     gap = max(3, chrom_w // 6)
     ideo_w = max(7, chrom_w // 2) if ideogram else 0
     pair_gap = max(14, chrom_w // 2)
-    label_h = 22
+    id_h = 12 if ids else 0
+    label_h = 22 + id_h
     # Expected scaled length of a class, for ideograms of empty classes.
     unit = (call.scale * s) if np.isfinite(call.scale) and call.scale > 0 else max_chromosome_px / CHROMOSOMES[1].relative_length
 
@@ -217,6 +222,9 @@ def draw_karyogram(straightened, call, *, centromere_t=None, banding: str = "g",
                     draw.text((x + im.width / 2, top - 4), "?", fill=_WARN, font=_font(12), anchor="md")
                 elif "extra_copy" in flags:
                     draw.text((x + im.width / 2, top - 4), "+", fill=_EXTRA, font=_font(12), anchor="md")
+                if ids:
+                    draw.text((x + im.width / 2, y + above + below + 7), f"#{i}", fill=_ID_INK, font=_font(9),
+                              anchor="ma")
                 x += im.width + gap
             if len(members) < 2:
                 x += (chrom_w + gap) * (2 - len(members))
@@ -225,7 +233,7 @@ def draw_karyogram(straightened, call, *, centromere_t=None, banding: str = "g",
                 x += ideo_w
             line_y = y + above + below + 4
             draw.line([x0, line_y, x, line_y], fill=fg, width=1)
-            draw.text(((x0 + x) / 2, line_y + 3), class_name(k), fill=fg, font=_font(14), anchor="ma")
+            draw.text(((x0 + x) / 2, line_y + 3 + id_h), class_name(k), fill=fg, font=_font(14), anchor="ma")
             x += pair_gap
         y += above + below + label_h + 18
 
