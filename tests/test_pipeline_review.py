@@ -111,3 +111,18 @@ def test_bad_reviews_say_what_is_wrong_in_one_line(report_dir, tmp_path, capsys)
     Image.fromarray(np.zeros((50, 60), np.uint8)).save(tmp_path / "other.png")
     assert review_main([str(tmp_path / "moved.json"), "--image", str(tmp_path / "other.png")]) == 2
     assert "not the same spread" in capsys.readouterr().err
+
+
+def test_a_second_review_updates_the_reviewed_cell_and_keeps_the_first(report_dir, tmp_path):
+    import shutil
+
+    out = report_dir[0]
+    work = tmp_path / "cell"
+    shutil.copytree(out, work)
+    assert review_main([str(work / "report.json"), "--set", "5=1", "--reviewer", "AB"]) == 0
+    reviewed = work.with_name("cell_reviewed")
+    assert review_main([str(reviewed / "report.json"), "--set", "6=2", "--reviewer", "CD"]) == 0
+    assert not (tmp_path / "cell_reviewed_reviewed").exists()
+    record = json.loads((reviewed / "report.json").read_text())["stages"]["review"]
+    assert record["reviewer"] == "CD" and record["machine_karyotype"] == "47,XX,+21"
+    assert [r["reviewer"] for r in record["earlier"]] == ["AB"] and record["earlier"][0]["corrections"][0]["id"] == 5

@@ -20,7 +20,7 @@ import json
 import sys
 from pathlib import Path
 
-REVIEWED_SUFFIX = "_reviewed"
+from karyopipe.pipeline.review import REVIEWED_SUFFIX
 
 
 def find_reports(inputs) -> tuple[dict[str, Path], list[str]]:

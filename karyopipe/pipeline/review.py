@@ -35,6 +35,8 @@ from karyopipe.classes import CLASS_NAMES, NUM_CLASSES, X, Y
 
 #: Flags of objects the reviewer changed.
 SET_FLAG, DROP_FLAG = "set_by_reviewer", "dropped_by_reviewer"
+#: A cell's reviewed outputs go to its folder's name plus this (``karyopipe case`` reads it).
+REVIEWED_SUFFIX = "_reviewed"
 
 
 class ReviewError(ValueError):
@@ -193,6 +195,8 @@ def review(report_path, changes: dict[int, int], image=None, reviewer: str = "")
     lengths = [g.length_px for g in geometries]
     call = counted_call(labels, confidence, flags, lengths)
     machine = report.get("karyotype") or "no call"
+    if "review" in report.get("stages", {}):
+        machine = f"reviewed {machine}"
     if made:
         call.statement += (f" {len(made)} correction(s) by the reviewer to karyopipe's {machine}: "
                            + ", ".join(f"object {m['id']} {m['from']} -> {m['to']}" for m in made) + ".")
@@ -209,8 +213,13 @@ def review(report_path, changes: dict[int, int], image=None, reviewer: str = "")
             centromere_index=_float(r.get("centromere_index")), polarity_confidence=_float(r.get("polarity_confidence")),
             flags=sorted(set(f)), geometry=g))
     stages = dict(report.get("stages", {}))
-    stages["review"] = {"machine_karyotype": report.get("karyotype", ""), "corrections": made,
-                        "reviewer": reviewer, "date": _dt.date.today().isoformat(), "report": str(report_path)}
+    # A second review of a reviewed report keeps the first: the machine's call and every earlier round.
+    earlier = stages.get("review")
+    stages["review"] = {"machine_karyotype": earlier["machine_karyotype"] if earlier else report.get("karyotype", ""),
+                        "corrections": made, "reviewer": reviewer, "date": _dt.date.today().isoformat(),
+                        "report": str(report_path),
+                        "earlier": (earlier.get("earlier", []) + [{k: v for k, v in earlier.items() if k != "earlier"}])
+                        if earlier else []}
     return KaryotypeResult(
         source=str(source), image=gray, polarity=polarity, chromosomes=chromosomes, karyotype=call.karyotype,
         statement=call.statement, abnormalities=[_abn(a) for a in call.abnormalities], sex=call.sex,
@@ -231,7 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="object ID is not a chromosome (debris, a nucleus, a piece counted twice); repeatable")
     p.add_argument("--image", default=None, help="the spread, when the report's source path is not found from here")
     p.add_argument("--reviewer", default="", help="name or initials recorded with the corrections")
-    p.add_argument("--out", default=None, help="output folder (default: the report's folder + '_reviewed')")
+    p.add_argument("--out", default=None, help="output folder (default: the report's folder + '_reviewed'; a reviewed "
+                                                "report is updated in its own folder, earlier rounds kept in its record)")
     return p
 
 
@@ -246,7 +256,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"karyopipe review: {exc}", file=sys.stderr)
         return 2
     report_dir = Path(args.report).parent
-    out = Path(args.out) if args.out else report_dir.with_name(report_dir.name + "_reviewed")
+    # A reviewed cell stays in its one _reviewed folder, which karyopipe case reads for it.
+    out = Path(args.out) if args.out else (report_dir if report_dir.name.endswith(REVIEWED_SUFFIX)
+                                           else report_dir.with_name(report_dir.name + REVIEWED_SUFFIX))
     result.save(out)
     print(f"{result.karyotype}  ({len(result.stages['review']['corrections'])} correction(s)); wrote {out}/")
     print(result.statement)
