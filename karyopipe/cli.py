@@ -56,10 +56,10 @@ def add_rescue_argument(parser) -> None:
 
 
 def add_pairing_argument(parser) -> None:
-    """``--no-pairing``, shared by the commands that assign karyotypes with the shipped weights."""
-    parser.add_argument("--no-pairing", action="store_true",
-                        help="assign without the evidence of how alike two chromosomes' bands are "
-                             "(homolog pairing, karyopipe.karyogram.pairing)")
+    """``--pairing``, shared by the commands that assign karyotypes with the shipped weights."""
+    parser.add_argument("--pairing", action="store_true",
+                        help="also pair homologs by how alike their bands are (karyopipe.karyogram.pairing); "
+                             "off by default: it costs accuracy under lab shifts (BENCHMARKS.md, Classification)")
 
 
 def _usage() -> str:

@@ -183,7 +183,7 @@ def test_train_and_eval_cli_on_toy_folder(tmp_path, capsys):
     with pytest.raises(ValueError, match="held out .* use the split the weights were trained with"):
         train.main(argv_leak + ["--split-seed", "3", "--out", str(tmp_path / "leak")])
     out = tmp_path / "eval" / "metrics.json"
-    assert evaluate.main([str(data), "--weights", str(run / "weights.pth"), "--json", str(out)]) == 0
+    assert evaluate.main([str(data), "--weights", str(run / "weights.pth"), "--json", str(out), "--pairing"]) == 0
     report = json.loads(out.read_text())
     for key in ("accuracy", "accuracy_assigned", "n", "cells", "per_class", "crops_per_second",
                 "accuracy_ci95", "accuracy_assigned_ci95", "accuracy_assigned_unpaired"):
@@ -193,7 +193,7 @@ def test_train_and_eval_cli_on_toy_folder(tmp_path, capsys):
     assert any("stray.png" in p for p in report["problems"])
     assert (out.parent / "metrics_confusion.png").is_file()
     assert "unpaired" in capsys.readouterr().out
-    assert evaluate.main([str(data), "--weights", str(run / "weights.pth"), "--split", "test", "--no-pairing"]) == 0
+    assert evaluate.main([str(data), "--weights", str(run / "weights.pth"), "--split", "test"]) == 0
     printed = capsys.readouterr().out
     assert "n=8 cells=1" in printed and "unpaired" not in printed  # 0.2 of 6 cells rounds to 1 held-out test cell
 

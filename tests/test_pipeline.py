@@ -284,11 +284,11 @@ def test_precision_and_chromosome_width_reach_the_segmenter_and_the_report():
     assert build_parser().parse_args(["s.png"]).zoom_look is None
     with pytest.raises(ValueError, match="zoom_look"):
         KaryoPipeline.from_pretrained(zoom_look=0.8)
-    # Homolog pairing by banding: on by default, recorded with the karyogram stage, off with --no-pairing.
-    assert pipe.pairing and pipe.stages["karyogram"]["pairing"] is True
-    assert build_parser().parse_args(["s.png", "--no-pairing"]).no_pairing
-    unpaired = KaryoPipeline.from_pretrained(pairing=False)
-    assert not unpaired.pairing and unpaired.stages["karyogram"]["pairing"] is False
+    # Homolog pairing by banding: opt-in (it costs accuracy under lab shifts), recorded with the karyogram stage.
+    assert not pipe.pairing and pipe.stages["karyogram"]["pairing"] is False
+    assert build_parser().parse_args(["s.png", "--pairing"]).pairing and not build_parser().parse_args(["s.png"]).pairing
+    paired = KaryoPipeline.from_pretrained(pairing=True)
+    assert paired.pairing and paired.stages["karyogram"]["pairing"] is True
 
 
 class _Geometry:

@@ -176,7 +176,7 @@ def predict_eval_arrays(root, classifier, split=None, seed=0, shift=None, unshif
     return shown, log_probs, time.perf_counter() - start
 
 
-def evaluate(classifier, arrays, log_probs=None, seconds=None, pairing=True) -> dict:
+def evaluate(classifier, arrays, log_probs=None, seconds=None, pairing=False) -> dict:
     """Score a :class:`~karyopipe.classification.Classifier` on preprocessed :class:`CellArrays`.
 
     Pass ``log_probs`` (and the ``seconds`` they took) when they are already
@@ -207,12 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shift", default=None, metavar="NAMES",
                    help="also score under lab shifts, 'all' or a comma list of: "
                         + ", ".join(LAB_SHIFTS) + " (karyopipe.classification.shift)")
-    p.add_argument("--no-pairing", action="store_true",
-                   help="assign without the homolog-pairing evidence of banding profiles (karyopipe.karyogram.pairing)")
+    p.add_argument("--pairing", action="store_true",
+                   help="also assign with the homolog-pairing evidence of banding profiles (karyopipe.karyogram.pairing); "
+                        "accuracy_assigned_unpaired then gives the figure without it")
     return p
 
 
-def score_shifts(classifier, roots, split, seed, names, unshifted=None, pairing=True) -> dict:
+def score_shifts(classifier, roots, split, seed, names, unshifted=None, pairing=False) -> dict:
     """Accuracy per lab shift and data folder: ``{shift: {root: {n, accuracy, accuracy_assigned}}}``.
 
     ``unshifted`` maps ``str(root)`` to each member's unshifted arrays
@@ -237,14 +238,16 @@ def score_shifts(classifier, roots, split, seed, names, unshifted=None, pairing=
     return table
 
 
-def _score_one_shift(classifier, roots, split, seed, name, unshifted, pairing=True) -> dict:
+def _score_one_shift(classifier, roots, split, seed, name, unshifted, pairing=False) -> dict:
     rows = {}
     for root in roots:
         arrays, log_probs, _ = predict_eval_arrays(root, classifier, split, seed, shift=name, unshifted=unshifted[str(root)])
         res = score_predictions(log_probs, arrays.labels, arrays.groups, images=arrays.images if pairing else None)
-        rows[str(root)] = {k: res[k] for k in ("n", "accuracy", "accuracy_assigned")}
+        rows[str(root)] = {k: res[k] for k in ("n", "accuracy", "accuracy_assigned", "accuracy_assigned_unpaired")
+                           if k in res}
+        unpaired = f" (unpaired {res['accuracy_assigned_unpaired']:.4f})" if "accuracy_assigned_unpaired" in res else ""
         print(f"shift {name:12s} {root}: accuracy={res['accuracy']:.4f} "
-              f"accuracy_assigned={res['accuracy_assigned']:.4f}", flush=True)
+              f"accuracy_assigned={res['accuracy_assigned']:.4f}{unpaired}", flush=True)
     return rows
 
 
@@ -271,7 +274,7 @@ def main(argv: list[str]) -> int:
         if shifts:
             unshifted[str(root)] = member_arrays
         arrays, log_probs, seconds = predict_eval_arrays(root, classifier, args.split, seed, unshifted=member_arrays)
-        res = evaluate(classifier, arrays, log_probs, seconds, pairing=not args.no_pairing)
+        res = evaluate(classifier, arrays, log_probs, seconds, pairing=args.pairing)
         elapsed += res["n"] / max(res["crops_per_second"], 1e-9)
         n_total += res["n"]
         all_lp.append(res.pop("log_probs"))
@@ -285,7 +288,7 @@ def main(argv: list[str]) -> int:
         res.pop("confusion")
         report["data"][str(root)] = res
     total = score_predictions(np.concatenate(all_lp), np.concatenate(all_labels), np.concatenate(all_cells),
-                              images=None if args.no_pairing else np.concatenate(all_images))
+                              images=np.concatenate(all_images) if args.pairing else None)
     total["crops_per_second"] = float(n_total / max(elapsed, 1e-9))
     confusion = total.pop("confusion")
     report.update(total)
@@ -298,7 +301,7 @@ def main(argv: list[str]) -> int:
             print(f"  {line}")
     if shifts:
         report["shifts"] = score_shifts(classifier, args.data, args.split, seed, shifts, unshifted,
-                                        pairing=not args.no_pairing)
+                                        pairing=args.pairing)
     if args.json:
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)

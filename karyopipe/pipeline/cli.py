@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
 
     pipe = KaryoPipeline.from_pretrained(args.seg_weights, args.cls_weights, device=args.device, precision=args.precision,
                                          chromosome_width=args.chromosome_width, rescue=not args.no_rescue,
-                                         zoom_look=args.zoom_look, pairing=not args.no_pairing)
+                                         zoom_look=args.zoom_look, pairing=args.pairing)
     for name, info in pipe.stages.items():
         if info.get("fallback"):
             print(f"karyopipe infer: {info['reason']}", file=sys.stderr)

@@ -287,7 +287,7 @@ class KaryoPipeline:
 
     def __init__(self, segmenter=None, classifier=None, device: str = "cpu", stages: dict | None = None,
                  rescue_below: float | None = None, rescue_floor: float | None = None,
-                 zoom_look: float | None = None, pairing: bool = True):
+                 zoom_look: float | None = None, pairing: bool = False):
         self.segmenter = segmenter
         self.classifier = classifier
         self.device = device
@@ -312,7 +312,7 @@ class KaryoPipeline:
     def from_pretrained(cls, seg_weights=None, cls_weights=None, device: str = "cpu", verbose: bool = False,
                         precision: str = "float32", chromosome_width: float | None = None,
                         rescue: bool = True, zoom_look: float | None = None,
-                        pairing: bool = True) -> "KaryoPipeline":
+                        pairing: bool = False) -> "KaryoPipeline":
         """Load the shipped (or given) weights; a missing file degrades that stage instead of failing.
 
         Parameters
@@ -343,7 +343,8 @@ class KaryoPipeline:
             Off by default: see BENCHMARKS.md, End to end.
         pairing : bool
             Pair homologs by how alike their bands are, as well as by their
-            classes (:mod:`karyopipe.karyogram.pairing`).
+            classes (:mod:`karyopipe.karyogram.pairing`). Off by default: it
+            costs accuracy under lab shifts (BENCHMARKS.md, Classification).
         """
         import sys
 
