@@ -319,3 +319,20 @@ def test_weak_y_evidence_does_not_make_a_female_cell_male():
     assert assign_karyotype(male_log_probs, male_lengths).sex_confidence > 0.99
     with pytest.raises(ValueError, match="y_weight"):
         assign_karyotype(log_probs, y_weight=0.0)
+
+
+def test_a_polyploid_call_on_uncertain_chromosomes_says_it_may_be_fragments():
+    labels, log_probs, lengths = _clean_cell("69,XXY", np.random.default_rng(2))
+    sure = assign_karyotype(log_probs, lengths)
+    assert sure.karyotype == "69,XXY" and "count the chromosomes by eye" not in sure.statement
+    # Each object torn between its class and the next: the 3n fit still wins on counts, but nearly all are uncertain.
+    def torn(labels):
+        lp = np.full((len(labels), 24), np.log(0.02 / 22))
+        lp[np.arange(len(labels)), labels - 1] = lp[np.arange(len(labels)), labels % 22] = np.log(0.49)
+        return lp
+
+    call = assign_karyotype(torn(labels))
+    assert call.ploidy == 3 and "Low confidence" in call.statement
+    assert "count the chromosomes by eye" in call.statement
+    diploid = assign_karyotype(torn(_clean_cell("46,XX", np.random.default_rng(2))[0]))
+    assert diploid.ploidy == 2 and "count the chromosomes by eye" not in diploid.statement

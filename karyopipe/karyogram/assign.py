@@ -768,6 +768,10 @@ def _statement(call: KaryotypeCall, n: int, n_assigned: int, uncertain_below: fl
                  f"{sex_runner_up} ({_SEX_NAMES.get(sex_runner_up, 'abnormal')}); check the X and Y chromosomes.")
     if n_uncertain > 0.25 * max(n_assigned, 1):
         tail += " Low confidence: review the karyogram before reporting."
+        if call.ploidy > 2:
+            # Its p compares the best polyploid and diploid fits only: neither explains a field of fragments.
+            tail += (" With this many uncertain chromosomes a polyploid call is more often chromosomes segmented in "
+                     "pieces, or a second cell in the field, than polyploidy: count the chromosomes by eye.")
     elif any(a.confidence < 0.9 for a in ab):
         tail += " An abnormality is below 0.9 confidence: confirm on more cells."
     return head + tail
