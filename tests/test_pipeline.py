@@ -104,6 +104,13 @@ def test_a_field_of_specks_gets_no_karyotype_call(no_weights):
     assert len(result.chromosomes) > core.MAX_OBJECTS_FOR_A_CALL
     assert result.karyotype == "" and Fake.calls == 0
     assert "more than any metaphase" in result.statement and result.statement in result.warnings
+    assert "--chromosome-width" not in result.statement  # no rescaling happened, so no scale to doubt
+    # Dust measured as chromosomes set a 2.2x scale: the statement names it and the way round it.
+    for speck in specks:
+        speck.extra = {"scale": 2.2283, "chromosome_width": 6.0}
+    result = KaryoPipeline(segmenter=lambda gray: specks, classifier=Fake())(field)
+    assert "measured 6 px wide" in result.statement and "2.2283 times" in result.statement
+    assert "--chromosome-width" in result.statement
 
 
 def test_cli_writes_four_outputs(no_weights, spread_png, tmp_path, capsys):

@@ -667,6 +667,12 @@ class KaryoPipeline:
             statement = (f"{source}: {len(instances)} objects found, more than any metaphase holds "
                          f"(a near-tetraploid cell has 92) - debris, an interphase field or a wrong scale? "
                          f"Objects left unclassified, no karyotype call.")
+            scale = _scale_record(instances)
+            if scale.get("chromosome_width_px") and scale.get("working_scale", 1.0) != 1.0:
+                # Dust measured as chromosomes sets the scale too; say which one was used and how to override it.
+                statement += (f" The chromosomes were measured {scale['chromosome_width_px']:g} px wide, so the spread "
+                              f"was looked at {scale['working_scale']:g} times its size; if they are not, pass "
+                              "--chromosome-width.")
             warnings.append(statement)
         else:
             call = self.assign(log_probs, geometries, self.junk_prior(instances))
