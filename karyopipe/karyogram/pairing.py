@@ -22,6 +22,11 @@ the swap costs in classifier and morphology terms. A swap keeps every
 class's count, so it never changes the karyotype string, only which object
 sits in which pair.
 
+It is opt-in (``assign_karyotype(pair_log_odds=...)``, ``KaryoPipeline(pairing=True)``,
+``--pairing``): on clean val crops it gained 2 crops of 4048, but under the
+imitated lab shifts it lost more than it mended (BENCHMARKS.md, Classification,
+"Homologs look alike").
+
 Examples
 --------
 >>> import numpy as np
