@@ -108,6 +108,14 @@ def test_bad_reviews_say_what_is_wrong_in_one_line(report_dir, tmp_path, capsys)
     (tmp_path / "moved.json").write_text(json.dumps(moved))
     assert review_main([str(tmp_path / "moved.json")]) == 2
     assert "pass --image" in capsys.readouterr().err
+    broken = json.loads(report.read_text())
+    del broken["chromosomes"][2]["polygon"]
+    (tmp_path / "broken.json").write_text(json.dumps(broken))
+    assert review_main([str(tmp_path / "broken.json")]) == 2
+    assert "chromosome entry 2 has no polygon" in capsys.readouterr().err
+    (tmp_path / "list.json").write_text("[1, 2]")
+    assert review_main([str(tmp_path / "list.json")]) == 2
+    assert "not a karyopipe report" in capsys.readouterr().err
     Image.fromarray(np.zeros((50, 60), np.uint8)).save(tmp_path / "other.png")
     assert review_main([str(tmp_path / "moved.json"), "--image", str(tmp_path / "other.png")]) == 2
     assert "not the same spread" in capsys.readouterr().err

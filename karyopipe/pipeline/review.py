@@ -80,9 +80,14 @@ def read_report(path) -> dict:
         raise ReviewError(f"{path}: no such report") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ReviewError(f"{path}: not a readable report.json ({str(exc).splitlines()[0]})") from None
-    missing = [k for k in ("source", "polarity", "chromosomes", "image_shape") if k not in report]
+    missing = [k for k in ("source", "polarity", "chromosomes", "image_shape") if k not in report] \
+        if isinstance(report, dict) else []
     if not isinstance(report, dict) or missing:
         raise ReviewError(f"{path}: not a karyopipe report (missing {', '.join(missing) or 'everything'})")
+    for k, row in enumerate(report["chromosomes"]):
+        lacking = [key for key in ("id", "polygon", "bbox") if not isinstance(row, dict) or key not in row]
+        if lacking:
+            raise ReviewError(f"{path}: chromosome entry {k} has no {', '.join(lacking)}")
     return report
 
 
