@@ -134,3 +134,36 @@ def test_a_second_review_updates_the_reviewed_cell_and_keeps_the_first(report_di
     record = json.loads((reviewed / "report.json").read_text())["stages"]["review"]
     assert record["reviewer"] == "CD" and record["machine_karyotype"] == "47,XX,+21"
     assert [r["reviewer"] for r in record["earlier"]] == ["AB"] and record["earlier"][0]["corrections"][0]["id"] == 5
+
+
+def test_an_edited_chromosomes_csv_is_a_review(report_dir, tmp_path):
+    import csv
+
+    from karyopipe.pipeline.review import corrections_from_csv
+
+    out, a21, a22, truth = report_dir
+    # The draft's own csv, as infer writes it, with its class column corrected in a spreadsheet.
+    draft = review(out / "report.json", {})
+    paths = draft.save(tmp_path / "draft")
+    rows = list(csv.DictReader(paths["chromosomes.csv"].open()))
+    rows[a21]["class"], rows[a22]["class"], rows[0]["class"] = "21", "22", "?"
+    edited = tmp_path / "edited.csv"
+    with edited.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    changes = corrections_from_csv(edited)
+    assert changes[a21] == 21 and changes[0] == 0 and len(changes) == len(truth)
+    assert review_main([str(out / "report.json"), "--csv", str(edited), "--out", str(tmp_path / "checked")]) == 0
+    record = json.loads((tmp_path / "checked" / "report.json").read_text())["stages"]["review"]
+    assert sorted(c["id"] for c in record["corrections"]) == sorted([0, a21, a22])
+    rows[3]["class"] = "23b"
+    with edited.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with pytest.raises(ReviewError, match="line 5: unknown chromosome class '23b'"):
+        corrections_from_csv(edited)
+    (tmp_path / "bare.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ReviewError, match="columns id and class"):
+        corrections_from_csv(tmp_path / "bare.csv")

@@ -14,6 +14,7 @@ Usage::
 
     karyopipe review out/spread/report.json --set 12=7 --set 30=X --drop 45
     karyopipe review out/spread/report.json --set 3=21 --image /data/spread.png --out out/spread_checked
+    karyopipe review out/spread/report.json --csv out/spread/chromosomes_edited.csv
 
 Examples
 --------
@@ -61,6 +62,37 @@ def parse_corrections(sets=(), drops=()) -> dict[int, int]:
         changes[_object_id(ident)] = parse_class(cls)
     for item in drops:
         changes[_object_id(item)] = 0
+    return changes
+
+
+#: What a ``class`` cell of an edited chromosomes.csv may hold for an object that is not a chromosome.
+NOT_A_CHROMOSOME = ("", "?", "-", "0", "DROP", "NONE")
+
+
+def corrections_from_csv(path) -> dict[int, int]:
+    """``{object id: class number, 0 = not a chromosome}`` from a ``chromosomes.csv`` whose ``class`` column was edited.
+
+    Every row counts, so the result holds the whole cell as the reviewer left
+    it; :func:`review` records only the rows that differ from the report.
+    ``?``, ``-``, ``0``, ``drop`` or an empty cell mean "not a chromosome".
+    """
+    import csv
+
+    path = Path(path)
+    try:
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ReviewError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+    if not rows or "id" not in rows[0] or "class" not in rows[0]:
+        raise ReviewError(f"{path}: needs the columns id and class, as karyopipe's chromosomes.csv has")
+    changes = {}
+    for line, row in enumerate(rows, start=2):
+        text = (row["class"] or "").strip()
+        try:
+            changes[_object_id(row["id"])] = 0 if text.upper() in NOT_A_CHROMOSOME else parse_class(text)
+        except ReviewError as exc:
+            raise ReviewError(f"{path}, line {line}: {exc}") from None
     return changes
 
 
@@ -243,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="give object ID (as numbered in overlay.png) the class CLASS (1..22, X, Y); repeatable")
     p.add_argument("--drop", action="append", default=[], metavar="ID",
                    help="object ID is not a chromosome (debris, a nucleus, a piece counted twice); repeatable")
+    p.add_argument("--csv", default=None, metavar="CHROMOSOMES_CSV",
+                   help="the cell's chromosomes.csv with its class column edited (in a spreadsheet); '?', '-' or "
+                        "empty: not a chromosome. --set and --drop given as well win over it")
     p.add_argument("--image", default=None, help="the spread, when the report's source path is not found from here")
     p.add_argument("--reviewer", default="", help="name or initials recorded with the corrections")
     p.add_argument("--out", default=None, help="output folder (default: the report's folder + '_reviewed'; a reviewed "
@@ -255,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     from karyopipe.io import ImageReadError
 
     try:
-        changes = parse_corrections(args.set, args.drop)
+        changes = corrections_from_csv(args.csv) if args.csv else {}
+        changes.update(parse_corrections(args.set, args.drop))
         result = review(args.report, changes, image=args.image, reviewer=args.reviewer)
     except (ReviewError, ImageReadError) as exc:
         print(f"karyopipe review: {exc}", file=sys.stderr)
