@@ -76,6 +76,8 @@ def test_review_fixes_a_swap_and_redraws_everything(report_dir, tmp_path):
     saved = json.loads(paths["report.json"].read_text())
     assert saved["stages"]["review"]["reviewer"] == "AB" and "2 correction(s)" in saved["statement"]
     assert Image.open(paths["karyogram.png"]).size[0] > 500
+    with pytest.raises(ReviewError, match="a class is a number"):
+        review(out / "report.json", {a21: 25})
 
 
 def test_dropping_an_object_is_a_loss_and_the_cli_writes_beside_the_report(report_dir, capsys):

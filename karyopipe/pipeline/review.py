@@ -195,6 +195,10 @@ def review(report_path, changes: dict[int, int], image=None, reviewer: str = "")
     report = read_report(report_path)
     rows = report["chromosomes"]
     ids = [int(r["id"]) for r in rows]
+    bad = {k: v for k, v in changes.items() if not (isinstance(v, (int, np.integer)) and 0 <= v <= NUM_CLASSES)}
+    if bad:
+        raise ReviewError(f"corrections {bad}: a class is a number 1..{NUM_CLASSES} (23 = X, 24 = Y) or 0 for "
+                          "not a chromosome; parse_class turns names into numbers")
     unknown = sorted(set(changes) - set(ids))
     if unknown:
         raise ReviewError(f"{report_path}: no object {', '.join(map(str, unknown))} "
