@@ -9,7 +9,7 @@ from karyopipe.karyogram.pairing import banding_profiles, homolog_log_odds, refi
 NORMAL_XX = np.r_[np.repeat(np.arange(1, 23), 2), 23, 23]
 
 
-def _confident_log_probs(labels, rng=None):
+def _confident_log_probs(labels):
     lp = np.full((len(labels), 24), -8.0)
     lp[np.arange(len(labels)), np.asarray(labels) - 1] = -0.01
     return lp

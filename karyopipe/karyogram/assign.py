@@ -561,8 +561,7 @@ def assign_karyotype(
         if polarity_confidence is not None and polarity_confidence[i] < 0.5:
             flags[i].append("polarity_uncertain")
 
-    pairs = {k: sorted(np.flatnonzero(labels == k).tolist(), key=lambda i: (-np.nan_to_num(lengths[i]), i))
-             for k in range(1, NUM_CLASSES + 1) if counts[k]}
+    pairs = homolog_pairs(labels, lengths)
     n_assigned = int(np.sum(labels > 0))
     costs = {name: r[0] - best_cost for name, r in results.items()}
     sex = "X" * counts[X] + "Y" * counts[Y]
@@ -594,6 +593,17 @@ def _sex_odds(costs: dict[str, float], hyp: Hypothesis, hypotheses) -> tuple[flo
         return confidence, ""
     runner_up = min(others, key=lambda h: costs[h.name])
     return confidence, "X" * runner_up.n_x + "Y" * runner_up.n_y
+
+
+def homolog_pairs(labels, lengths) -> dict[int, list[int]]:
+    """Class number -> its object indices, longest first (ties by index); classes without objects left out.
+
+    ``lengths`` NaN (no usable axis) sort as 0, after the measured ones.
+    """
+    labels = np.asarray(labels, int)
+    lengths = np.nan_to_num(np.asarray(lengths, float))
+    return {k: sorted(np.flatnonzero(labels == k).tolist(), key=lambda i: (-lengths[i], i))
+            for k in range(1, NUM_CLASSES + 1) if np.any(labels == k)}
 
 
 def _follow_swaps(slot_of: np.ndarray, slot_class: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -142,6 +142,7 @@ def counted_call(labels, confidence, flags, lengths, statement_prefix: str = "Re
     each with confidence 1: a person decided them.
     """
     from karyopipe.karyogram import Abnormality, KaryotypeCall
+    from karyopipe.karyogram.assign import homolog_pairs
     from karyopipe.karyogram.iscn import count_changes, karyotype_string, ploidy_of
 
     labels = np.asarray(labels, int)
@@ -157,13 +158,11 @@ def counted_call(labels, confidence, flags, lengths, statement_prefix: str = "Re
     for number, sign in count_changes(counts, ploidy):
         abnormalities.append(Abnormality(("+" if sign > 0 else "-") + str(number), 1.0,
                                          "gain" if sign > 0 else "loss", number))
-    lengths = np.nan_to_num(np.asarray(lengths, float))
-    pairs = {k: sorted(np.flatnonzero(labels == k).tolist(), key=lambda i: (-lengths[i], i))
-             for k in range(1, NUM_CLASSES + 1) if counts[k]}
     n, assigned = len(labels), int(np.sum(labels > 0))
     statement = f"{statement_prefix}: {karyotype}. {n} objects, {assigned} chromosomes."
     return KaryotypeCall(labels=labels, confidence=np.asarray(confidence, float), flags=[list(f) for f in flags],
-                         karyotype=karyotype, abnormalities=abnormalities, sex=sex, statement=statement, pairs=pairs,
+                         karyotype=karyotype, abnormalities=abnormalities, sex=sex, statement=statement,
+                         pairs=homolog_pairs(labels, lengths),
                          counts=counts, ploidy=ploidy, callable=True)
 
 
