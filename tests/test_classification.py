@@ -329,6 +329,26 @@ def test_join_refuses_members_with_different_splits(tmp_path):
         join_classifiers(paths)
 
 
+def test_join_takes_a_member_of_an_ensemble_by_index(tmp_path, capsys):
+    from karyopipe.classification import ensemble
+    from karyopipe.classification.classifier import ClassifierEnsemble
+
+    crops, _ = toy_cell(np.random.default_rng(5))
+    a, b, c = (_tiny_classifier("pca", 6, seed) for seed in (0, 1, 2))
+    pair = ClassifierEnsemble([a, b]).save(tmp_path / "pair.pth")
+    single = c.save(tmp_path / "c.pth", {})
+    swapped = tmp_path / "swapped.pth"
+    # member 0 of the pair kept, member 1 replaced
+    assert ensemble.main([f"{pair}@0", str(single), "--out", str(swapped)]) == 0
+    expected = ClassifierEnsemble.combine([a.predict_cell(crops), c.predict_cell(crops)])
+    np.testing.assert_allclose(Classifier.from_pretrained(swapped).predict_cell(crops), expected, atol=1e-6)
+    # a whole ensemble, a member that is not there, '@' on a single model: one line each, no traceback
+    for bad, reason in ([str(pair), str(single)], "already an ensemble"), ([f"{pair}@2", str(single)], "has 2 members"), \
+            ([f"{single}@0", str(pair) + "@1"], "holds one model"), ([f"{tmp_path}/none.pth@0", str(single)], "no such file"):
+        assert ensemble.main(bad + ["--out", str(tmp_path / "x.pth")]) == 2
+        assert reason in capsys.readouterr().err
+
+
 def test_cell_features_can_be_measured_against_reference_objects():
     from karyopipe.classification.preprocess import fallback_cell_features
 
