@@ -348,6 +348,45 @@ def _female_cell_without(missing=()):
     return [(c, 0.99) for c in classes]
 
 
+def test_a_chromosome_cut_by_the_image_edge_is_flagged_for_a_check_and_the_call_stands(no_weights):
+    from karyopipe.pipeline.edges import touches_picture_edge
+
+    pipe, gray, instances = _cell_pipeline(_female_cell_without())
+    before = pipe(gray).karyotype
+    moved = instances[5]
+    moved.mask[:] = False
+    moved.mask[0:4, 100:104] = True  # at the top border
+    result = pipe(gray)
+    assert result.karyotype == before == "46,XX"
+    at_edge = [c for c in result.chromosomes if "at_image_edge" in c.flags]
+    assert [c.id for c in at_edge] == [5] and at_edge[0].low_confidence
+    assert any("at the image edge" in w and "object 5 (chromosome 3)" in w for w in result.warnings)
+    assert not any("at_image_edge" in c.flags for c in result.chromosomes if c.id != 5)
+    assert touches_picture_edge(moved.mask) and not touches_picture_edge(instances[6].mask)
+
+
+def test_the_picture_edge_lies_inside_a_flat_frame_and_nowhere_else():
+    from karyopipe.pipeline.edges import MAX_FRAME, picture_frame, touches_picture_edge
+
+    rng = np.random.default_rng(0)
+    field = np.clip(0.1 + 0.02 * rng.standard_normal((120, 160)), 0, 1).astype(np.float32)
+    assert picture_frame(field) == (0, 0, 0, 0)  # camera noise, no frame
+    framed = field.copy()
+    framed[:, -6:] = 0.0                          # a brightfield export's white frame, in canonical polarity
+    framed[:3] = 0.01
+    assert picture_frame(framed) == (3, 0, 0, 6)
+    mask = np.zeros(field.shape, bool)
+    mask[50:60, 148:154] = True                   # runs into the frame on the right
+    assert touches_picture_edge(mask, picture_frame(framed)) and not touches_picture_edge(mask)
+    flat = np.full((120, 160), 0.1, np.float32)   # flat background all the way in: no frame to find
+    flat[40:80, 40:120] = 0.5
+    assert picture_frame(flat) == (0, 0, 0, 0)
+    wide = field.copy()
+    wide[:, : MAX_FRAME + 5] = 0.0                 # a band too wide to be a frame
+    assert picture_frame(wide)[2] == 0
+    assert not touches_picture_edge(None) and not touches_picture_edge(np.zeros((5, 5), bool))
+
+
 def test_a_weak_detection_fills_a_loss_but_never_adds_a_gain_or_changes_the_sex(no_weights):
     pipe, gray, _ = _cell_pipeline(_female_cell_without([21]) + [(21, 0.2)])
     result = pipe(gray)

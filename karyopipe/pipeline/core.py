@@ -33,11 +33,14 @@ from pathlib import Path
 import numpy as np
 
 from karyopipe.classes import CLASS_NAMES, class_name
+from karyopipe.pipeline.edges import picture_frame, touches_picture_edge
 
 # Crops for geometry get this many pixels of context around the mask's box.
 _PAD = 4
 # Below this label confidence a chromosome is marked in the overlay and report.
 LOW_CONFIDENCE = 0.9
+#: Flags that send a chromosome to the reader whatever its confidence (:attr:`ChromosomeResult.low_confidence`).
+_CHECK_FLAGS = ("uncertain", "rescued", "split", "at_image_edge")
 # Above this many objects the segmentation did not see one metaphase (near-tetraploid cells
 # have 92 chromosomes): classifying and calling a karyotype would only dress up noise.
 MAX_OBJECTS_FOR_A_CALL = 100
@@ -100,7 +103,9 @@ class ChromosomeResult:
     flags : list of str
         Geometry flags plus karyogram flags (``"uncertain"``, ``"extra_copy"``...), and
         ``"rescued"``: a weak detection taken to fill a slot instead of calling a loss;
-        ``"split"``: a part of an object the zoomed look split (``zoom_look``), likewise.
+        ``"split"``: a part of an object the zoomed look split (``zoom_look``), likewise;
+        ``"at_image_edge"``: the mask reaches the picture's border, so part of the chromosome
+        may lie outside it and its length and class are less sure.
     geometry : ChromosomeGeometry or None
         The full geometry result (axis in input pixels, straightened image).
 
@@ -133,9 +138,9 @@ class ChromosomeResult:
 
     @property
     def low_confidence(self) -> bool:
-        """True when unclassified, below :data:`LOW_CONFIDENCE`, flagged uncertain, rescued (a weak detection) or split."""
-        return ((not self.label) or not (self.confidence >= LOW_CONFIDENCE) or "uncertain" in self.flags
-                or "rescued" in self.flags or "split" in self.flags)
+        """True when unclassified, below :data:`LOW_CONFIDENCE`, or flagged uncertain, rescued, split or at the image edge."""
+        return ((not self.label) or not (self.confidence >= LOW_CONFIDENCE)
+                or any(flag in self.flags for flag in _CHECK_FLAGS))
 
 
 @dataclass
@@ -707,6 +712,16 @@ class KaryoPipeline:
         timings["karyogram"] = time.perf_counter() - t - looking
         timings["second_look"] = looking
 
+        frame = picture_frame(gray)
+        at_edge = [i for i, inst in enumerate(instances) if touches_picture_edge(inst.mask, frame)]
+        assigned_at_edge = [i for i in at_edge if call is not None and call.labels[i]]
+        if assigned_at_edge:
+            # A cut chromosome reads short and may take a smaller one's slot; the call stands, the reader is told.
+            warnings.append(
+                f"{source}: at the image edge, where part of a chromosome may lie outside the picture and its length "
+                "and class are less sure: " + ", ".join(f"object {i} (chromosome {CLASS_NAMES[int(call.labels[i]) - 1]})"
+                                                       for i in assigned_at_edge) + "; check them")
+
         lengths = np.array([g.length_px for g in geometries], float)
         total = float(np.nansum(lengths[lengths > 0])) if len(lengths) else 0.0
         chromosomes = []
@@ -727,6 +742,8 @@ class KaryoPipeline:
                 c.confidence = float(call.confidence[i])
                 c.flags = sorted(set(c.flags) | set(call.flags[i]) | ({"rescued"} if i in rescued else set())
                                | ({"split"} if i in split_parts else set()))
+            if i in at_edge:
+                c.flags = sorted(set(c.flags) | {"at_image_edge"})
             chromosomes.append(c)
         total_time = sum(timings.values())
         timings = {k: round(v, 4) for k, v in timings.items()}
