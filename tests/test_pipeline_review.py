@@ -33,7 +33,7 @@ def report_dir(tmp_path_factory):
     truth = np.array(truth)
     a21, a22 = int(np.flatnonzero(truth == 21)[0]), int(np.flatnonzero(truth == 22)[0])
     rows[a21]["label"], rows[a22]["label"] = 22, 21
-    rows[a21]["flags"] = ["uncertain"]
+    rows[a21]["flags"] = ["uncertain", "at_image_edge"]
     out = root / "spread"
     out.mkdir()
     report = {"source": str(root / "spread.png"), "polarity": "brightfield", "image_shape": list(spread.image.shape),
@@ -67,6 +67,8 @@ def test_review_fixes_a_swap_and_redraws_everything(report_dir, tmp_path):
     assert result.karyotype == "47,XX,+21"
     assert result.chromosomes[a21].label == 21 and "set_by_reviewer" in result.chromosomes[a21].flags
     assert "uncertain" not in result.chromosomes[a21].flags and result.chromosomes[a21].confidence == 1.0
+    # checked by a person now, though the machine's reason to check it (the image edge) stays on record
+    assert "at_image_edge" in result.chromosomes[a21].flags and not result.chromosomes[a21].low_confidence
     assert result.stages["review"]["corrections"] == [{"id": a21, "from": "22", "to": "21"},
                                                       {"id": a22, "from": "21", "to": "22"}]
     assert result.stages["segmentation"] == {"model": "mask_rcnn"}

@@ -138,7 +138,12 @@ class ChromosomeResult:
 
     @property
     def low_confidence(self) -> bool:
-        """True when unclassified, below :data:`LOW_CONFIDENCE`, or flagged uncertain, rescued, split or at the image edge."""
+        """True when unclassified, below :data:`LOW_CONFIDENCE`, or flagged uncertain, rescued, split or at the image edge.
+
+        A class a reviewer set (``karyopipe review``) has been checked, whatever its other flags.
+        """
+        if self.label and "set_by_reviewer" in self.flags:
+            return False
         return ((not self.label) or not (self.confidence >= LOW_CONFIDENCE)
                 or any(flag in self.flags for flag in _CHECK_FLAGS))
 
