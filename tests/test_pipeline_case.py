@@ -31,6 +31,16 @@ def test_a_reviewed_report_stands_for_its_cell(tmp_path, capsys):
     assert len(case["unreadable"]) == 1 and "bad" in captured.err and "case.json" in captured.out
 
 
+def test_a_case_of_report_files_is_written_beside_the_cells(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "patient"
+    _report(out / "a", "46,XY")
+    _report(out / "b", "46,XY")
+    monkeypatch.chdir(tmp_path)
+    assert main([str(out / "a" / "report.json"), str(out / "b" / "report.json")]) == 0
+    assert (out / "case.json").is_file() and not (tmp_path / "case.json").exists()
+    assert str(out / "case.json") in capsys.readouterr().out
+
+
 def test_no_reports_is_a_one_line_error(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main([str(tmp_path / "empty"), str(tmp_path / "missing")]) == 2

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -76,10 +77,20 @@ def case_from_reports(cells: dict[str, Path]) -> dict:
     return case
 
 
+def default_case_path(inputs, reports) -> Path:
+    """Where ``case.json`` goes without ``--json``: in the first folder given, else in the folder that holds the
+    cells' folders (``out/`` for ``out/a/report.json out/b/report.json``), never the working directory by surprise."""
+    folders = [Path(item) for item in inputs if Path(item).is_dir()]
+    if folders:
+        return folders[0] / "case.json"
+    return Path(os.path.commonpath([str(Path(r).resolve().parent.parent) for r in reports])) / "case.json"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="karyopipe case", description=__doc__.split("\n\n")[0])
     p.add_argument("inputs", nargs="+", help="report.json files, or folders of <cell>/report.json (infer --out)")
-    p.add_argument("--json", default=None, help="write the case here (default: case.json in the first folder given)")
+    p.add_argument("--json", default=None, help="write the case here (default: case.json in the first folder given, "
+                                                 "or beside the cells' folders when reports are given)")
     return p
 
 
@@ -94,8 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     case = case_from_reports(cells)
     for line in case["unreadable"]:
         print(f"karyopipe case: skipping {line}", file=sys.stderr)
-    folders = [Path(item) for item in args.inputs if Path(item).is_dir()]
-    out = Path(args.json) if args.json else (folders[0] if folders else Path(".")) / "case.json"
+    out = Path(args.json) if args.json else default_case_path(args.inputs, cells.values())
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(case, indent=1) + "\n")
     print(f"{case['statement']} ({out})")
