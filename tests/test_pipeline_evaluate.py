@@ -80,6 +80,11 @@ def test_evaluate_detection_and_classes(tmp_path, monkeypatch):
     assert m["seconds_per_spread"] > 0
     # Each spread says how many objects the second look added (none without a segmenter's reserve).
     assert (m["per_spread"][0]["rescued"], m["per_spread"][0]["split"]) == (0, 0)
+    # Every matched chromosome called wrong is listed by its object id, and the confusions are counted.
+    errors = m["per_spread"][0]["errors"]
+    assert len(errors) == round(len(RODS) * (1 - m["classification_accuracy_matched"]))
+    assert all(e["truth"] != e["called"] for e in errors)
+    assert sum(c["n"] for c in m["confusions"]) == len(errors) and all(c["spreads"] == 1 for c in m["confusions"])
 
 
 def test_cli_on_coco(tmp_path, monkeypatch, capsys):

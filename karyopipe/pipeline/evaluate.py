@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from karyopipe.classes import class_name
 from karyopipe.cli import add_pairing_argument, add_precision_argument, add_rescue_argument
 from karyopipe.stats import format_interval, product_interval, rate_interval
 
@@ -157,6 +158,7 @@ def evaluate(pipe, samples, confidence: dict | None = None, progress: bool = Tru
         pairs, _ = match_instances([c.mask for c in result.chromosomes], true_masks)
         n_true, n_pred = len(truths), len(result.chromosomes)
         correct = n_cls = n_conf = conf_correct = 0
+        errors = []
         for p, t, _ in pairs:
             label = truths[t].label
             if not label:
@@ -164,6 +166,9 @@ def evaluate(pipe, samples, confidence: dict | None = None, progress: bool = Tru
             right = int(result.chromosomes[p].label == label)
             n_cls += 1
             correct += right
+            if not right:
+                errors.append({"id": result.chromosomes[p].id, "truth": class_name(label),
+                               "called": result.chromosomes[p].class_name})
             if confidence is not None and confidence.get(truths[t].extra.get("coco_id")) == "high":
                 n_conf += 1
                 conf_correct += right
@@ -188,7 +193,9 @@ def evaluate(pipe, samples, confidence: dict | None = None, progress: bool = Tru
                            # Objects the second look added: weak detections rescued, parts of a split.
                            "rescued": sum("rescued" in c.flags for c in result.chromosomes),
                            "split": sum("split" in c.flags for c in result.chromosomes),
-                           "seconds": result.timings.get("total")})
+                           "seconds": result.timings.get("total"),
+                           # Matched chromosomes called wrong: the report's object id, the truth and the call.
+                           "errors": errors})
     div = lambda a, b: round(a / b, 4) if b else None  # noqa: E731
     column = lambda key, rows=per_spread: [float(r[key]) for r in rows]  # noqa: E731
     cell_of = [r["cell"] for r in per_spread]
@@ -221,9 +228,24 @@ def evaluate(pipe, samples, confidence: dict | None = None, progress: bool = Tru
         # Spreads whose report names a possible abnormality for a human to check.
         "spreads_with_possible_abnormality": sum(1 for r in per_spread if r["possible"]),
         "seconds_per_spread": round(float(np.nanmean(seconds)), 3) if seconds else None,
+        "confusions": commonest_confusions(per_spread),
         "failures": failures,
         "per_spread": per_spread,
     }
+
+
+def commonest_confusions(per_spread, top: int = 15) -> list[dict]:
+    """The ``top`` commonest (truth, call) pairs among the matched chromosomes called wrong, with their counts.
+
+    ``"?"`` as the call: left unassigned. Spreads are counted too, since one
+    missed chromosome can move several of a cell's calls along a chain.
+    """
+    counts: dict[tuple[str, str], list[int]] = {}
+    for k, row in enumerate(per_spread):
+        for e in row.get("errors", []):
+            counts.setdefault((e["truth"], e["called"]), []).append(k)
+    ranked = sorted(counts.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:top]
+    return [{"truth": t, "called": c, "n": len(ks), "spreads": len(set(ks))} for (t, c), ks in ranked]
 
 
 def _label_confidence(path: Path) -> dict | None:
@@ -287,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     for k in keys:
         interval = metrics.get(k.replace("_rate", "") + "_ci95")
         print(f"  {k:34s} {metrics[k]}{format_interval(interval)}")
+    if metrics["confusions"]:
+        print("  commonest errors (truth -> call, n)  "
+              + ", ".join(f"{c['truth']}->{c['called']} {c['n']}" for c in metrics["confusions"][:8]))
     for f in metrics["failures"]:
         print(f"  failed: {f}", file=sys.stderr)
     if args.json:
