@@ -41,6 +41,8 @@ _PAD = 4
 LOW_CONFIDENCE = 0.9
 #: Flags that send a chromosome to the reader whatever its confidence (:attr:`ChromosomeResult.low_confidence`).
 _CHECK_FLAGS = ("uncertain", "rescued", "split", "at_image_edge")
+#: Flags of objects a reviewer changed (``karyopipe review``); a class a reviewer set has been checked.
+SET_FLAG, DROP_FLAG = "set_by_reviewer", "dropped_by_reviewer"
 # Above this many objects the segmentation did not see one metaphase (near-tetraploid cells
 # have 92 chromosomes): classifying and calling a karyotype would only dress up noise.
 MAX_OBJECTS_FOR_A_CALL = 100
@@ -142,7 +144,7 @@ class ChromosomeResult:
 
         A class a reviewer set (``karyopipe review``) has been checked, whatever its other flags.
         """
-        if self.label and "set_by_reviewer" in self.flags:
+        if self.label and SET_FLAG in self.flags:
             return False
         return ((not self.label) or not (self.confidence >= LOW_CONFIDENCE)
                 or any(flag in self.flags for flag in _CHECK_FLAGS))

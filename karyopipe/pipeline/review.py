@@ -33,9 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from karyopipe.classes import CLASS_NAMES, NUM_CLASSES, X, Y
-
-#: Flags of objects the reviewer changed.
-SET_FLAG, DROP_FLAG = "set_by_reviewer", "dropped_by_reviewer"
+from karyopipe.pipeline.core import DROP_FLAG, SET_FLAG
 #: A cell's reviewed outputs go to its folder's name plus this (``karyopipe case`` reads it).
 REVIEWED_SUFFIX = "_reviewed"
 
