@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval-seg": ("karyopipe.segmentation.evaluate", "score segmentation with COCO metrics"),
     "train-cls": ("karyopipe.classification.train", "train the hybrid ResNet classifier"),
     "eval-cls": ("karyopipe.classification.evaluate", "score classification on crops or annotated spreads"),
+    "eval-fragments": ("karyopipe.classification.fragments", "how a classifier reads pieces of chromosomes (how often it calls them Y)"),
     "calibrate-cls": ("karyopipe.classification.calibrate", "fit the classifier's temperature on validation cells"),
     "join-cls": ("karyopipe.classification.ensemble", "join trained classifiers into one ensemble weights file"),
     "bench-karyotype": ("karyopipe.karyogram.bench", "benchmark karyotype assignment on synthetic spreads"),

@@ -56,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shift-copies", type=int, default=0,
                    help="add this many copies of the training crops, each cell under its own random lab shift "
                         "(karyopipe.classification.shift.draw_lab_shift): resolution, blur, JPEG, contrast, ...")
+    p.add_argument("--fragment-copies", type=int, default=0,
+                   help="add pieces of about 1 in 8 training crops (30-60 %% of the length, cut inside their cell) "
+                        "this many times, as outliers with a uniform target (karyopipe.classification.fragments)")
+    p.add_argument("--outlier-weight", type=float, default=0.5,
+                   help="weight of the pieces' loss (outlier exposure's lambda)")
     p.add_argument("--val-fraction", type=float, default=0.15)
     p.add_argument("--test-fraction", type=float, default=0.15)
     p.add_argument("--split-seed", type=int, default=0)
@@ -116,6 +121,32 @@ def _add_shifted_copies(train_arrays, args, progress=True):
     return concat_arrays([train_arrays, shifted])
 
 
+def _add_fragment_copies(train_arrays, args, progress=True):
+    """The training arrays plus pieces of their crops (label 0, an outlier), ``args.fragment_copies`` draws."""
+    from karyopipe.classification.dataset import build_arrays, concat_arrays, read_dataset, source_name
+    from karyopipe.classification.fragments import CellFragmenter, rows_cut
+
+    cells = set(train_arrays.cells.tolist())
+    pieces = []
+    for root in args.data:
+        if read_dataset(root).kind != "crops":
+            print(f"{root}: annotated spreads give no pieces (crop folders only)")
+            continue
+        mine = {c for c in cells if c.split("/", 1)[0] == source_name(root)}
+        for copy in range(args.fragment_copies):
+            fragmenter = CellFragmenter(seed=args.seed * 1000 + 500 + copy)
+            arrays = build_arrays(root, tuple(args.size), args.preprocess, cache_dir=None, progress=progress,
+                                  cells=mine, transform=fragmenter)
+            part = arrays.subset(rows_cut(arrays.cells, fragmenter.cut))
+            part.labels[:] = 0
+            pieces.append(part)
+    if not pieces:
+        return train_arrays
+    pieces = concat_arrays(pieces)
+    pieces.problems = []  # the whole build reported them
+    return concat_arrays([train_arrays, pieces])
+
+
 def plot_curves(history: list[dict], path) -> None:
     import matplotlib
 
@@ -160,6 +191,7 @@ def train(args, splits: dict | None = None) -> dict:
         CropDataset, build_arrays, class_balanced_weights, concat_arrays, split_arrays,
     )
     from karyopipe.classification.evaluate import plot_confusion, score_predictions
+    from karyopipe.classification.fragments import outlier_exposure_loss
     from karyopipe.classification.model import build_hybrid_resnet
     from karyopipe.weights import atomic_save
 
@@ -176,10 +208,13 @@ def train(args, splits: dict | None = None) -> dict:
         splits["train"] = _limit_cells(splits["train"], args.max_train_cells, args.seed)
         if args.shift_copies:
             splits["train"] = _add_shifted_copies(splits["train"], args, progress=not args.no_progress)
+        if args.fragment_copies:
+            splits["train"] = _add_fragment_copies(splits["train"], args, progress=not args.no_progress)
     train_a, val_a, test_a = splits["train"], splits["val"], splits["test"]
     (out / "split.json").write_text(json.dumps({k: v.unique_cells for k, v in splits.items()}, indent=1))
-    fmean = train_a.features.mean(axis=0)
-    fstd = train_a.features.std(axis=0) + 1e-6
+    labelled = train_a.labels > 0  # pieces (label 0) are outliers, not the population features are scaled by
+    fmean = train_a.features[labelled].mean(axis=0)
+    fstd = train_a.features[labelled].std(axis=0) + 1e-6
     config = _model_config(args, train_a.features.shape[1], fmean, fstd)
     # Recorded so end-to-end evaluation can keep to cells no stage trained on.
     config["heldout_cells"] = sorted(set(val_a.unique_cells) | set(test_a.unique_cells))
@@ -256,7 +291,7 @@ def train(args, splits: dict | None = None) -> dict:
     for epoch in range(start_epoch, args.epochs):
         t0 = time.time()
         model.train()
-        total, correct, loss_sum = 0, 0, 0.0
+        rows, total, correct, loss_sum = 0, 0, 0, 0.0
         batches = loader
         if progress:
             from tqdm import tqdm
@@ -265,15 +300,17 @@ def train(args, splits: dict | None = None) -> dict:
         for images, feats, target in batches:
             images, feats, target = images.to(args.device), feats.to(args.device), target.to(args.device)
             logits = model(images, feats)
-            loss = criterion(logits, target)
+            loss = outlier_exposure_loss(logits, target, criterion, args.outlier_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             if scheduler.last_epoch < steps:
                 scheduler.step()
             loss_sum += float(loss.detach()) * len(target)
-            correct += int((logits.argmax(1) == target).sum())
-            total += len(target)
+            rows += len(target)
+            known = target >= 0
+            correct += int((logits.argmax(1)[known] == target[known]).sum())
+            total += int(known.sum())
         train_time += time.time() - t0
         model.eval()
         val_lp = clf.predict_arrays(val_a.images, val_a.features)
@@ -281,7 +318,7 @@ def train(args, splits: dict | None = None) -> dict:
         val_parts = {name: round(float((val_lp[idx].argmax(1) + 1 == val_a.labels[idx]).mean()), 4)
                      for name, idx in val_a.parts().items()}
         val_loss = float(criterion(torch.from_numpy(val_lp), torch.from_numpy(val_a.labels - 1)))
-        record = {"epoch": epoch + 1, "train_loss": loss_sum / max(total, 1), "train_accuracy": correct / max(total, 1),
+        record = {"epoch": epoch + 1, "train_loss": loss_sum / max(rows, 1), "train_accuracy": correct / max(total, 1),
                   "val_loss": val_loss, "val_accuracy": val["accuracy"], "val_accuracy_assigned": val["accuracy_assigned"],
                   "val_accuracy_per_source": val_parts, "lr": optimizer.param_groups[0]["lr"], "seconds": time.time() - t0}
         history.append(record)
@@ -352,6 +389,8 @@ def train(args, splits: dict | None = None) -> dict:
                     f"label smoothing {args.label_smoothing}, batch {args.batch_size}, "
                     f"{'class-balanced sampling' if not args.no_balance else 'shuffled'}, best epoch {result['best_epoch']}"
                     + (f", plus {args.shift_copies} lab-shifted copies of the training crops" if args.shift_copies else "")
+                    + (f", plus {int((train_a.labels == 0).sum())} pieces of training crops as outliers (outlier "
+                       f"exposure, weight {args.outlier_weight})" if args.fragment_copies else "")
                     + (f", gamma augmentation up to {args.gamma_max}" if args.gamma_max else ""),
         "initialised_from": (f"{args.init} (fine-tuned; no external pretraining)" if args.init and not args.resume
                              else "random (from scratch)"),
@@ -374,5 +413,9 @@ def main(argv: list[str]) -> int:
         parser.error(f"--gamma-max {args.gamma_max}: must be at least 1 (gamma is drawn in 1/G..G)")
     if args.shift_copies < 0:
         parser.error(f"--shift-copies {args.shift_copies}: must be 0 or more")
+    if args.fragment_copies < 0:
+        parser.error(f"--fragment-copies {args.fragment_copies}: must be 0 or more")
+    if args.outlier_weight < 0:
+        parser.error(f"--outlier-weight {args.outlier_weight}: must be 0 or more")
     train(args)
     return 0
