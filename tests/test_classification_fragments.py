@@ -125,6 +125,19 @@ def test_train_cls_adds_pieces_of_training_cells_only_as_outliers(tmp_path):
 def test_train_cls_refuses_meaningless_fragment_options(tmp_path):
     from karyopipe.classification import train
 
-    for bad in (["--fragment-copies", "-1"], ["--outlier-weight", "-0.5"]):
+    for bad in (["--fragment-copies", "-1"], ["--outlier-weight", "-0.5"], ["--outlier-share", "1.5"]):
         with pytest.raises(SystemExit):
             train.main(["--data", str(tmp_path), "--out", str(tmp_path / "run")] + bad)
+
+
+def test_pieces_can_be_given_a_share_of_the_draws():
+    from karyopipe.classification.train import sampling_weights
+
+    labels = np.array([1, 1, 1, 2, 0, 0])
+    plain = sampling_weights(labels)
+    assert plain[labels == 0].sum() == pytest.approx(plain[labels == 1].sum())  # one class among the others
+    weights = sampling_weights(labels, 0.25)
+    assert weights[labels == 0].sum() / weights.sum() == pytest.approx(0.25)
+    # the labelled classes stay balanced among themselves
+    assert weights[labels == 1].sum() == pytest.approx(weights[labels == 2].sum())
+    np.testing.assert_allclose(sampling_weights(np.array([1, 2, 2]), 0.3), sampling_weights(np.array([1, 2, 2])))

@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "this many times, as outliers with a uniform target (karyopipe.classification.fragments)")
     p.add_argument("--outlier-weight", type=float, default=0.5,
                    help="weight of the pieces' loss (outlier exposure's lambda)")
+    p.add_argument("--outlier-share", type=float, default=None,
+                   help="share of the class-balanced draws that are pieces (default: as one class among 25)")
     p.add_argument("--val-fraction", type=float, default=0.15)
     p.add_argument("--test-fraction", type=float, default=0.15)
     p.add_argument("--split-seed", type=int, default=0)
@@ -119,6 +121,19 @@ def _add_shifted_copies(train_arrays, args, progress=True):
     shifted = concat_arrays(copies)
     shifted.problems = []  # the unshifted build reported them
     return concat_arrays([train_arrays, shifted])
+
+
+def sampling_weights(labels: np.ndarray, outlier_share: float | None = None) -> np.ndarray:
+    """Class-balanced per-row weights; with ``outlier_share``, the pieces (label 0) get that share of all draws."""
+    from karyopipe.classification.dataset import class_balanced_weights
+
+    weights = class_balanced_weights(labels)
+    pieces = np.asarray(labels) == 0
+    if outlier_share is not None and pieces.any() and (~pieces).any():
+        weights = weights / weights.sum()
+        weights[pieces] *= outlier_share / weights[pieces].sum()
+        weights[~pieces] *= (1.0 - outlier_share) / weights[~pieces].sum()
+    return weights
 
 
 def _add_fragment_copies(train_arrays, args, progress=True):
@@ -188,7 +203,7 @@ def train(args, splits: dict | None = None) -> dict:
 
     from karyopipe.classification.classifier import Classifier
     from karyopipe.classification.dataset import (
-        CropDataset, build_arrays, class_balanced_weights, concat_arrays, split_arrays,
+        CropDataset, build_arrays, concat_arrays, split_arrays,
     )
     from karyopipe.classification.evaluate import plot_confusion, score_predictions
     from karyopipe.classification.fragments import outlier_exposure_loss
@@ -252,7 +267,7 @@ def train(args, splits: dict | None = None) -> dict:
     if args.no_balance:
         loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True, generator=generator, drop_last=len(dataset) > args.batch_size)
     else:
-        sampler = WeightedRandomSampler(class_balanced_weights(train_a.labels), num_samples=len(dataset),
+        sampler = WeightedRandomSampler(sampling_weights(train_a.labels, args.outlier_share), num_samples=len(dataset),
                                         replacement=True, generator=generator)
         loader = DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, drop_last=len(dataset) > args.batch_size)
     optimizer = _make_optimizer(args.optimizer, model.parameters(), args.lr, args.weight_decay)
@@ -390,7 +405,9 @@ def train(args, splits: dict | None = None) -> dict:
                     f"{'class-balanced sampling' if not args.no_balance else 'shuffled'}, best epoch {result['best_epoch']}"
                     + (f", plus {args.shift_copies} lab-shifted copies of the training crops" if args.shift_copies else "")
                     + (f", plus {int((train_a.labels == 0).sum())} pieces of training crops as outliers (outlier "
-                       f"exposure, weight {args.outlier_weight})" if args.fragment_copies else "")
+                       f"exposure, weight {args.outlier_weight}, "
+                       f"{'share of draws ' + str(args.outlier_share) if args.outlier_share else 'drawn as one class'})"
+                       if args.fragment_copies else "")
                     + (f", gamma augmentation up to {args.gamma_max}" if args.gamma_max else ""),
         "initialised_from": (f"{args.init} (fine-tuned; no external pretraining)" if args.init and not args.resume
                              else "random (from scratch)"),
@@ -417,5 +434,7 @@ def main(argv: list[str]) -> int:
         parser.error(f"--fragment-copies {args.fragment_copies}: must be 0 or more")
     if args.outlier_weight < 0:
         parser.error(f"--outlier-weight {args.outlier_weight}: must be 0 or more")
+    if args.outlier_share is not None and not 0 < args.outlier_share < 1:
+        parser.error(f"--outlier-share {args.outlier_share}: must be between 0 and 1")
     train(args)
     return 0
