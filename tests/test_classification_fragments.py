@@ -141,3 +141,24 @@ def test_pieces_can_be_given_a_share_of_the_draws():
     # the labelled classes stay balanced among themselves
     assert weights[labels == 1].sum() == pytest.approx(weights[labels == 2].sum())
     np.testing.assert_allclose(sampling_weights(np.array([1, 2, 2]), 0.3), sampling_weights(np.array([1, 2, 2])))
+
+
+def test_eval_fragments_scores_pieces_against_whole_crops_and_names_skipped_files(tmp_path, capsys):
+    import json
+
+    from karyopipe.classification.classifier import Classifier
+    from karyopipe.classification.fragments import main
+    from karyopipe.classification.model import build_hybrid_resnet
+
+    _toy_folder(tmp_path / "toy", cells=8)
+    (tmp_path / "toy" / "cell0" / "3" / "broken.png").write_bytes(b"\x89PNG\r\n not an image")
+    net = build_hybrid_resnet(num_features=6, width=8).eval()
+    Classifier(net, {"num_features": 6, "width": 8, "size": [32, 16], "preprocess": "pca"}).save(tmp_path / "c.pth")
+    out = tmp_path / "frag.json"
+    assert main([str(tmp_path / "toy"), "--split", "all", "--weights", str(tmp_path / "c.pth"), "--json", str(out)]) == 0
+    r = json.loads(out.read_text())["results"][0]
+    assert r["cells"] == 8 and r["whole"] + r["pieces"] == 48 and r["pieces"] > 0
+    assert 0.0 <= r["pieces_top_y"] <= 1.0 and 0.0 < r["pieces_mean_max_p"] <= 1.0
+    assert len(r["problems"]) == 1 and "broken.png" in r["problems"][0]
+    printed = capsys.readouterr().out
+    assert "pieces: Y first" in printed and "skipped" in printed and "broken.png" in printed

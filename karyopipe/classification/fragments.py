@@ -175,12 +175,13 @@ def score_fragments(classifier, root, split: str = "train", max_cells: int | Non
         pieces whose first class is Y; ``pieces_y_over_0.3``; ``pieces_mean_p_y``;
         ``pieces_mean_max_p``: how much the classifier claims a piece;
         ``whole_accuracy``, ``whole_mean_max_p`` and ``whole_non_y_top_y``
-        (non-Y whole crops read as Y), for comparison.
+        (non-Y whole crops read as Y), for comparison; ``problems``: the
+        files skipped, each with its reason.
     """
     from karyopipe.classification.dataset import find_crops, split_cells
     from karyopipe.io import ImageReadError, load_canonical
 
-    records, _ = find_crops(root)
+    records, problems = find_crops(root)
     if not records:
         raise ValueError(f"{root}: no labelled chromosome crops found")
     by_cell: dict[str, list] = {}
@@ -202,8 +203,8 @@ def score_fragments(classifier, root, split: str = "train", max_cells: int | Non
             try:
                 crops.append((fragmenter(load_canonical(r.path)[0], cell, len(crops)), None))
                 labels.append(r.label)
-            except ImageReadError:
-                continue
+            except ImageReadError as exc:
+                problems.append(str(exc))
         if not crops:
             continue
         probs = np.exp(classifier.predict_cell(crops))
@@ -226,6 +227,7 @@ def score_fragments(classifier, root, split: str = "train", max_cells: int | Non
         "whole_accuracy": float((top[whole] + 1 == labels[whole]).mean()),
         "whole_mean_max_p": float(probs[whole].max(1).mean()),
         "whole_non_y_top_y": float((top[non_y] == y).mean()) if non_y.any() else float("nan"),
+        "problems": problems,
     }
 
 
@@ -264,6 +266,8 @@ def main(argv: list[str]) -> int:
               f"P(Y) > 0.3 {r['pieces_y_over_0.3']:.3f}, mean P(Y) {r['pieces_mean_p_y']:.3f}, mean top "
               f"probability {r['pieces_mean_max_p']:.3f}; {r['whole']} whole crops: top-1 {r['whole_accuracy']:.4f}, "
               f"mean top probability {r['whole_mean_max_p']:.3f}, non-Y read as Y {r['whole_non_y_top_y']:.4f}")
+        for problem in r["problems"]:
+            print(f"  skipped {problem}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"weights": args.weights or "shipped", "results": results}, indent=1))

@@ -101,26 +101,52 @@ def _limit_cells(arrays, max_cells, seed):
     return arrays.subset(np.flatnonzero(np.isin(arrays.cells, keep)))
 
 
-def _add_shifted_copies(train_arrays, args, progress=True):
-    """The training arrays plus ``args.shift_copies`` lab-shifted copies of their crop folders' cells."""
+def _rebuilt_training_cells(train_arrays, args, copies: int, make_transform, what: str, keep=None, progress=True):
+    """The training arrays plus their crop folders' training cells preprocessed again ``copies`` times,
+    each time through ``make_transform(copy)`` (a :func:`build_arrays` transform); ``keep(arrays, transform)``
+    picks and relabels the rows to add (default all)."""
     from karyopipe.classification.dataset import build_arrays, concat_arrays, read_dataset, source_name
-    from karyopipe.classification.shift import random_cell_shifter
 
     cells = set(train_arrays.cells.tolist())
-    copies = []
+    extra = []
     for root in args.data:
         if read_dataset(root).kind != "crops":
-            print(f"{root}: annotated spreads get no lab-shifted copies (crop folders only)")
+            print(f"{root}: annotated spreads get no {what} (crop folders only)")
             continue
         mine = {c for c in cells if c.split("/", 1)[0] == source_name(root)}
-        for copy in range(args.shift_copies):
-            copies.append(build_arrays(root, tuple(args.size), args.preprocess, cache_dir=None, progress=progress,
-                                       cells=mine, transform=random_cell_shifter(args.seed * 1000 + copy)))
-    if not copies:
+        for copy in range(copies):
+            transform = make_transform(copy)
+            arrays = build_arrays(root, tuple(args.size), args.preprocess, cache_dir=None, progress=progress,
+                                  cells=mine, transform=transform)
+            extra.append(arrays if keep is None else keep(arrays, transform))
+    if not extra:
         return train_arrays
-    shifted = concat_arrays(copies)
-    shifted.problems = []  # the unshifted build reported them
-    return concat_arrays([train_arrays, shifted])
+    extra = concat_arrays(extra)
+    extra.problems = []  # the plain build reported them
+    return concat_arrays([train_arrays, extra])
+
+
+def _add_shifted_copies(train_arrays, args, progress=True):
+    """The training arrays plus ``args.shift_copies`` lab-shifted copies of their crop folders' cells."""
+    from karyopipe.classification.shift import random_cell_shifter
+
+    return _rebuilt_training_cells(train_arrays, args, args.shift_copies,
+                                   lambda copy: random_cell_shifter(args.seed * 1000 + copy), "lab-shifted copies",
+                                   progress=progress)
+
+
+def _add_fragment_copies(train_arrays, args, progress=True):
+    """The training arrays plus pieces of their crops (label 0, an outlier), ``args.fragment_copies`` draws."""
+    from karyopipe.classification.fragments import CellFragmenter, rows_cut
+
+    def pieces_only(arrays, fragmenter):
+        part = arrays.subset(rows_cut(arrays.cells, fragmenter.cut))
+        part.labels[:] = 0
+        return part
+
+    return _rebuilt_training_cells(train_arrays, args, args.fragment_copies,
+                                   lambda copy: CellFragmenter(seed=args.seed * 1000 + 500 + copy), "pieces",
+                                   keep=pieces_only, progress=progress)
 
 
 def sampling_weights(labels: np.ndarray, outlier_share: float | None = None) -> np.ndarray:
@@ -134,32 +160,6 @@ def sampling_weights(labels: np.ndarray, outlier_share: float | None = None) -> 
         weights[pieces] *= outlier_share / weights[pieces].sum()
         weights[~pieces] *= (1.0 - outlier_share) / weights[~pieces].sum()
     return weights
-
-
-def _add_fragment_copies(train_arrays, args, progress=True):
-    """The training arrays plus pieces of their crops (label 0, an outlier), ``args.fragment_copies`` draws."""
-    from karyopipe.classification.dataset import build_arrays, concat_arrays, read_dataset, source_name
-    from karyopipe.classification.fragments import CellFragmenter, rows_cut
-
-    cells = set(train_arrays.cells.tolist())
-    pieces = []
-    for root in args.data:
-        if read_dataset(root).kind != "crops":
-            print(f"{root}: annotated spreads give no pieces (crop folders only)")
-            continue
-        mine = {c for c in cells if c.split("/", 1)[0] == source_name(root)}
-        for copy in range(args.fragment_copies):
-            fragmenter = CellFragmenter(seed=args.seed * 1000 + 500 + copy)
-            arrays = build_arrays(root, tuple(args.size), args.preprocess, cache_dir=None, progress=progress,
-                                  cells=mine, transform=fragmenter)
-            part = arrays.subset(rows_cut(arrays.cells, fragmenter.cut))
-            part.labels[:] = 0
-            pieces.append(part)
-    if not pieces:
-        return train_arrays
-    pieces = concat_arrays(pieces)
-    pieces.problems = []  # the whole build reported them
-    return concat_arrays([train_arrays, pieces])
 
 
 def plot_curves(history: list[dict], path) -> None:
