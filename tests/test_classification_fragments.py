@@ -65,7 +65,7 @@ def test_outlier_exposure_loss_is_the_plain_loss_without_outliers_and_flattens_o
     assert float(loss.detach()) == pytest.approx(0.5 * np.log(24)) and float(flat.grad.abs().max()) < 1e-7
     peaked = torch.zeros(1, 24)
     peaked[0, 23] = 5.0
-    assert float(outlier_exposure_loss(peaked, torch.tensor([-1]), criterion, weight=0.5)) > float(loss)
+    assert float(outlier_exposure_loss(peaked, torch.tensor([-1]), criterion, weight=0.5)) > float(loss.detach())
 
 
 def _train_tiny(with_pieces: bool):
