@@ -11,6 +11,8 @@ Usage::
 
     karyopipe train-cls --data /path/bioimlab/crops --epochs 40 --width 32 --out runs/cls-bioimlab
     karyopipe train-cls --data A B --resume runs/cls-bioimlab/last.pt
+    karyopipe train-cls --data A B --shift-copies 1        # plus each training cell as if from another lab
+    karyopipe train-cls --data A B --fragment-copies 1 --outlier-share 0.25   # plus pieces, taught to claim no class
 """
 from __future__ import annotations
 
