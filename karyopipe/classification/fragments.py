@@ -30,6 +30,7 @@ import zlib
 import numpy as np
 
 from karyopipe.classes import Y
+from karyopipe.classification.shift import background_level
 
 #: Pieces keep this share of the chromosome's length (drawn uniformly).
 FRAGMENT_LENGTHS = (0.3, 0.6)
@@ -73,9 +74,8 @@ def fragment_crop(gray: np.ndarray, fraction: float, keep_start: bool = True, ma
     along = (points - centre) @ axis
     cut = np.quantile(along, fraction if keep_start else 1.0 - fraction)
     drop = along > cut if keep_start else along < cut
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     piece = gray.copy()
-    piece[ys[drop], xs[drop]] = np.median(border)
+    piece[ys[drop], xs[drop]] = background_level(gray)
     return piece
 
 
@@ -178,42 +178,31 @@ def score_fragments(classifier, root, split: str = "train", max_cells: int | Non
         (non-Y whole crops read as Y), for comparison; ``problems``: the
         files skipped, each with its reason.
     """
-    from karyopipe.classification.dataset import find_crops, split_cells
-    from karyopipe.io import ImageReadError, load_canonical
+    from karyopipe.classification.classifier import ClassifierEnsemble
+    from karyopipe.classification.dataset import build_arrays, find_crops, split_cells
+    from karyopipe.classification.evaluate import classifier_members
 
-    records, problems = find_crops(root)
+    records, _ = find_crops(root)
     if not records:
         raise ValueError(f"{root}: no labelled chromosome crops found")
-    by_cell: dict[str, list] = {}
-    for r in records:
-        by_cell.setdefault(f"{r.source}/{r.cell_id}", []).append(r)
-    config = getattr(classifier, "config", None) or {}
-    cells = sorted(by_cell) if split == "all" else split_cells(
-        by_cell, config.get("val_fraction", 0.15), config.get("test_fraction", 0.15), config.get("split_seed", 0))[split]
+    cells = sorted({f"{r.source}/{r.cell_id}" for r in records})
+    if split != "all":
+        config = classifier.config
+        cells = split_cells(cells, config.get("val_fraction", 0.15), config.get("test_fraction", 0.15),
+                            config.get("split_seed", 0))[split]
     cells = cells[:max_cells] if max_cells else cells
-    fragmenter = CellFragmenter(seed=seed)
-    rows = []  # (true class, is a piece, predicted probabilities)
-    if progress:
-        from tqdm import tqdm
-
-        cells = tqdm(cells, desc=f"pieces of {root}", unit="cell")
-    for cell in cells:
-        crops, labels = [], []
-        for r in by_cell[cell]:
-            try:
-                crops.append((fragmenter(load_canonical(r.path)[0], cell, len(crops)), None))
-                labels.append(r.label)
-            except ImageReadError as exc:
-                problems.append(str(exc))
-        if not crops:
-            continue
-        probs = np.exp(classifier.predict_cell(crops))
-        rows += [(label, (cell, i) in fragmenter.cut, p) for i, (label, p) in enumerate(zip(labels, probs))]
-    if not rows:
-        raise ValueError(f"{root}: no readable crops in the {split} cells")
-    labels = np.array([r[0] for r in rows])
-    piece = np.array([r[1] for r in rows])
-    probs = np.stack([r[2] for r in rows])
+    # Each member preprocesses the cells its own way; the cuts depend on the seed, cell and crop only, so all
+    # members see the same pieces.
+    log_probs = []
+    for member in classifier_members(classifier):
+        fragmenter = CellFragmenter(seed=seed)
+        arrays = build_arrays(root, member.size, member.preprocess, cache_dir=None, progress=progress,
+                              cells=set(cells), transform=fragmenter)
+        log_probs.append(member.predict_arrays(arrays.images, arrays.features))
+    probs = np.exp(classifier.combine(log_probs) if isinstance(classifier, ClassifierEnsemble) else log_probs[0])
+    labels = arrays.labels
+    piece = np.zeros(len(labels), bool)
+    piece[rows_cut(arrays.cells, fragmenter.cut)] = True
     y = Y - 1
     top = probs.argmax(1)
     whole = ~piece
@@ -227,7 +216,7 @@ def score_fragments(classifier, root, split: str = "train", max_cells: int | Non
         "whole_accuracy": float((top[whole] + 1 == labels[whole]).mean()),
         "whole_mean_max_p": float(probs[whole].max(1).mean()),
         "whole_non_y_top_y": float((top[non_y] == y).mean()) if non_y.any() else float("nan"),
-        "problems": problems,
+        "problems": list(arrays.problems),
     }
 
 

@@ -43,7 +43,8 @@ LAB_SHIFTS = {
 }
 
 
-def _background(gray: np.ndarray) -> float:
+def background_level(gray: np.ndarray) -> float:
+    """The background grey of a crop: the median of its border pixels."""
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     return float(np.median(border))
 
@@ -96,7 +97,7 @@ def apply_shift(gray: np.ndarray, name: str, rng: np.random.Generator) -> np.nda
         return np.clip(gray + rng.normal(0.0, sigma, gray.shape).astype(np.float32), 0.0, 1.0)
     if name.startswith("margin"):
         pad = int(name[len("margin"):])
-        return np.pad(gray, pad, mode="constant", constant_values=_background(gray))
+        return np.pad(gray, pad, mode="constant", constant_values=background_level(gray))
     if name == "rotate":
         angle = float(rng.uniform(0, 360))
         centre = (w / 2.0, h / 2.0)
@@ -106,7 +107,7 @@ def apply_shift(gray: np.ndarray, name: str, rng: np.random.Generator) -> np.nda
         matrix[0, 2] += new_w / 2.0 - centre[0]
         matrix[1, 2] += new_h / 2.0 - centre[1]
         return cv2.warpAffine(gray, matrix, (new_w, new_h), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=_background(gray))
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=background_level(gray))
     raise ValueError(f"unknown lab shift {name!r}; known: {', '.join(LAB_SHIFTS)}")
 
 
