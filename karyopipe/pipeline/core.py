@@ -40,7 +40,7 @@ _PAD = 4
 # Below this label confidence a chromosome is marked in the overlay and report.
 LOW_CONFIDENCE = 0.9
 #: Flags that send a chromosome to the reader whatever its confidence (:attr:`ChromosomeResult.low_confidence`).
-_CHECK_FLAGS = ("uncertain", "rescued", "split", "at_image_edge")
+_CHECK_FLAGS = ("uncertain", "rescued", "split", "at_image_edge", "weak_detection")
 #: Flags of objects a reviewer changed (``karyopipe review``); a class a reviewer set has been checked.
 SET_FLAG, DROP_FLAG = "set_by_reviewer", "dropped_by_reviewer"
 # Above this many objects the segmentation did not see one metaphase (near-tetraploid cells
@@ -107,7 +107,9 @@ class ChromosomeResult:
         ``"rescued"``: a weak detection taken to fill a slot instead of calling a loss;
         ``"split"``: a part of an object the zoomed look split (``zoom_look``), likewise;
         ``"at_image_edge"``: the mask reaches the picture's border, so part of the chromosome
-        may lie outside it and its length and class are less sure.
+        may lie outside it and its length and class are less sure;
+        ``"weak_detection"``: a Y, or one of a class the call holds too many of, found by a
+        detection scored below :data:`REFERENCE_SCORE` (it may be a piece of another chromosome).
     geometry : ChromosomeGeometry or None
         The full geometry result (axis in input pixels, straightened image).
 
@@ -140,7 +142,7 @@ class ChromosomeResult:
 
     @property
     def low_confidence(self) -> bool:
-        """True when unclassified, below :data:`LOW_CONFIDENCE`, or flagged uncertain, rescued, split or at the image edge.
+        """True when unclassified, below :data:`LOW_CONFIDENCE`, or flagged for a check (:data:`_CHECK_FLAGS`).
 
         A class a reviewer set (``karyopipe review``) has been checked, whatever its other flags.
         """
@@ -729,6 +731,16 @@ class KaryoPipeline:
                 "and class are less sure: " + ", ".join(f"object {i} (chromosome {CLASS_NAMES[int(call.labels[i]) - 1]})"
                                                        for i in assigned_at_edge) + "; check them")
 
+        weak = weak_call_objects(instances, call)
+        if weak:
+            # The segmenter breaks some chromosomes in two, and the classifier reads a piece as a Y
+            # about one time in ten (karyopipe eval-fragments); a sure chromosome is rarely a weak detection.
+            warnings.append(
+                f"{source}: the call rests on weak detections: " + ", ".join(
+                    f"object {i} (chromosome {CLASS_NAMES[int(call.labels[i]) - 1]}, detection score "
+                    f"{instances[i].score:.2f})" for i in weak)
+                + "; one may be a piece of a broken chromosome or debris: check before reporting")
+
         lengths = np.array([g.length_px for g in geometries], float)
         total = float(np.nansum(lengths[lengths > 0])) if len(lengths) else 0.0
         chromosomes = []
@@ -751,6 +763,8 @@ class KaryoPipeline:
                                | ({"split"} if i in split_parts else set()))
             if i in at_edge:
                 c.flags = sorted(set(c.flags) | {"at_image_edge"})
+            if i in weak:
+                c.flags = sorted(set(c.flags) | {"weak_detection"})
             chromosomes.append(c)
         total_time = sum(timings.values())
         timings = {k: round(v, 4) for k, v in timings.items()}
@@ -765,6 +779,25 @@ class KaryoPipeline:
             stages={k: dict(v) for k, v in self.stages.items()}, warnings=warnings,
             scale=_scale_record(instances),
         )
+
+
+def weak_call_objects(instances, call) -> list[int]:
+    """Indices of the weak detections among the objects that make the call male or abnormal.
+
+    Those objects: every Y, and every object of a class the call holds more
+    copies of than a normal cell (a gain, a third X). Weak: scored below
+    :data:`REFERENCE_SCORE`, the score from which the pipeline measures the
+    cell by a detection. ``[]`` without a call.
+    """
+    if call is None or not call.callable:
+        return []
+    from karyopipe.classes import AUTOSOMES, X, Y
+
+    counts = call.counts or {}
+    normal = {k: call.ploidy for k in AUTOSOMES} | {X: 2 if not counts.get(Y) else 1}
+    decisive = {Y} | {k for k, n in counts.items() if k in normal and n > normal[k]}
+    scores = np.nan_to_num(detection_scores(instances), nan=1.0)
+    return [i for i in range(len(instances)) if call.labels[i] in decisive and scores[i] < REFERENCE_SCORE]
 
 
 def merged_objects(instances, view) -> list[tuple]:
