@@ -351,22 +351,23 @@ def _female_cell_without(missing=()):
 def test_a_y_or_an_extra_copy_from_a_weak_detection_is_flagged_and_named_and_the_call_stands(no_weights):
     from karyopipe.pipeline.core import REFERENCE_SCORE
 
-    male = [(c, 0.99) for c in range(1, 23) for _ in range(2)] + [(23, 0.99), (24, 0.99)]
-    sure = KaryoPipeline.__call__(*_cell_pipeline(male)[:2])
-    assert sure.karyotype == "46,XY" and not any("weak_detection" in c.flags for c in sure.chromosomes)
-    assert not any("weak detections" in w for w in sure.warnings)
+    def run(objects):
+        pipe, gray, _ = _cell_pipeline(objects)
+        result = pipe(gray)
+        return result, [c for c in result.chromosomes if "weak_detection" in c.flags]
 
-    weak_y = male[:-1] + [(24, 0.6)]
-    result = KaryoPipeline.__call__(*_cell_pipeline(weak_y)[:2])
+    male = [(c, 0.99) for c in range(1, 23) for _ in range(2)] + [(23, 0.99), (24, 0.99)]
+    result, flagged = run(male)
+    assert result.karyotype == "46,XY" and not flagged
+    assert not any("weak detections" in w for w in result.warnings)
+
+    result, flagged = run(male[:-1] + [(24, 0.6)])
     assert result.karyotype == "46,XY" and 0.6 < REFERENCE_SCORE
-    flagged = [c for c in result.chromosomes if "weak_detection" in c.flags]
     assert [(c.id, c.class_name) for c in flagged] == [(45, "Y")] and flagged[0].low_confidence
     assert any("weak detections" in w and "object 45 (chromosome Y, detection score 0.60)" in w for w in result.warnings)
 
-    trisomy = [(c, 0.99) for c in range(1, 24) for _ in range(2)] + [(21, 0.7)]
-    result = KaryoPipeline.__call__(*_cell_pipeline(trisomy)[:2])
+    result, flagged = run([(c, 0.99) for c in range(1, 24) for _ in range(2)] + [(21, 0.7)])
     assert result.karyotype == "47,XX,+21"
-    flagged = [c for c in result.chromosomes if "weak_detection" in c.flags]
     assert [(c.class_name, c.score) for c in flagged] == [("21", 0.7)]
 
 

@@ -733,8 +733,8 @@ class KaryoPipeline:
 
         weak = weak_call_objects(instances, call)
         if weak:
-            # The segmenter breaks some chromosomes in two, and the classifier reads a piece as a Y
-            # about one time in ten (karyopipe eval-fragments); a sure chromosome is rarely a weak detection.
+            # The segmenter breaks some chromosomes in two and a piece can read as a Y (karyopipe
+            # eval-fragments measures how often); such pieces are mostly weak detections, whole chromosomes rarely.
             warnings.append(
                 f"{source}: the call rests on weak detections: " + ", ".join(
                     f"object {i} (chromosome {CLASS_NAMES[int(call.labels[i]) - 1]}, detection score "
