@@ -791,11 +791,13 @@ def weak_call_objects(instances, call) -> list[int]:
     """
     if call is None or not call.callable:
         return []
-    from karyopipe.classes import AUTOSOMES, X, Y
+    from karyopipe.classes import X, Y
+    from karyopipe.karyogram.iscn import count_changes
 
     counts = call.counts or {}
-    normal = {k: call.ploidy for k in AUTOSOMES} | {X: 2 if not counts.get(Y) else 1}
-    decisive = {Y} | {k for k, n in counts.items() if k in normal and n > normal[k]}
+    gained = {k for k, sign in count_changes(counts, call.ploidy) if sign > 0}
+    extra_x = counts.get(X, 0) > (1 if counts.get(Y) else 2)
+    decisive = {Y} | gained | ({X} if extra_x else set())
     scores = np.nan_to_num(detection_scores(instances), nan=1.0)
     return [i for i in range(len(instances)) if call.labels[i] in decisive and scores[i] < REFERENCE_SCORE]
 
