@@ -417,7 +417,7 @@ def test_a_weak_detection_fills_a_loss_but_never_adds_a_gain_or_changes_the_sex(
     rescued = [c for c in result.chromosomes if "rescued" in c.flags]
     assert len(rescued) == 1 and rescued[0].class_name == "21" and rescued[0].score == pytest.approx(0.2)
     assert rescued[0].low_confidence  # marked in the overlay for a check, however sure its class
-    assert any("taken as chromosome 21 instead of calling a loss" in w for w in result.warnings)
+    assert any("(chromosome 21, detection score" in w and "kept as a chromosome instead of calling a loss" in w for w in result.warnings)
     # Off, or nothing weak enough to look at: the loss is called.
     pipe.rescue_floor = None
     assert pipe(gray).karyotype == "45,XX,-21"
@@ -567,3 +567,15 @@ def test_the_zoomed_view_runs_the_segmenter_larger_and_leaves_its_settings(tmp_p
     assert all(inst.extra["scale"] == pytest.approx(expected) for inst in view)
     pipe.zoom_look = None
     assert pipe.zoomed_view(gray) == []
+
+
+def test_warnings_name_objects_by_id_class_and_optionally_detection_score():
+    from types import SimpleNamespace
+
+    from karyopipe.pipeline.core import describe_objects
+
+    labels = np.array([0, 21, 24])  # 0: not assigned; 21 and 24 are chromosome 21 and Y
+    instances = [SimpleNamespace(score=s) for s in (0.9, 0.62, 0.4)]
+    assert describe_objects([1, 2], labels) == "object 1 (chromosome 21), object 2 (chromosome Y)"
+    assert describe_objects([2], labels, instances) == "object 2 (chromosome Y, detection score 0.40)"
+    assert describe_objects([], labels) == ""

@@ -707,14 +707,13 @@ class KaryoPipeline:
             split_parts = [i for i, inst in enumerate(instances) if any(inst is p for p in parts)]
             if rescued:
                 warnings.append(
-                    f"{source}: " + "; ".join(f"object {i} (detection score {instances[i].score:.2f}) taken as chromosome "
-                                              f"{CLASS_NAMES[int(call.labels[i]) - 1]}" for i in rescued)
+                    f"{source}: {describe_objects(rescued, call.labels, instances)} kept as "
+                    + ("chromosomes" if len(rescued) > 1 else "a chromosome")
                     + " instead of calling a loss: check " + ("them" if len(rescued) > 1 else "it"))
             if split_parts:
                 warnings.append(
-                    f"{source}: objects " + ", ".join(f"{i} (chromosome {CLASS_NAMES[int(call.labels[i]) - 1]})"
-                                                      for i in split_parts)
-                    + f" are parts of touching chromosomes first detected as one, split in a view {self.zoom_look:g}x "
+                    f"{source}: {describe_objects(split_parts, call.labels)}"
+                    f" are parts of touching chromosomes first detected as one, split in a view {self.zoom_look:g}x "
                       "larger instead of calling a loss: check them")
             statement = call.statement if call is not None else (
                 f"{len(instances)} objects segmented; not classified (no classifier weights), no karyotype call.")
@@ -728,18 +727,15 @@ class KaryoPipeline:
             # A cut chromosome reads short and may take a smaller one's slot; the call stands, the reader is told.
             warnings.append(
                 f"{source}: at the image edge, where part of a chromosome may lie outside the picture and its length "
-                "and class are less sure: " + ", ".join(f"object {i} (chromosome {CLASS_NAMES[int(call.labels[i]) - 1]})"
-                                                       for i in assigned_at_edge) + "; check them")
+                f"and class are less sure: {describe_objects(assigned_at_edge, call.labels)}; check them")
 
         weak = weak_call_objects(instances, call)
         if weak:
             # The segmenter breaks some chromosomes in two and a piece can read as a Y (karyopipe
             # eval-fragments measures how often); such pieces are mostly weak detections, whole chromosomes rarely.
             warnings.append(
-                f"{source}: the call rests on weak detections: " + ", ".join(
-                    f"object {i} (chromosome {CLASS_NAMES[int(call.labels[i]) - 1]}, detection score "
-                    f"{instances[i].score:.2f})" for i in weak)
-                + "; one may be a piece of a broken chromosome or debris: check before reporting")
+                f"{source}: the call rests on weak detections: {describe_objects(weak, call.labels, instances)}"
+                "; one may be a piece of a broken chromosome or debris: check before reporting")
 
         lengths = np.array([g.length_px for g in geometries], float)
         total = float(np.nansum(lengths[lengths > 0])) if len(lengths) else 0.0
@@ -779,6 +775,22 @@ class KaryoPipeline:
             stages={k: dict(v) for k, v in self.stages.items()}, warnings=warnings,
             scale=_scale_record(instances),
         )
+
+
+def describe_objects(indices, labels, instances=None) -> str:
+    """The objects a warning names, as a reader checks them on the overlay.
+
+    ``"object 3 (chromosome 21), object 7 (chromosome Y)"``; given
+    ``instances``, each also carries its detection score
+    (``"object 3 (chromosome 21, detection score 0.62)"``).
+    """
+    described = []
+    for i in indices:
+        detail = f"chromosome {CLASS_NAMES[int(labels[i]) - 1]}"
+        if instances is not None:
+            detail += f", detection score {instances[i].score:.2f}"
+        described.append(f"object {i} ({detail})")
+    return ", ".join(described)
 
 
 def weak_call_objects(instances, call) -> list[int]:
