@@ -85,6 +85,15 @@ def test_evaluate_detection_and_classes(tmp_path, monkeypatch):
     assert len(errors) == round(len(RODS) * (1 - m["classification_accuracy_matched"]))
     assert all(e["truth"] != e["called"] for e in errors)
     assert sum(c["n"] for c in m["confusions"]) == len(errors) and all(c["spreads"] == 1 for c in m["confusions"])
+    # The reader's marks: how many objects carry one, whether the wrong calls do, and whether a wrong karyotype
+    # came with no mark at all.
+    row = m["per_spread"][0]
+    assert 0 <= row["to_check"] <= row["n_pred"] and m["objects_marked"] == round(row["to_check"] / row["n_pred"], 4)
+    assert m["errors_marked"] == round(sum(e["marked"] for e in errors) / len(errors), 4)
+    # The fake classifier is sure of "1": a wrong 1 carries no mark, the objects pushed into other classes do.
+    assert [e["marked"] for e in errors if e["called"] == "1"] == [False]
+    assert all(e["marked"] for e in errors if e["called"] != "1")
+    assert m["wrong_calls_unmarked"] == int(not row["exact"] and row["to_check"] == 0)
 
 
 def test_cli_on_coco(tmp_path, monkeypatch, capsys):

@@ -18,6 +18,11 @@ Metrics
   its own) when the frame shows at least that many chromosomes; frames that
   show fewer are not scored. Without a recorded karyotype it is read from the
   instances' classes, when every instance has one;
+* what the reader is shown: the share of objects marked for a check
+  (:attr:`~karyopipe.pipeline.ChromosomeResult.low_confidence`, the overlay's
+  marks and the summary's ``to_check``), the share of the matched chromosomes
+  called wrong that carry such a mark, and the wrong karyotype calls with no
+  object marked at all (a wrong call nobody was asked to look at);
 * seconds per spread (pipeline total, as timed by the pipeline).
 
 The accuracy, ``detected_and_right`` and the exact-karyotype rate come with a
@@ -168,7 +173,8 @@ def evaluate(pipe, samples, confidence: dict | None = None, progress: bool = Tru
             correct += right
             if not right:
                 errors.append({"id": result.chromosomes[p].id, "truth": class_name(label),
-                               "called": result.chromosomes[p].class_name})
+                               "called": result.chromosomes[p].class_name,
+                               "marked": bool(result.chromosomes[p].low_confidence)})
             if confidence is not None and confidence.get(truths[t].extra.get("coco_id")) == "high":
                 n_conf += 1
                 conf_correct += right
@@ -193,6 +199,8 @@ def evaluate(pipe, samples, confidence: dict | None = None, progress: bool = Tru
                            # Objects the second look added: weak detections rescued, parts of a split.
                            "rescued": sum("rescued" in c.flags for c in result.chromosomes),
                            "split": sum("split" in c.flags for c in result.chromosomes),
+                           # Objects marked for the reader's check, as the overlay and the summary's to_check.
+                           "to_check": sum(bool(c.low_confidence) for c in result.chromosomes),
                            "seconds": result.timings.get("total"),
                            # Matched chromosomes called wrong: the report's object id, the truth and the call.
                            "errors": errors})
@@ -227,6 +235,11 @@ def evaluate(pipe, samples, confidence: dict | None = None, progress: bool = Tru
         "exact_karyotype_per_cell": {c: div(sum(v), len(v)) for c, v in sorted(cells.items())},
         # Spreads whose report names a possible abnormality for a human to check.
         "spreads_with_possible_abnormality": sum(1 for r in per_spread if r["possible"]),
+        # What a reviewer is asked to look at, and whether the mistakes are among it.
+        "objects_marked": div(sum(r["to_check"] for r in per_spread), totals["n_pred"]),
+        "errors_marked": div(sum(e["marked"] for r in per_spread for e in r["errors"]),
+                             sum(len(r["errors"]) for r in per_spread)),
+        "wrong_calls_unmarked": sum(1 for r in scored if not r["exact"] and not r["to_check"]),
         "seconds_per_spread": round(float(np.nanmean(seconds)), 3) if seconds else None,
         "confusions": commonest_confusions(per_spread),
         "failures": failures,
@@ -304,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     keys = ("spreads", "detection_recall@0.5", "detection_precision@0.5", "count_mae", "classification_accuracy_matched",
             "classified_matched", "classification_accuracy_confident_truth", "confident_truth_matched",
             "detected_and_right", "exact_karyotype_rate", "exact_karyotype_spreads", "exact_karyotype_unscored",
-            "spreads_with_possible_abnormality", "seconds_per_spread")
+            "spreads_with_possible_abnormality", "objects_marked", "errors_marked", "wrong_calls_unmarked",
+            "seconds_per_spread")
     print(f"{data} ({note})")
     for k in keys:
         interval = metrics.get(k.replace("_rate", "") + "_ci95")
