@@ -579,3 +579,21 @@ def test_warnings_name_objects_by_id_class_and_optionally_detection_score():
     assert describe_objects([1, 2], labels) == "object 1 (chromosome 21), object 2 (chromosome Y)"
     assert describe_objects([2], labels, instances) == "object 2 (chromosome Y, detection score 0.40)"
     assert describe_objects([], labels) == ""
+
+
+def test_review_prompts_list_what_asks_for_a_look_and_nothing_for_a_clean_normal_call():
+    from types import SimpleNamespace
+
+    def result(**kw):
+        kw = {"chromosomes": [SimpleNamespace(low_confidence=False)] * 46, "karyotype": "46,XY", "sex": "XY",
+              "sex_confidence": 0.99, **kw}
+        return KaryotypeResult(source="s", image=np.zeros((4, 4)), polarity="brightfield", **kw)
+
+    assert result().review_prompts == []
+    marked = [SimpleNamespace(low_confidence=k < 2) for k in range(46)]
+    assert result(chromosomes=marked).review_prompts == ["2 objects marked for a check"]
+    assert result(sex_confidence=0.6).review_prompts == ["sex call uncertain (p=0.60)"]
+    assert result(karyotype="").review_prompts == ["no karyotype call"]
+    prompts = result(abnormalities=[{"description": "+21"}], possible_abnormalities=[{"description": "+13"}],
+                     warnings=["w"]).review_prompts
+    assert prompts == ["abnormal call 46,XY", "possible +13", "1 warning"]

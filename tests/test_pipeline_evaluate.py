@@ -94,6 +94,8 @@ def test_evaluate_detection_and_classes(tmp_path, monkeypatch):
     assert [e["marked"] for e in errors if e["called"] == "1"] == [False]
     assert all(e["marked"] for e in errors if e["called"] != "1")
     assert m["wrong_calls_unmarked"] == int(not row["exact"] and row["to_check"] == 0)
+    assert m["wrong_calls_unprompted"] == int(not row["exact"] and not row["review_prompts"])
+    assert row["review_prompts"]  # 4 objects marked, and the call is not normal
 
 
 def test_cli_on_coco(tmp_path, monkeypatch, capsys):

@@ -96,6 +96,8 @@ POSSIBLE_GAIN_P = 0.05
 # cost is therefore multiplied by this weight (the likelihood raised to this power):
 # negligible for a true Y (0.98 -> 0.08 nats), decisive against a 0.2 one (1.6 -> 6.4).
 Y_EVIDENCE_WEIGHT = 4.0
+# Below this probability a chromosome's class, or the cell's sex, is called uncertain and named for a check.
+UNCERTAIN_BELOW = 0.9
 # Junk lengths: spread evenly in log length over ~30-fold (a speck to two chromosome 1s).
 _JUNK_LOG_LENGTH_RANGE = math.log(30.0)
 
@@ -376,7 +378,7 @@ def assign_karyotype(
     ci_sigma: float = 0.06,
     length_weight: float = 1.0,
     ci_weight: float = 1.0,
-    uncertain_below: float = 0.9,
+    uncertain_below: float = UNCERTAIN_BELOW,
     min_objects: int = MIN_OBJECTS,
     max_objects: int = MAX_OBJECTS,
     pair_log_odds=None,
@@ -735,7 +737,7 @@ def _statement_few(n: int, min_objects: int) -> str:
             "probably broken, partly imaged or under-segmented. Labels are a best effort only.")
 
 
-def _statement(call: KaryotypeCall, n: int, n_assigned: int, uncertain_below: float = 0.9,
+def _statement(call: KaryotypeCall, n: int, n_assigned: int, uncertain_below: float = UNCERTAIN_BELOW,
                sex_runner_up: str = "") -> str:
     ab = call.abnormalities
     n_uncertain = sum("uncertain" in f for f in call.flags)

@@ -219,6 +219,33 @@ class KaryotypeResult:
         """``"g"`` for brightfield input, ``"q"`` for fluorescence: how pictures are shown."""
         return "g" if self.polarity == "brightfield" else "q"
 
+    @property
+    def review_prompts(self) -> list[str]:
+        """What in this report asks the reader for a look before it is signed out; ``[]`` when nothing does.
+
+        Objects marked for a check (:attr:`ChromosomeResult.low_confidence`),
+        an abnormal or possible abnormal call, an uncertain sex call, no call
+        at all, and the pipeline's warnings. ``karyopipe eval-e2e`` counts the
+        wrong calls that come with none of these.
+        """
+        from karyopipe.karyogram.assign import UNCERTAIN_BELOW
+
+        prompts = []
+        marked = sum(bool(c.low_confidence) for c in self.chromosomes)
+        if marked:
+            prompts.append(f"{marked} object{'s' if marked > 1 else ''} marked for a check")
+        if not self.karyotype:
+            prompts.append("no karyotype call")
+        if self.abnormalities:
+            prompts.append(f"abnormal call {self.karyotype}")
+        if self.possible_abnormalities:
+            prompts.append("possible " + ", ".join(str(a.get("description", "")) for a in self.possible_abnormalities))
+        if self.sex and self.sex_confidence < UNCERTAIN_BELOW:
+            prompts.append(f"sex call uncertain (p={self.sex_confidence:.2f})")
+        if self.warnings:
+            prompts.append(f"{len(self.warnings)} warning{'s' if len(self.warnings) > 1 else ''}")
+        return prompts
+
     def karyogram_image(self) -> np.ndarray:
         """Karyogram picture, (H, W, 3) uint8 RGB (:func:`karyopipe.karyogram.draw_karyogram`).
 

@@ -22,7 +22,9 @@ Metrics
   (:attr:`~karyopipe.pipeline.ChromosomeResult.low_confidence`, the overlay's
   marks and the summary's ``to_check``), the share of the matched chromosomes
   called wrong that carry such a mark, and the wrong karyotype calls with no
-  object marked at all (a wrong call nobody was asked to look at);
+  object marked, and those whose report asks for no look at all
+  (:attr:`~karyopipe.pipeline.KaryotypeResult.review_prompts` empty: the
+  silent mistakes);
 * seconds per spread (pipeline total, as timed by the pipeline).
 
 The accuracy, ``detected_and_right`` and the exact-karyotype rate come with a
@@ -201,6 +203,8 @@ def evaluate(pipe, samples, confidence: dict | None = None, progress: bool = Tru
                            "split": sum("split" in c.flags for c in result.chromosomes),
                            # Objects marked for the reader's check, as the overlay and the summary's to_check.
                            "to_check": sum(bool(c.low_confidence) for c in result.chromosomes),
+                           # Everything in the report that asks for a look (KaryotypeResult.review_prompts).
+                           "review_prompts": result.review_prompts,
                            "seconds": result.timings.get("total"),
                            # Matched chromosomes called wrong: the report's object id, the truth and the call.
                            "errors": errors})
@@ -240,6 +244,8 @@ def evaluate(pipe, samples, confidence: dict | None = None, progress: bool = Tru
         "errors_marked": div(sum(e["marked"] for r in per_spread for e in r["errors"]),
                              sum(len(r["errors"]) for r in per_spread)),
         "wrong_calls_unmarked": sum(1 for r in scored if not r["exact"] and not r["to_check"]),
+        # The silent mistakes: wrong calls whose report asks for no look at all.
+        "wrong_calls_unprompted": sum(1 for r in scored if not r["exact"] and not r["review_prompts"]),
         "seconds_per_spread": round(float(np.nanmean(seconds)), 3) if seconds else None,
         "confusions": commonest_confusions(per_spread),
         "failures": failures,
@@ -318,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
             "classified_matched", "classification_accuracy_confident_truth", "confident_truth_matched",
             "detected_and_right", "exact_karyotype_rate", "exact_karyotype_spreads", "exact_karyotype_unscored",
             "spreads_with_possible_abnormality", "objects_marked", "errors_marked", "wrong_calls_unmarked",
+            "wrong_calls_unprompted",
             "seconds_per_spread")
     print(f"{data} ({note})")
     for k in keys:

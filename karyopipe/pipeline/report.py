@@ -60,6 +60,7 @@ def result_to_dict(result) -> dict:
         "stages": result.stages,
         "fallbacks": [name for name, info in result.stages.items() if info.get("fallback")],
         "warnings": list(result.warnings),
+        "review_prompts": result.review_prompts,
         "chromosomes": [chromosome_to_dict(c) for c in result.chromosomes],
     }
 
