@@ -597,3 +597,5 @@ def test_review_prompts_list_what_asks_for_a_look_and_nothing_for_a_clean_normal
     prompts = result(abnormalities=[{"description": "+21"}], possible_abnormalities=[{"description": "+13"}],
                      warnings=["w"]).review_prompts
     assert prompts == ["abnormal call 46,XY", "possible +13", "1 warning"]
+    # A reviewer's sign-out is the look the prompts asked for.
+    assert result(chromosomes=marked, stages={"review": {"reviewer": "AB"}}).review_prompts == []

@@ -77,6 +77,7 @@ def test_review_fixes_a_swap_and_redraws_everything(report_dir, tmp_path):
     paths = result.save(tmp_path / "reviewed")
     saved = json.loads(paths["report.json"].read_text())
     assert saved["stages"]["review"]["reviewer"] == "AB" and "2 correction(s)" in saved["statement"]
+    assert saved["review_prompts"] == []  # signed by a reviewer: nothing left that asks for a look
     assert Image.open(paths["karyogram.png"]).size[0] > 500
     with pytest.raises(ReviewError, match="a class is a number"):
         review(out / "report.json", {a21: 25})

@@ -226,10 +226,14 @@ class KaryotypeResult:
         Objects marked for a check (:attr:`ChromosomeResult.low_confidence`),
         an abnormal or possible abnormal call, an uncertain sex call, no call
         at all, and the pipeline's warnings. ``karyopipe eval-e2e`` counts the
-        wrong calls that come with none of these.
+        wrong calls that come with none of these. A result a reviewer has
+        signed (``karyopipe review``, ``stages["review"]``) has had its look:
+        ``[]``.
         """
         from karyopipe.karyogram.assign import UNCERTAIN_BELOW
 
+        if "review" in self.stages:
+            return []
         prompts = []
         marked = sum(bool(c.low_confidence) for c in self.chromosomes)
         if marked:
