@@ -157,9 +157,7 @@ def run_batch(files, out: Path, pipe, polarity=None, progress: bool = True, log=
         n = len(result.chromosomes)
         if n == 0:
             log(f"{path}: no chromosomes found (see {out_dir / 'report.json'})")
-        # Chromosomes marked for a check (unclassified, uncertain, rescued or split), as in the overlay.
-        check = sum(bool(c.low_confidence) for c in result.chromosomes)
-        rows.append((path, "ok", result.karyotype or NO_CALL, n, check, f"{time.perf_counter() - t:.1f}"))
+        rows.append((path, "ok", result.karyotype or NO_CALL, n, result.n_to_check, f"{time.perf_counter() - t:.1f}"))
     return rows
 
 

@@ -220,6 +220,11 @@ class KaryotypeResult:
         return "g" if self.polarity == "brightfield" else "q"
 
     @property
+    def n_to_check(self) -> int:
+        """How many chromosomes are marked for a check (:attr:`ChromosomeResult.low_confidence`), as the overlay marks them."""
+        return sum(bool(c.low_confidence) for c in self.chromosomes)
+
+    @property
     def review_prompts(self) -> list[str]:
         """What in this report asks the reader for a look before it is signed out; ``[]`` when nothing does.
 
@@ -235,7 +240,7 @@ class KaryotypeResult:
         if "review" in self.stages:
             return []
         prompts = []
-        marked = sum(bool(c.low_confidence) for c in self.chromosomes)
+        marked = self.n_to_check
         if marked:
             prompts.append(f"{marked} object{'s' if marked > 1 else ''} marked for a check")
         if not self.karyotype:
@@ -243,7 +248,7 @@ class KaryotypeResult:
         if self.abnormalities:
             prompts.append(f"abnormal call {self.karyotype}")
         if self.possible_abnormalities:
-            prompts.append("possible " + ", ".join(str(a.get("description", "")) for a in self.possible_abnormalities))
+            prompts.append("possible " + ", ".join(a["description"] for a in self.possible_abnormalities))
         if self.sex and self.sex_confidence < UNCERTAIN_BELOW:
             prompts.append(f"sex call uncertain (p={self.sex_confidence:.2f})")
         if self.warnings:

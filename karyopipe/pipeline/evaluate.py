@@ -202,7 +202,7 @@ def evaluate(pipe, samples, confidence: dict | None = None, progress: bool = Tru
                            "rescued": sum("rescued" in c.flags for c in result.chromosomes),
                            "split": sum("split" in c.flags for c in result.chromosomes),
                            # Objects marked for the reader's check, as the overlay and the summary's to_check.
-                           "to_check": sum(bool(c.low_confidence) for c in result.chromosomes),
+                           "to_check": result.n_to_check,
                            # Everything in the report that asks for a look (KaryotypeResult.review_prompts).
                            "review_prompts": result.review_prompts,
                            "seconds": result.timings.get("total"),

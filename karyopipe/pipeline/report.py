@@ -53,7 +53,7 @@ def result_to_dict(result) -> dict:
         "abnormalities": result.abnormalities,
         "possible_abnormalities": result.possible_abnormalities,
         "n_chromosomes": len(result.chromosomes),
-        "n_low_confidence": sum(bool(c.low_confidence) for c in result.chromosomes),
+        "n_low_confidence": result.n_to_check,
         "scale": result.scale,
         "relative_length_unit": "percent of the summed axis length of all objects in the spread",
         "timings_s": result.timings,
