@@ -432,6 +432,14 @@ def test_max_proposals_caps_the_box_head_and_gives_back_the_weights_own(tmp_path
     assert seg.configure(max_proposals=10 * own).model.rpn.post_nms_top_n() == own
 
 
+def test_box_nms_setting_reaches_the_network_and_weights_without_it_keep_0_7(tmp_path):
+    path = _tiny_weights(tmp_path)
+    assert Segmenter.from_pretrained(path).model.roi_heads.nms_thresh == 0.7
+    seg = Segmenter.from_pretrained(path, box_nms_thresh=0.5)
+    assert seg.model.roi_heads.nms_thresh == 0.5
+    assert seg.configure(box_nms_thresh=0.9).model.roi_heads.nms_thresh == 0.9
+
+
 def test_bfloat16_runs_the_heavy_stacks_only_and_leaves_the_model_as_it_was(tmp_path):
     from karyopipe.segmentation.infer import network_precision, predict_tile
 

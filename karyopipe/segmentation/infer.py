@@ -41,8 +41,11 @@ class InferenceSettings:
         Threshold on the mask head's probability.
     nms_thresh : float
         Mask IoU above which the lower-scored of two detections is dropped.
-        Box NMS inside the network is loose (0.7) because two crossing
-        chromosomes can have nearly the same box but different masks.
+    box_nms_thresh : float
+        Box IoU above which the network's own NMS drops the lower-scored
+        detection, before any mask is drawn. Looser than ``nms_thresh``
+        because two crossing chromosomes can have nearly the same box but
+        different masks; the mask NMS then removes true duplicates.
     rescale : bool
         Resize the spread so its chromosome width matches ``reference_width``.
     rescale_tolerance : float
@@ -109,6 +112,7 @@ class InferenceSettings:
     score_thresh: float = 0.5
     mask_thresh: float = 0.5
     nms_thresh: float = 0.5
+    box_nms_thresh: float = 0.7
     rescale: bool = True
     reference_width: float = DEFAULT_REFERENCE_WIDTH
     chromosome_width: float | None = None
@@ -713,7 +717,6 @@ class Segmenter:
         self.settings = settings or InferenceSettings()
         self.device = device
         self.config = dict(config or {})
-        self.model.roi_heads.nms_thresh = 0.7
         rpn_limits = getattr(getattr(self.model, "rpn", None), "_post_nms_top_n", None)
         self._own_max_proposals = rpn_limits["testing"] if rpn_limits else None
         self._apply_settings()
@@ -729,6 +732,7 @@ class Segmenter:
         # The detector keeps low scores too; the settings' own threshold is applied after refinement.
         self.model.roi_heads.score_thresh = min(self.settings.score_thresh, 0.05)
         self.model.roi_heads.detections_per_img = self.settings.max_detections
+        self.model.roi_heads.nms_thresh = self.settings.box_nms_thresh
         if self.settings.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.settings.precision!r}")
         width = self.settings.chromosome_width
