@@ -38,6 +38,9 @@ N_SYNTH=${N_SYNTH:-24}
 N_COMPOSITE=${N_COMPOSITE:-40}
 # Widest photometric gamma of the training crops (empty: train_segmentation.py's default, 1.65).
 GAMMA_MAX=${GAMMA_MAX:-}
+# Share of training crops with chromosomes of other spreads pasted against or across others (empty: off,
+# as the shipped weights); the lead for merges of touching chromosomes (BENCHMARKS.md, Segmentation).
+COPY_PASTE=${COPY_PASTE:-}
 # Parts of at most 15 MiB, four to a call: the lease returns 16 MiB a file and 64 MiB a call.
 PART_MB=${PART_MB:-15}
 PARTS_PER_CALL=${PARTS_PER_CALL:-4}
@@ -111,6 +114,7 @@ train() {
     local minutes=$1 resume=() init=() extra=(--synthetic "$KIT/synth/annotations.json")
     [[ -f "$KIT/composite/annotations.json" ]] && extra+=(--synthetic "$KIT/composite/annotations.json")
     [[ -n "$GAMMA_MAX" ]] && extra+=(--gamma-max "$GAMMA_MAX")
+    [[ -n "$COPY_PASTE" ]] && extra+=(--copy-paste "$COPY_PASTE")
     if [[ -f "$KIT/init.sha256" ]]; then
         [[ -f "$RUN/init.pth" ]] || { log "the weights to start from have not all arrived: carry the remaining .gpu_init_N folders"; exit 1; }
         init=(--init "$RUN/init.pth")
