@@ -199,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_precision_argument(p)
     p.add_argument("--max-proposals", type=int, default=None,
                    help="at most this many RPN proposals per tile for the box head (default: the weights' own)")
+    p.add_argument("--mask-nms", type=float, default=None,
+                   help="mask IoU above which the lower-scored of two detections is dropped (default: the weights' "
+                        "setting; see InferenceSettings.nms_thresh)")
     p.add_argument("--box-nms", type=float, default=None,
                    help="box IoU of the network's own NMS (default: the weights' setting; see "
                         "InferenceSettings.box_nms_thresh)")
@@ -268,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides["precision"] = args.precision
         if args.max_proposals is not None:
             overrides["max_proposals"] = args.max_proposals
+        if args.mask_nms is not None:
+            overrides["nms_thresh"] = args.mask_nms
         if args.box_nms is not None:
             overrides["box_nms_thresh"] = args.box_nms
         segmenter = Segmenter.from_pretrained(args.weights, device=args.device, **overrides)
