@@ -54,6 +54,9 @@ def add_rescue_argument(parser) -> None:
                         help="if a loss remains after that look, look again at the spread FACTOR times larger "
                              "(default 1.25), where touching chromosomes detected as one may be seen apart; "
                              "off unless given (BENCHMARKS.md, End to end)")
+    parser.add_argument("--hidden-look", action="store_true",
+                        help="if a loss remains after the weak detections, split objects into the parts the segmenter "
+                             "also detected inside them at a lower score (BENCHMARKS.md, End to end)")
 
 
 def add_pairing_argument(parser) -> None:

@@ -72,6 +72,29 @@ RESCUE_TOP_K = 3
 ZOOM_LOOK = 1.25
 SPLIT_INSIDE = 0.8
 SPLIT_COVER = 0.8
+# The segmenter sometimes also sees the two chromosomes of a merged detection apart, at a lower
+# score, and its mask NMS drops such a part for lying inside the merge (BENCHMARKS.md, End to end).
+# A kept object with one such part may be split into the part and the rest, if the rest is at
+# least this share of it: the smallest chromosome (21) is about a fifth as long as the longest (1)
+# (hg38 ideogram lengths). A design bound, not tuned; the second look's rules decide.
+SPLIT_REMAINDER = 0.15
+
+
+@dataclass
+class Reserve:
+    """What the segmenter kept back from the cell, outlined only when a look asks for it.
+
+    Calling it gives the weak detections (:meth:`KaryoPipeline.segment_with_reserve`);
+    :attr:`hidden` gives the detections dropped for lying inside a kept one
+    (:func:`karyopipe.segmentation.infer.mask_nms`'s ``hidden``), scored at the
+    cell's own threshold or above.
+    """
+
+    weak: object = list
+    hidden: object = list
+
+    def __call__(self) -> list:
+        return self.weak()
 
 
 @dataclass
@@ -337,7 +360,7 @@ class KaryoPipeline:
 
     def __init__(self, segmenter=None, classifier=None, device: str = "cpu", stages: dict | None = None,
                  rescue_below: float | None = None, rescue_floor: float | None = None,
-                 zoom_look: float | None = None, pairing: bool = False):
+                 zoom_look: float | None = None, pairing: bool = False, hidden_look: bool = False):
         self.segmenter = segmenter
         self.classifier = classifier
         self.device = device
@@ -348,6 +371,8 @@ class KaryoPipeline:
         self.rescue_floor = rescue_floor
         # The zoomed look for merged chromosomes (ZOOM_LOOK); None turns it off.
         self.zoom_look = zoom_look
+        # Before it, the parts of merged chromosomes the mask NMS hid (hidden_splits): no extra network pass.
+        self.hidden_look = hidden_look
         # Homolog pairing by banding profile in the assignment (karyopipe.karyogram.pairing).
         self.pairing = pairing
         self.stages = dict(stages or {})
@@ -362,7 +387,7 @@ class KaryoPipeline:
     def from_pretrained(cls, seg_weights=None, cls_weights=None, device: str = "cpu", verbose: bool = False,
                         precision: str = "float32", chromosome_width: float | None = None,
                         rescue: bool = True, zoom_look: float | None = None,
-                        pairing: bool = False) -> "KaryoPipeline":
+                        pairing: bool = False, hidden_look: bool = False) -> "KaryoPipeline":
         """Load the shipped (or given) weights; a missing file degrades that stage instead of failing.
 
         Parameters
@@ -391,6 +416,11 @@ class KaryoPipeline:
             times larger (:data:`ZOOM_LOOK` is the factor measured) for touching
             chromosomes detected as one; each part taken is flagged ``"split"``.
             Off by default: see BENCHMARKS.md, End to end.
+        hidden_look : bool
+            With ``rescue``, if a loss remains, first try splitting kept objects
+            into the parts the segmenter also detected inside them at a lower score
+            (:func:`hidden_splits`; no extra network pass); parts taken are
+            flagged ``"split"``. See BENCHMARKS.md, End to end.
         pairing : bool
             Pair homologs by how alike their bands are, as well as by their
             classes (:mod:`karyopipe.karyogram.pairing`). Off by default: it
@@ -408,6 +438,7 @@ class KaryoPipeline:
         stages: dict = {}
         segmenter = classifier = None
         rescue_below = rescue_floor = zoom = None
+        hidden = False
         if zoom_look is not None and not zoom_look > 1:
             raise ValueError(f"zoom_look must be a factor above 1, got {zoom_look}")
         seg_path = weights_path(seg_weights, SEGMENTATION_WEIGHTS)
@@ -431,6 +462,8 @@ class KaryoPipeline:
                     rescue_floor = stages["segmentation"]["rescue_floor"] = RESCUE_FLOOR
                     if zoom_look:
                         zoom = stages["segmentation"]["zoom_look"] = float(zoom_look)
+                    if hidden_look:
+                        hidden = stages["segmentation"]["hidden_look"] = True
                 segmenter.configure(score_thresh=rescue_below if rescue_floor is None else rescue_floor)
         else:
             stages["segmentation"] = {"model": "watershed", "fallback": True,
@@ -451,7 +484,7 @@ class KaryoPipeline:
                 if info.get("fallback"):
                     print(f"karyopipe: {info['reason']}", file=sys.stderr)
         return cls(segmenter, classifier, device, stages, rescue_below=rescue_below, rescue_floor=rescue_floor,
-                   zoom_look=zoom, pairing=pairing)
+                   zoom_look=zoom, pairing=pairing, hidden_look=hidden)
 
     # -- stages ---------------------------------------------------------------
     @staticmethod
@@ -484,36 +517,45 @@ class KaryoPipeline:
         return self.segment_with_reserve(gray)[0]
 
     def segment_with_reserve(self, gray: np.ndarray):
-        """``(instances, reserve)``: the chromosomes, and a function giving the weaker detections kept back.
+        """``(instances, reserve)``: the chromosomes, and a :class:`Reserve` of what was kept back.
 
         ``reserve()`` returns the detections scored in ``[rescue_floor,
         rescue_below)`` that do not lie mostly (:data:`RESCUE_MAX_OVERLAP` of
-        their area) on a kept instance, or ``[]`` when the second look is off.
+        their area) on a kept instance, or ``[]`` when the second look is off;
+        ``reserve.hidden()`` the detections from ``rescue_below`` up that the
+        mask NMS dropped for lying inside a kept one (a :class:`Segmenter`'s only).
         A :class:`karyopipe.segmentation.Segmenter` draws their outlines only
-        when it is called: most cells have no loss to look at.
+        when they are asked for: most cells have no loss to look at.
         """
         if self.segmenter is None:
             from karyopipe.segmentation import segment_watershed
 
-            return list(segment_watershed(gray)), list
+            return list(segment_watershed(gray)), Reserve()
         if self.rescue_below is None or self.rescue_floor is None:
             found = list(self.segmenter(gray))
             if self.rescue_below is not None:
                 found = [inst for inst in found if inst.score is None or inst.score >= self.rescue_below]
-            return found, list
+            return found, Reserve()
         if hasattr(self.segmenter, "detect") and hasattr(self.segmenter, "instances"):
-            detections = [d for d in self.segmenter.detect(gray) if d.category == "chromosome"]
+            detections, hidden = self.segmenter.detect(gray, with_hidden=True)
+            detections = [d for d in detections if d.category == "chromosome"]
             kept = self.segmenter.instances(gray, [d for d in detections if d.score >= self.rescue_below])
             weak = [d for d in detections if d.score < self.rescue_below]
+            hidden = [d for d in hidden if d.category == "chromosome" and d.score >= self.rescue_below]
 
             def weak_instances():
                 return self.segmenter.instances(gray, weak)
+
+            def hidden_instances():
+                return self.segmenter.instances(gray, hidden)
         else:  # any other segmenter has outlined everything already
             found = list(self.segmenter(gray))
             kept = [inst for inst in found if inst.score is None or inst.score >= self.rescue_below]
 
             def weak_instances():
                 return [inst for inst in found if inst.score is not None and inst.score < self.rescue_below]
+
+            hidden_instances = list  # its NMS is its own: nothing is known to lie hidden inside a kept object
 
         def reserve():
             covered = np.zeros(gray.shape[:2], bool)
@@ -522,7 +564,7 @@ class KaryoPipeline:
             return [inst for inst in weak_instances() if inst.score >= self.rescue_floor and inst.mask is not None
                     and inst.mask.any() and (inst.mask & covered).sum() <= RESCUE_MAX_OVERLAP * inst.mask.sum()]
 
-        return kept, reserve
+        return kept, Reserve(reserve, hidden_instances)
 
     def second_look(self, gray, instances, geometries, log_probs, call, reserve):
         """Fill an autosomal loss of ``call`` from the reserve detections, if that makes a better call.
@@ -582,11 +624,12 @@ class KaryoPipeline:
                       if d.category == "chromosome" and d.score >= self.rescue_below]
         return seg.instances(gray, detections)
 
-    def split_look(self, gray, instances, geometries, log_probs, call):
-        """Split kept objects the zoomed view sees as touching chromosomes, if that mends a loss of ``call``.
+    def split_look(self, gray, instances, geometries, log_probs, call, candidates=None):
+        """Split kept objects a second view sees as touching chromosomes, if that mends a loss of ``call``.
 
-        Each object :func:`merged_objects` finds in :meth:`zoomed_view` is tried
-        on its own: it is replaced by its parts, the cell is classified and
+        ``candidates`` are ``(object, parts)`` pairs, such as :func:`hidden_splits`
+        gives; by default those :func:`merged_objects` finds in :meth:`zoomed_view`.
+        Each candidate is tried on its own: it is replaced by its parts, the cell is classified and
         assigned again, and the split is taken under :meth:`second_look`'s rules
         (fewer autosomal losses, no new gain, the same sex; every part assigned
         a chromosome among its :data:`RESCUE_TOP_K` likeliest classes). The best
@@ -597,9 +640,12 @@ class KaryoPipeline:
         (instances, geometries, log_probs, call, parts) or None
             ``parts``: the instances that replaced merged objects.
         """
-        if call is None or self.zoom_look is None or not _autosomal_losses(call):
+        if call is None or not _autosomal_losses(call):
             return None
-        candidates = merged_objects(instances, self.zoomed_view(gray))
+        if candidates is None:
+            if self.zoom_look is None:
+                return None
+            candidates = merged_objects(instances, self.zoomed_view(gray))
         taken: list = []
         while candidates and _autosomal_losses(call):
             trials = []
@@ -734,6 +780,12 @@ class KaryoPipeline:
             if second is not None:
                 instances, geometries, log_probs, call, rescued = second
                 rescued_objects = [instances[i] for i in rescued]
+            hidden_parts = []
+            if self.hidden_look and call is not None and _autosomal_losses(call):
+                split = self.split_look(gray, instances, geometries, log_probs, call,
+                                        candidates=hidden_splits(instances, reserve.hidden()))
+                if split is not None:
+                    instances, geometries, log_probs, call, hidden_parts = split
             split = self.split_look(gray, instances, geometries, log_probs, call)
             if split is not None:
                 instances, geometries, log_probs, call, parts = split
@@ -741,16 +793,23 @@ class KaryoPipeline:
             # Indices only now: a split moves the objects after the one it replaces.
             rescued = [i for i, inst in enumerate(instances) if any(inst is r for r in rescued_objects)]
             split_parts = [i for i, inst in enumerate(instances) if any(inst is p for p in parts)]
+            hidden_split = [i for i, inst in enumerate(instances) if any(inst is p for p in hidden_parts)]
             if rescued:
                 warnings.append(
                     f"{source}: {describe_objects(rescued, call.labels, instances)} kept as "
                     + ("chromosomes" if len(rescued) > 1 else "a chromosome")
                     + " instead of calling a loss: check " + ("them" if len(rescued) > 1 else "it"))
+            if hidden_split:
+                warnings.append(
+                    f"{source}: {describe_objects(hidden_split, call.labels)}"
+                    " are parts of touching chromosomes first detected as one, split where the segmenter also saw "
+                    "one of them apart at a lower score, instead of calling a loss: check them")
             if split_parts:
                 warnings.append(
                     f"{source}: {describe_objects(split_parts, call.labels)}"
                     f" are parts of touching chromosomes first detected as one, split in a view {self.zoom_look:g}x "
                       "larger instead of calling a loss: check them")
+            split_parts = sorted(split_parts + hidden_split)
             statement = call.statement if call is not None else (
                 f"{len(instances)} objects segmented; not classified (no classifier weights), no karyotype call.")
         timings["karyogram"] = time.perf_counter() - t - looking
@@ -880,6 +939,42 @@ def merged_objects(instances, view) -> list[tuple]:
         if (union & inst.mask).sum() >= SPLIT_COVER * area:
             used.update(parts)
             found.append((inst, [view[k] for k in parts]))
+    return found
+
+
+def hidden_splits(instances, hidden) -> list[tuple]:
+    """Kept objects that the segmenter's hidden detections split into parts: ``[(instance, parts), ...]``.
+
+    ``hidden`` are detections the mask NMS dropped for lying inside a kept
+    object (:meth:`Reserve.hidden`). An object with two or more of them that
+    cover it is split as :func:`merged_objects` splits it; an object with
+    one is split into that part and the rest of the object (its largest
+    connected piece after a one-pixel opening, which removes the rim the two
+    outlines leave), if the rest is at least :data:`SPLIT_REMAINDER` of it.
+    """
+    from scipy import ndimage as ndi
+
+    from karyopipe.data import Instance
+
+    found = merged_objects(instances, hidden)
+    split = {id(inst) for inst, _ in found}
+    for inst in instances:
+        area = int(inst.mask.sum())
+        if id(inst) in split or not area:
+            continue
+        inside = [h for h in hidden if h.mask is not None and h.mask.any()
+                  and SPLIT_INSIDE * h.mask.sum() <= (h.mask & inst.mask).sum() < SPLIT_COVER * area]
+        if len(inside) != 1:
+            continue
+        part = inside[0]
+        rest = ndi.binary_opening(inst.mask & ~part.mask, np.ones((3, 3), bool))
+        pieces, n = ndi.label(rest)
+        if not n:
+            continue
+        rest = pieces == 1 + int(np.argmax(ndi.sum(rest, pieces, range(1, n + 1))))
+        if rest.sum() < SPLIT_REMAINDER * area:
+            continue
+        found.append((inst, [part, Instance(mask=rest, bbox=_bbox(rest), score=inst.score, category=inst.category)]))
     return found
 
 

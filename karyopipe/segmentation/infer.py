@@ -214,25 +214,39 @@ def _overlap(a: tuple[int, int, np.ndarray], b: tuple[int, int, np.ndarray]) -> 
     return int(np.logical_and(am[y0 - ay:y1 - ay, x0 - ax:x1 - ax], bm[y0 - by:y1 - by, x0 - bx:x1 - bx]).sum())
 
 
-def mask_nms(masks: list, scores: np.ndarray, thresh: float) -> list[int]:
-    """Greedy NMS on mask IoU; ``masks`` are (y0, x0, bool crop) triples. Returns kept indices."""
+def mask_nms(masks: list, scores: np.ndarray, thresh: float, hidden: list | None = None) -> list[int]:
+    """Greedy NMS on mask IoU; ``masks`` are (y0, x0, bool crop) triples. Returns kept indices.
+
+    A detection is also dropped when 80 % of it lies inside a better one, or
+    80 % of a better one inside it: a fragment of that chromosome, or the two
+    touching chromosomes it merged seen whole. Pass a list as ``hidden`` to
+    collect the detections dropped only for lying inside a kept one (not as
+    duplicates by IoU): the pipeline's second look tries them as the parts
+    of a kept detection that merged two chromosomes.
+    """
     order = np.argsort(-np.asarray(scores))
     kept: list[int] = []
     for i in order:
         area = masks[i][2].sum()
-        drop = False
+        duplicate = part = merge = False
         for j in kept:
             inter = _overlap(masks[i], masks[j])
             if not inter:
                 continue
-            mj = masks[j][2]
-            union = area + mj.sum() - inter
-            # Also drop a detection mostly inside a better one: fragments of one chromosome.
-            if union and (inter / union > thresh or inter > 0.8 * min(area, mj.sum())):
-                drop = True
+            mj = masks[j][2].sum()
+            union = area + mj - inter
+            if union and inter / union > thresh:
+                duplicate = True
                 break
-        if not drop:
-            kept.append(int(i))
+            part = part or inter > 0.8 * area
+            merge = merge or (inter <= 0.8 * area and inter > 0.8 * mj)
+            if hidden is None and (part or merge):
+                break
+        if duplicate or part or merge:
+            if hidden is not None and part and not (duplicate or merge):
+                hidden.append(int(i))
+            continue
+        kept.append(int(i))
     return kept
 
 
@@ -810,7 +824,7 @@ class Segmenter:
         """The spread as outlines are drawn from it (lightly smoothed against pixel noise)."""
         return cv2.GaussianBlur(np.asarray(gray, np.float32), (0, 0), 1.0)
 
-    def detect(self, gray: np.ndarray, zoom: float = 1.0) -> list[Detection]:
+    def detect(self, gray: np.ndarray, zoom: float = 1.0, with_hidden: bool = False):
         """Run the network (rescaled, tiled, merged); outlines are not drawn yet.
 
         Parameters
@@ -821,11 +835,15 @@ class Segmenter:
             (still within ``scale_bounds`` when rescaling), as the pipeline's
             zoomed look does to separate touching chromosomes. The settings
             are not changed, so one segmenter can serve both looks.
+        with_hidden : bool
+            Also return the detections the mask NMS dropped only for lying
+            inside a kept one (:func:`mask_nms`'s ``hidden``).
 
         Returns
         -------
         list of Detection
-            Above ``score_thresh``, after mask NMS, in full-resolution coordinates.
+            Above ``score_thresh``, after mask NMS, in full-resolution coordinates;
+            with ``with_hidden``, a tuple ``(detections, hidden)`` of two such lists.
         """
         gray = np.asarray(gray, np.float32)
         if gray.ndim != 2:
@@ -862,9 +880,10 @@ class Segmenter:
                 crops.append((ty + cy0, tx + cx0, crop_window(crop, cy0, cx0, cy1, cx1)))
                 scores.append(float(score))
         binary = [(y, x, p >= s.mask_thresh) for y, x, p in crops]
-        keep = [i for i in mask_nms(binary, np.array(scores), s.nms_thresh) if binary[i][2].any()]
-        detections = []
-        for i in keep:
+        hidden: list[int] | None = [] if with_hidden else None
+        keep = [i for i in mask_nms(binary, np.array(scores), s.nms_thresh, hidden) if binary[i][2].any()]
+
+        def detection(i):
             wy, wx, prob = crops[i]
             if scale_x == 1.0 and scale_y == 1.0:
                 y0, x0 = wy, wx
@@ -872,8 +891,12 @@ class Segmenter:
                 y0, x0, prob = crop_to_full_resolution(prob, wy, wx, scale_y, scale_x, (h, w), s.exact_paste)
             prob = np.ascontiguousarray(prob[: h - y0, : w - x0], np.float32)
             category = _classify_shape(binary[i][2], s.reference_width, s)
-            detections.append(Detection(int(y0), int(x0), prob, scores[i], category, scale, width))
-        return detections
+            return Detection(int(y0), int(x0), prob, scores[i], category, scale, width)
+
+        detections = [detection(i) for i in keep]
+        if not with_hidden:
+            return detections
+        return detections, [detection(i) for i in hidden if binary[i][2].any()]
 
     def outline(self, detection: Detection, smooth: np.ndarray) -> np.ndarray:
         """A detection's bool mask over its crop (``detection.prob``'s shape)."""
