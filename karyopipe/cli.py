@@ -46,7 +46,8 @@ def add_precision_argument(parser, help: str | None = None) -> None:
 
 
 def add_rescue_argument(parser) -> None:
-    """``--no-rescue`` and ``--zoom-look``, shared by the commands that run the whole pipeline (``from_pretrained``)."""
+    """``--no-rescue``, ``--zoom-look`` and ``--no-hidden-look``, shared by the commands that run the whole
+    pipeline (``from_pretrained``)."""
     parser.add_argument("--no-rescue", action="store_true",
                         help="call an autosomal loss without first looking for the missing chromosome among weak "
                              "detections (scores 0.1 up to the junk calibration's floor)")
@@ -54,9 +55,9 @@ def add_rescue_argument(parser) -> None:
                         help="if a loss remains after that look, look again at the spread FACTOR times larger "
                              "(default 1.25), where touching chromosomes detected as one may be seen apart; "
                              "off unless given (BENCHMARKS.md, End to end)")
-    parser.add_argument("--hidden-look", action="store_true",
-                        help="if a loss remains after the weak detections, split objects into the parts the segmenter "
-                             "also detected inside them at a lower score (BENCHMARKS.md, End to end)")
+    parser.add_argument("--no-hidden-look", dest="hidden_look", action="store_false",
+                        help="call a loss without first splitting objects into the parts the segmenter also detected "
+                             "inside them at a lower score (on by default; BENCHMARKS.md, End to end)")
 
 
 def add_pairing_argument(parser) -> None:

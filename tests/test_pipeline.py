@@ -544,6 +544,50 @@ def test_the_zoomed_view_splits_touching_chromosomes_only_to_mend_a_loss(no_weig
     assert pipe2(gray2).karyotype == "46,XX" and not seen
 
 
+def test_the_hidden_parts_of_a_merged_object_mend_a_loss_and_are_flagged(no_weights):
+    from karyopipe.data import Instance
+
+    pipe, gray, instances = _cell_pipeline(_female_cell_without([20, 21]))
+    instances.append(Instance(mask=_square(gray.shape, 150, 10, 4, 8), score=0.99, category="chromosome",
+                              extra={"cls": 20}))
+    parts = [Instance(mask=_square(gray.shape, 150, 10 + 4 * k, 4, 4), score=0.5, category="chromosome",
+                      extra={"cls": c}) for k, c in enumerate([20, 21])]
+    segment = pipe.segment_with_reserve
+
+    def with_hidden(g):
+        kept, reserve = segment(g)
+        reserve.hidden = lambda: parts
+        return kept, reserve
+
+    pipe.segment_with_reserve = with_hidden
+    assert pipe.hidden_look, "on by default"
+    result = pipe(gray)
+    assert result.karyotype == "46,XX" and len(result.chromosomes) == 46
+    assert sorted(c.class_name for c in result.chromosomes if "split" in c.flags) == ["20", "21"]
+    assert any("segmenter also saw one of them apart" in w for w in result.warnings)
+    pipe.hidden_look = False
+    assert pipe(gray).karyotype == "45,XX,-21"
+
+
+def test_hidden_splits_take_one_part_and_the_rest_or_several_parts():
+    from karyopipe.data import Instance
+    from karyopipe.pipeline.core import SPLIT_REMAINDER, hidden_splits
+
+    shape = (60, 60)
+    whole = Instance(mask=_square(shape, 10, 10, 4, 16), score=0.9, category="chromosome")
+    part = Instance(mask=_square(shape, 10, 10, 4, 6), score=0.5)
+    (host, (first, rest)), = hidden_splits([whole], [part])
+    assert host is whole and first is part
+    assert (rest.mask == _square(shape, 10, 16, 4, 10)).all() and rest.score == 0.9 and rest.bbox == (16, 10, 26, 14)
+    assert rest.mask.sum() >= SPLIT_REMAINDER * whole.mask.sum()
+    # Two parts that cover the object: those two, as merged_objects takes them.
+    halves = [Instance(mask=_square(shape, 10, 10, 4, 8)), Instance(mask=_square(shape, 10, 18, 4, 8))]
+    assert hidden_splits([whole], halves) == [(whole, halves)]
+    # A part covering most of the object, or lying mostly outside it, splits nothing.
+    assert hidden_splits([whole], [Instance(mask=_square(shape, 10, 10, 4, 14))]) == []
+    assert hidden_splits([whole], [Instance(mask=_square(shape, 10, 22, 4, 8))]) == []
+
+
 def test_the_zoomed_view_runs_the_segmenter_larger_and_leaves_its_settings(tmp_path, no_weights):
     from test_segmentation import _tiny_weights, tube_image
 

@@ -432,6 +432,23 @@ def test_max_proposals_caps_the_box_head_and_gives_back_the_weights_own(tmp_path
     assert seg.configure(max_proposals=10 * own).model.rpn.post_nms_top_n() == own
 
 
+def test_mask_nms_hands_back_only_the_parts_lying_inside_a_kept_detection():
+    from karyopipe.segmentation.infer import mask_nms
+
+    def box(y, x, h, w):
+        return (y, x, np.ones((h, w), bool))
+
+    masks = [box(10, 10, 4, 16),   # 0: kept, the best
+             box(10, 10, 4, 15),   # 1: a duplicate of 0 by IoU
+             box(10, 10, 4, 6),    # 2: a part lying inside 0: hidden
+             box(8, 8, 8, 20),     # 3: covers 0, a merge of it and more: dropped, not hidden
+             box(40, 40, 4, 8)]    # 4: elsewhere: kept
+    scores = np.array([0.9, 0.8, 0.5, 0.4, 0.7])
+    hidden = []
+    assert mask_nms(masks, scores, 0.5, hidden) == mask_nms(masks, scores, 0.5) == [0, 4]
+    assert hidden == [2]
+
+
 def test_box_nms_setting_reaches_the_network_and_weights_without_it_keep_0_7(tmp_path):
     path = _tiny_weights(tmp_path)
     assert Segmenter.from_pretrained(path).model.roi_heads.nms_thresh == 0.7
