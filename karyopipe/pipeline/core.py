@@ -27,6 +27,7 @@ Examples
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,8 +91,8 @@ class Reserve:
     cell's own threshold or above.
     """
 
-    weak: object = list
-    hidden: object = list
+    weak: Callable[[], list] = list
+    hidden: Callable[[], list] = list
 
     def __call__(self) -> list:
         return self.weak()
@@ -128,7 +129,8 @@ class ChromosomeResult:
     flags : list of str
         Geometry flags plus karyogram flags (``"uncertain"``, ``"extra_copy"``...), and
         ``"rescued"``: a weak detection taken to fill a slot instead of calling a loss;
-        ``"split"``: a part of an object the zoomed look split (``zoom_look``), likewise;
+        ``"split"``: a part of an object split by the hidden parts the segmenter saw inside it
+        (``hidden_look``) or by the zoomed look (``zoom_look``), likewise;
         ``"at_image_edge"``: the mask reaches the picture's border, so part of the chromosome
         may lie outside it and its length and class are less sure;
         ``"weak_detection"``: a Y, or one of a class the call holds too many of, found by a
