@@ -449,6 +449,16 @@ def test_mask_nms_hands_back_only_the_parts_lying_inside_a_kept_detection():
     assert hidden == [2]
 
 
+def test_detect_with_hidden_keeps_the_same_detections_and_hands_back_the_hidden_ones(tmp_path):
+    torch.manual_seed(0)
+    seg = Segmenter.from_pretrained(_tiny_weights(tmp_path), score_thresh=0.0, rescale=False)
+    image, _ = tube_image(1, size=96)
+    plain = seg.detect(image)
+    kept, hidden = seg.detect(image, with_hidden=True)
+    assert [(d.y0, d.x0, d.score) for d in kept] == [(d.y0, d.x0, d.score) for d in plain]
+    assert isinstance(hidden, list) and all(d.score <= max(k.score for k in kept) for d in hidden)
+
+
 def test_box_nms_setting_reaches_the_network_and_weights_without_it_keep_0_7(tmp_path):
     path = _tiny_weights(tmp_path)
     assert Segmenter.from_pretrained(path).model.roi_heads.nms_thresh == 0.7
