@@ -540,7 +540,9 @@ class KaryoPipeline:
                 found = [inst for inst in found if inst.score is None or inst.score >= self.rescue_below]
             return found, Reserve()
         if hasattr(self.segmenter, "detect") and hasattr(self.segmenter, "instances"):
-            detections, hidden = self.segmenter.detect(gray, with_hidden=True)
+            # The hidden parts are only asked for when the hidden look may use them.
+            found = self.segmenter.detect(gray, with_hidden=self.hidden_look)
+            detections, hidden = found if self.hidden_look else (found, [])
             detections = [d for d in detections if d.category == "chromosome"]
             kept = self.segmenter.instances(gray, [d for d in detections if d.score >= self.rescue_below])
             weak = [d for d in detections if d.score < self.rescue_below]

@@ -269,12 +269,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.paste:
             overrides["exact_paste"] = args.paste == "exact"
         overrides["precision"] = args.precision
-        if args.max_proposals is not None:
-            overrides["max_proposals"] = args.max_proposals
-        if args.mask_nms is not None:
-            overrides["nms_thresh"] = args.mask_nms
-        if args.box_nms is not None:
-            overrides["box_nms_thresh"] = args.box_nms
+        for option, setting in (("max_proposals", "max_proposals"), ("mask_nms", "nms_thresh"),
+                                ("box_nms", "box_nms_thresh")):
+            if getattr(args, option) is not None:
+                overrides[setting] = getattr(args, option)
         segmenter = Segmenter.from_pretrained(args.weights, device=args.device, **overrides)
         # AP is scored over all detections; counts use the score threshold the weights ship with.
         count_thresh = float(segmenter.config.get("inference", {}).get("score_thresh", 0.5))

@@ -238,8 +238,10 @@ def mask_nms(masks: list, scores: np.ndarray, thresh: float, hidden: list | None
             if union and inter / union > thresh:
                 duplicate = True
                 break
-            part = part or inter > 0.8 * area
-            merge = merge or (inter <= 0.8 * area and inter > 0.8 * mj)
+            if inter > 0.8 * area:
+                part = True  # it lies inside the kept one
+            elif inter > 0.8 * mj:
+                merge = True  # the kept one lies inside it
             if hidden is None and (part or merge):
                 break
         if duplicate or part or merge:
