@@ -198,6 +198,28 @@ def test_train_and_eval_cli_on_toy_folder(tmp_path, capsys):
     assert "n=8 cells=1" in printed and "unpaired" not in printed  # 0.2 of 6 cells rounds to 1 held-out test cell
 
 
+def test_train_stops_before_the_call_limit_and_resumes_to_the_end(tmp_path, capsys):
+    from karyopipe.classification import train
+
+    data = tmp_path / "toy"
+    _write_toy_folder(data, cells=5)
+    run = tmp_path / "run"
+    argv = ["--data", str(data), "--width", "8", "--size", "32", "16", "--epochs", "3", "--batch-size", "16",
+            "--out", str(run), "--no-progress", "--val-fraction", "0.2", "--test-fraction", "0.2"]
+    # A limit any epoch overruns: the call ends after its first epoch, resumable, with nothing finalised.
+    assert train.main(argv + ["--stop-after", "1e-6"]) == 0
+    assert "stopped after epoch 1 of 3" in capsys.readouterr().out
+    assert (run / "last.pt").is_file() and not (run / "weights.pth").exists()
+    assert train.main(argv + ["--stop-after", "1e-6", "--resume", str(run / "last.pt")]) == 0
+    assert "stopped after epoch 2 of 3" in capsys.readouterr().out
+    # The last epoch is never cut short: the call that reaches it calibrates and writes the weights.
+    assert train.main(argv + ["--stop-after", "1e-6", "--resume", str(run / "last.pt")]) == 0
+    assert "stopped after" not in capsys.readouterr().out and (run / "weights.pth").is_file()
+    assert [json.loads(l)["epoch"] for l in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    with pytest.raises(SystemExit):
+        train.main(argv + ["--stop-after", "0"])
+
+
 def test_cli_reports_missing_data_on_one_line(tmp_path, capsys):
     from karyopipe.cli import main
 

@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--device", default="cpu")
     p.add_argument("--resume", default=None, help="checkpoint (last.pt) to continue from")
+    p.add_argument("--stop-after", type=float, default=None, metavar="MINUTES",
+                   help="end this call before an epoch that would finish past MINUTES of wall time (data preparation "
+                        "included), with last.pt saved for --resume: for machines lent in time-limited calls")
     p.add_argument("--init", default=None,
                    help="fine-tune: start from these weights (.pth) with a fresh optimizer, schedule and early stopping")
     p.add_argument("--no-progress", action="store_true")
@@ -212,6 +215,7 @@ def train(args, splits: dict | None = None) -> dict:
     from karyopipe.classification.model import build_hybrid_resnet
     from karyopipe.weights import atomic_save
 
+    started = time.time()
     torch.set_num_threads(max(1, args.threads))
     torch.manual_seed(args.seed)
     out = Path(args.out or f"runs/cls-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -358,6 +362,12 @@ def train(args, splits: dict | None = None) -> dict:
         if stale >= args.patience:
             print(f"early stop: val has not improved for {args.patience} epochs")
             break
+        if (args.stop_after is not None and epoch + 1 < args.epochs
+                and time.time() - started + record["seconds"] > 60 * args.stop_after):
+            # The next epoch would end past the call's limit; the caller resumes from last.pt.
+            print(f"stopped after epoch {epoch + 1} of {args.epochs} (--stop-after {args.stop_after:g} min); "
+                  f"go on with --resume {out / 'last.pt'}", flush=True)
+            return {"stopped_after_epoch": epoch + 1, "epochs": args.epochs, "out": str(out)}
 
     if (out / "best.pt").is_file():
         model.load_state_dict(torch.load(out / "best.pt", map_location=args.device, weights_only=False)["model"])
@@ -438,5 +448,7 @@ def main(argv: list[str]) -> int:
         parser.error(f"--outlier-weight {args.outlier_weight}: must be 0 or more")
     if args.outlier_share is not None and not 0 < args.outlier_share < 1:
         parser.error(f"--outlier-share {args.outlier_share}: must be between 0 and 1")
+    if args.stop_after is not None and args.stop_after <= 0:
+        parser.error(f"--stop-after {args.stop_after}: must be more than 0 minutes")
     train(args)
     return 0
