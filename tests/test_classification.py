@@ -10,7 +10,7 @@ import torch
 
 from karyopipe.classification.assign import assign_cell
 from karyopipe.classification.classifier import Classifier
-from karyopipe.classification.dataset import CellArrays, CropDataset, find_crops, split_cells
+from karyopipe.classification.dataset import CellArrays, CropDataset, build_arrays, find_crops, split_cells
 from karyopipe.classification.model import HybridResNet, build_hybrid_resnet
 from karyopipe.classification.preprocess import fit_canvas, prepare_cell, upright
 
@@ -396,3 +396,15 @@ def test_predict_cell_with_a_reference_matches_predicting_the_reference_alone():
     both = clf.predict_cell(crops, reference=reference)
     alone = clf.predict_cell(crops[:6])
     np.testing.assert_allclose(both[:6], alone, atol=1e-5)
+
+
+def test_preprocessing_cache_is_written_whole_and_read_back(tmp_path):
+    data = tmp_path / "toy"
+    _write_toy_folder(data, cells=2)
+    cache = tmp_path / "cache"
+    first = build_arrays(data, (32, 16), "pca", cache_dir=cache, progress=False)
+    # runs side by side share the folder: only the finished file is ever there under its name
+    written = [p.name for p in cache.iterdir()]
+    assert len(written) == 1 and written[0].startswith("toy-") and "partial" not in written[0]
+    again = build_arrays(data, (32, 16), "pca", cache_dir=cache, progress=False)
+    assert np.array_equal(first.images, again.images) and again.paths == first.paths

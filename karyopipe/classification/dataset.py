@@ -202,10 +202,18 @@ def build_arrays(root, size=(64, 32), mode="pca", cache_dir=CACHE_DIR, progress=
     arrays = CellArrays(np.concatenate(images), np.concatenate(features), np.asarray(labels, np.int64),
                         np.asarray(cells), paths, problems)
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(cache, images=arrays.images, features=arrays.features, labels=arrays.labels,
-                            cells=arrays.cells, paths=np.asarray(paths), problems=np.asarray(problems, dtype=str))
+        _save_cache(cache, images=arrays.images, features=arrays.features, labels=arrays.labels,
+                    cells=arrays.cells, paths=np.asarray(paths), problems=np.asarray(problems, dtype=str))
     return arrays
+
+
+def _save_cache(path: Path, **arrays) -> None:
+    """Write an npz cache whole or not at all: training runs side by side may share a cache folder,
+    and one must never read another's half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.npz")
+    np.savez_compressed(partial, **arrays)
+    os.replace(partial, path)
 
 
 def spread_source(root) -> str:
@@ -312,10 +320,9 @@ def build_spread_arrays(root, size=(64, 32), mode="pca", cache_dir=CACHE_DIR, pr
     arrays = CellArrays(np.concatenate(images), np.concatenate(features), np.asarray(labels, np.int64),
                         np.asarray(cells), paths, problems, np.asarray(frames))
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(cache, images=arrays.images, features=arrays.features, labels=arrays.labels,
-                            cells=arrays.cells, paths=np.asarray(paths), problems=np.asarray(problems, dtype=str),
-                            frames=arrays.frames)
+        _save_cache(cache, images=arrays.images, features=arrays.features, labels=arrays.labels,
+                    cells=arrays.cells, paths=np.asarray(paths), problems=np.asarray(problems, dtype=str),
+                    frames=arrays.frames)
     return arrays
 
 
