@@ -1,5 +1,6 @@
 """tools/gpu_lease: chunked segmentation training that resumes, and weights returned in parts."""
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -116,3 +117,43 @@ def test_round_continues_from_weights_that_arrive_over_two_calls(tmp_path):
     carry(".gpu_init_2")
     (machine / ".gpu_init_2" / "init.pth.part01").write_bytes(b"not the weights")
     assert "do not match" in call("stage", ok=False)
+
+
+@NEEDS_SHELL
+def test_cls_round_trains_members_side_by_side_in_chunks_and_sends_the_joined_weights(tmp_path):
+    from test_classification import _write_toy_folder
+
+    from karyopipe.weights import load_weights
+
+    kit, run, out = tmp_path / "kit", tmp_path / "run", tmp_path / "out"
+    _write_toy_folder(kit / "cls" / "toy")
+    out.mkdir()
+    env = dict(os.environ, KIT=str(kit), RUN=str(run), OUT=str(out), PYTHON=sys.executable, DEVICE="cpu",
+               FOLDERS="toy", N_SYNTH_CROPS="0", MEMBERS="pca geometry", EPOCHS="2", WIDTH="8", THREADS="1",
+               PCA_ARGS="", GEOMETRY_ARGS="")
+
+    def call(*args, ok=True):
+        for old in out.iterdir():
+            old.unlink()
+        done = subprocess.run(["bash", str(ROOT / "tools" / "gpu_lease" / "cls_round.sh"), *args], cwd=ROOT, env=env,
+                              capture_output=True, text=True)
+        assert (done.returncode == 0) == ok, done.stdout[-2000:] + done.stderr[-2000:]
+        return done.stdout + done.stderr
+
+    first = call("train", "0.000001")
+    assert first.count("starting a new run") == 2 and first.count("stopped after epoch 1 of 2") == 2
+    assert {p.name for p in out.iterdir()} == {f"{m}.{f}" for m in ("pca", "geometry")
+                                                for f in ("train.log", "metrics.jsonl")}
+    assert "has not finished" in call("finish", ok=False)
+    second = call("train", "5")
+    assert "starting a new run" not in second and "stopped after" not in second
+    assert all((run / m / "weights.pth").is_file() for m in ("pca", "geometry"))
+    assert call("train", "5").count("finished") == 2  # nothing left to train
+    call("finish")
+    assert {"joined.pth", "SHA256SUMS", "pca.result.json", "geometry.result.json"} <= {p.name for p in out.iterdir()}
+    digest, name = (out / "SHA256SUMS").read_text().split()
+    assert name == "joined.pth" and hashlib.sha256((out / "joined.pth").read_bytes()).hexdigest() == digest
+    _, config, _ = load_weights(out / "joined.pth")
+    assert [m["preprocess"] for m in config["members"]] == ["pca", "geometry"]
+    # each member kept its whole history over the two calls
+    assert [json.loads(line)["epoch"] for line in (run / "pca" / "metrics.jsonl").read_text().splitlines()] == [1, 2]

@@ -6,6 +6,9 @@
 #                           has torch, numpy, scikit-image, opencv, matplotlib and pandas)
 #   .gpu/gband612_cells.tar.xz  with COMPOSITE_CELLS=N: N gband612 cells of the classifier's training
 #                           split (about 50 kB a cell), for G-band composite spreads made on the machine
+#   .gpu/cls_data.tar.xz    with CLS_DATA=1: the BioImLab crops and all of gband612 (about 28 MB packed),
+#                           for training the classifier there (cls_round.sh); every cell travels, since
+#                           the split by cell is drawn over all of them
 # Nothing here is committed: the data stays outside the repository.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -15,6 +18,7 @@ PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 # The GPU machine's interpreter; pip must fetch wheels built for it, not for this machine.
 REMOTE_PY=${REMOTE_PY:-3.12}
 COMPOSITE_CELLS=${COMPOSITE_CELLS:-0}
+CLS_DATA=${CLS_DATA:-0}
 
 meta="$DATA_ROOT/bioimlab/metaphases"
 [[ -d "$meta" ]] || { echo "pack.sh: $meta not found (set DATA_ROOT=...)" >&2; exit 2; }
@@ -22,7 +26,13 @@ mkdir -p "$KIT/wheels"
 tar -cJf "$KIT/metaphases.tar.xz" -C "$(dirname "$meta")" metaphases
 "$PYTHON" -m pip download -q --no-deps --only-binary=:all: --python-version "$REMOTE_PY" --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-    -d "$KIT/wheels" "pycocotools>=2.0.8" "shapely>=2.0" "pyryotype>=0.0.7"
+    -d "$KIT/wheels" "pycocotools>=2.0.8" "shapely>=2.0" "pyryotype>=0.0.7" "tqdm>=4.60"
+if [[ "$CLS_DATA" == 1 ]]; then
+    for folder in bioimlab/crops gband612; do
+        [[ -d "$DATA_ROOT/$folder" ]] || { echo "pack.sh: $DATA_ROOT/$folder not found" >&2; exit 2; }
+    done
+    tar -cf - -C "$DATA_ROOT" bioimlab/crops gband612 | xz -T0 -6 > "$KIT/cls_data.tar.xz"
+fi
 if (( COMPOSITE_CELLS > 0 )); then
     # Training cells only (the classifier's split), so no held-out crop reaches any model.
     "$PYTHON" - "$DATA_ROOT/gband612" "$COMPOSITE_CELLS" > "$KIT/gband612_cells.txt" <<'PY'

@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# One call on a time-limited GPU machine for the classifier: the members of an ensemble trained side by
+# side (one train-cls process each), in chunks that resume; the joined weights come back as one file.
+#
+#   cls_round.sh train MINUTES   train every unfinished member for at most MINUTES more (the first call
+#                                unpacks the crops, makes the synthetic crops and starts the runs)
+#   cls_round.sh finish          join the members' weights (karyopipe join-cls) and send them back
+#
+# Run from the repository root with the kit `CLS_DATA=1 pack.sh` packed carried beside the code
+# (see README.md here). Nothing is chosen on the machine: every member keeps the checkpoint its own
+# val cells chose, and the joined file is judged on the development machine under a rule stated first.
+set -euo pipefail
+
+KIT=${KIT:-.gpu}
+RUN=${RUN:-runs/gpu_cls}
+OUT=${OUT:?cls_round.sh writes what comes back under \$OUT}
+PYTHON=${PYTHON:-python3}
+DEVICE=${DEVICE:-cuda}
+DATA=${DATA:-$KIT/cls}
+# The crop folders under DATA, as the shipped classifier trained on them (their names are the data-set
+# names its split and its held-out cells are recorded under).
+FOLDERS=${FOLDERS:-bioimlab/crops gband612 synth_crops}
+# The shipped model's synthetic crops (model card): made on the machine, not carried.
+N_SYNTH_CROPS=${N_SYNTH_CROPS:-250}
+SYNTH_SEED=${SYNTH_SEED:-7}
+# One member per word: its straightening (pca or geometry), optionally :SEED. The shipped ensemble is
+# "pca geometry", joined in that order.
+MEMBERS=${MEMBERS:-pca geometry}
+EPOCHS=${EPOCHS:-24}
+WIDTH=${WIDTH:-32}
+LR=${LR:-2e-3}
+PATIENCE=${PATIENCE:-10}
+THREADS=${THREADS:-4}
+# Extra train-cls options per straightening. The defaults are the shipped members' data recipe
+# (model card): lab-shifted copies for the PCA member, pieces of broken chromosomes as outliers for both.
+PCA_ARGS=${PCA_ARGS---shift-copies 1 --fragment-copies 1 --outlier-share 0.25}
+GEOMETRY_ARGS=${GEOMETRY_ARGS---fragment-copies 1 --outlier-share 0.25}
+
+log() { echo "[$(date -u +%H:%M:%S)] cls_round.sh: $*"; }
+
+setup() {
+    if compgen -G "$KIT/wheels/*.whl" > /dev/null; then
+        "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+            --target /tmp/site "$KIT"/wheels/*.whl
+        export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+    else
+        export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+    fi
+    if [[ -f "$KIT/cls_data.tar.xz" && ! -f "$DATA/.unpacked" ]]; then
+        mkdir -p "$DATA"
+        tar -xJf "$KIT/cls_data.tar.xz" -C "$DATA"
+        touch "$DATA/.unpacked"
+    fi
+    if [[ " $FOLDERS " == *" synth_crops "* && ! -f "$DATA/synth_crops/.made" ]] && (( N_SYNTH_CROPS > 0 )); then
+        rm -rf "$DATA/synth_crops"
+        "$PYTHON" -m karyopipe synth --crops --out "$DATA/synth_crops" --n "$N_SYNTH_CROPS" --seed "$SYNTH_SEED" \
+            --no-progress > /dev/null
+        touch "$DATA/synth_crops/.made"
+    fi
+    local folder
+    for folder in $FOLDERS; do
+        [[ -d "$DATA/$folder" ]] || { log "no $DATA/$folder: pack the kit with CLS_DATA=1 (pack.sh)"; exit 1; }
+    done
+}
+
+member_dir() { echo "$RUN/${1/:/-seed}"; }
+
+train_member() {
+    local member=$1 minutes=$2 mode=${1%%:*} seed=0 dir extra=() resume=() data=()
+    [[ "$member" == *:* ]] && seed=${member#*:}
+    dir=$(member_dir "$member")
+    case "$mode" in
+        pca) read -r -a extra <<< "$PCA_ARGS" ;;
+        geometry) read -r -a extra <<< "$GEOMETRY_ARGS" ;;
+        *) log "member $member: the straightening must be pca or geometry"; return 2 ;;
+    esac
+    local folder
+    for folder in $FOLDERS; do data+=("$DATA/$folder"); done
+    if [[ -f "$dir/weights.pth" ]]; then
+        log "member $member: finished"
+        return 0
+    fi
+    mkdir -p "$dir"
+    if [[ -f "$dir/last.pt" ]]; then
+        resume=(--resume "$dir/last.pt")
+    else
+        log "member $member: no checkpoint in $dir, starting a new run"
+    fi
+    "$PYTHON" -m karyopipe train-cls --data "${data[@]}" --preprocess "$mode" --width "$WIDTH" --epochs "$EPOCHS" \
+        --lr "$LR" --schedule onecycle --patience "$PATIENCE" --seed "$seed" --threads "$THREADS" \
+        --device "$DEVICE" --no-progress --out "$dir" --stop-after "$minutes" "${extra[@]}" "${resume[@]}" \
+        >> "$dir/train.log" 2>&1
+}
+
+report() {
+    local member dir
+    for member in $MEMBERS; do
+        dir=$(member_dir "$member")
+        log "member $member:"
+        grep -E "^epoch|stopped after|early stop|^val|^test|calibration|Error|error" "$dir/train.log" 2>/dev/null | tail -n 4 || true
+        for f in train.log metrics.jsonl; do
+            [[ -f "$dir/$f" ]] && cp "$dir/$f" "$OUT/${member/:/-seed}.$f"
+        done
+    done
+    return 0
+}
+
+train() {
+    local minutes=$1 member pids=() failed=0
+    for member in $MEMBERS; do
+        train_member "$member" "$minutes" &
+        pids+=($!)
+    done
+    for pid in "${pids[@]}"; do
+        wait "$pid" || failed=1
+    done
+    report
+    (( failed == 0 )) || { log "a member's run failed: see its train.log"; exit 1; }
+}
+
+finish() {
+    local member dir weights=()
+    for member in $MEMBERS; do
+        dir=$(member_dir "$member")
+        [[ -f "$dir/weights.pth" ]] || { log "member $member has not finished: train first"; exit 1; }
+        weights+=("$dir/weights.pth")
+        cp "$dir/result.json" "$OUT/${member/:/-seed}.result.json"
+    done
+    if (( ${#weights[@]} > 1 )); then
+        "$PYTHON" -m karyopipe join-cls "${weights[@]}" --out "$RUN/joined.pth"
+    else
+        cp "${weights[0]}" "$RUN/joined.pth"
+    fi
+    cp "$RUN/joined.pth" "$OUT/"
+    (cd "$RUN" && sha256sum joined.pth) > "$OUT/SHA256SUMS"
+    report
+    log "sent joined.pth ($(du -h "$RUN/joined.pth" | cut -f1)) and each member's result.json"
+}
+
+setup
+mkdir -p "$RUN"
+case "${1:-}" in
+    train) train "${2:?minutes}" ;;
+    finish) finish ;;
+    *) echo "usage: cls_round.sh train MINUTES | finish" >&2; exit 2 ;;
+esac
