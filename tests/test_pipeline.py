@@ -1,4 +1,4 @@
-"""End-to-end pipeline: fallbacks, the four outputs, batch behaviour and bad input."""
+"""End-to-end pipeline: fallbacks, the five outputs, batch behaviour and bad input."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ from PIL import Image
 from karyopipe.pipeline import ChromosomeResult, KaryoPipeline, KaryotypeResult
 from karyopipe.pipeline.cli import main
 
-OUTPUTS = ("overlay.png", "karyogram.png", "report.json", "chromosomes.csv")
+OUTPUTS = ("overlay.png", "karyogram.png", "masks.png", "report.json", "chromosomes.csv")
 # (x, y, length, angle) of well-separated banded rods: one chromosome each.
 RODS = [(40, 50, 46, 0), (120, 60, 34, 30), (200, 50, 52, 90), (60, 150, 28, 60), (150, 160, 40, 120), (230, 170, 24, 10)]
 
@@ -113,7 +113,7 @@ def test_a_field_of_specks_gets_no_karyotype_call(no_weights):
     assert "--chromosome-width" in result.statement
 
 
-def test_cli_writes_four_outputs(no_weights, spread_png, tmp_path, capsys):
+def test_cli_writes_every_output(no_weights, spread_png, tmp_path, capsys):
     out = tmp_path / "out"
     assert main([str(spread_png), "--out", str(out), "--no-progress"]) == 0
     for name in OUTPUTS:
@@ -128,8 +128,34 @@ def test_cli_writes_four_outputs(no_weights, spread_png, tmp_path, capsys):
     assert {"id", "bbox", "polygon", "class", "top3", "length_px", "relative_length", "centromere_index", "flags"} <= set(c0)
     rows = (out / "spread" / "chromosomes.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + len(RODS)
+    # masks.png: 16-bit labels, chromosome id + 1 on its pixels, as report.json says
+    import cv2
+
+    labels = cv2.imread(str(out / "spread" / "masks.png"), cv2.IMREAD_UNCHANGED)
+    assert labels.dtype == np.uint16 and labels.shape == tuple(report["image_shape"][:2])
+    assert set(np.unique(labels)) == {0} | {c["id"] + 1 for c in report["chromosomes"]}
+    assert "id + 1" in report["masks_png"]
     err = capsys.readouterr().err
     assert "classifier weights missing" in err and "watershed" in err
+
+
+def test_label_image_gives_overlaps_to_the_smaller_chromosome_and_fills_polygons_without_masks():
+    from karyopipe.pipeline.report import label_image
+
+    big = np.zeros((20, 30), bool)
+    big[2:18, 2:28] = True
+    small = np.zeros((20, 30), bool)
+    small[8:12, 10:14] = True
+    # the small one listed first: drawing order comes from size, not from the list
+    chromosomes = [ChromosomeResult(id=0, bbox=(10, 8, 14, 12), polygon=np.zeros((0, 2)), mask=small),
+                   ChromosomeResult(id=1, bbox=(2, 2, 28, 18), polygon=np.zeros((0, 2)), mask=big)]
+    labels = label_image(chromosomes, (20, 30))
+    assert labels.dtype == np.uint16 and (labels[small] == 1).all() and (labels[big & ~small] == 2).all()
+    assert (labels[~big] == 0).all()
+    # a reviewed report keeps polygons only: they are filled instead
+    square = np.array([[3, 3], [8, 3], [8, 8], [3, 8]], float)
+    reviewed = label_image([ChromosomeResult(id=4, bbox=(3, 3, 8, 8), polygon=square, mask=None)], (20, 30))
+    assert reviewed[5, 5] == 5 and reviewed[15, 15] == 0
 
 
 def test_batch_goes_past_bad_files(no_weights, spread_png, tmp_path, capsys):

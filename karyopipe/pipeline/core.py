@@ -302,6 +302,15 @@ class KaryotypeResult:
 
         return draw_overlay(self.image, self.chromosomes, banding=self.banding, title=self.karyotype or None)
 
+    def label_image(self) -> np.ndarray:
+        """Instance labels, (H, W) uint16: 0 background, ``id + 1`` on each chromosome (``masks.png``).
+
+        Overlaps go to the smaller chromosome; :func:`karyopipe.pipeline.report.label_image`.
+        """
+        from karyopipe.pipeline.report import label_image
+
+        return label_image(self.chromosomes, self.image.shape[:2])
+
     def to_dict(self) -> dict:
         """JSON-ready report (the content of ``report.json``)."""
         from karyopipe.pipeline.report import result_to_dict
@@ -309,7 +318,7 @@ class KaryotypeResult:
         return result_to_dict(self)
 
     def save(self, out_dir) -> dict[str, Path]:
-        """Write ``overlay.png``, ``karyogram.png``, ``report.json`` and ``chromosomes.csv`` into ``out_dir``.
+        """Write ``overlay.png``, ``karyogram.png``, ``masks.png``, ``report.json`` and ``chromosomes.csv`` into ``out_dir``.
 
         Returns the written paths by name.
         """

@@ -1,4 +1,4 @@
-"""Writing a :class:`~karyopipe.pipeline.core.KaryotypeResult`: report.json, chromosomes.csv, pictures."""
+"""Writing a :class:`~karyopipe.pipeline.core.KaryotypeResult`: report.json, chromosomes.csv, pictures, instance labels."""
 from __future__ import annotations
 
 import csv
@@ -61,6 +61,7 @@ def result_to_dict(result) -> dict:
         "fallbacks": [name for name, info in result.stages.items() if info.get("fallback")],
         "warnings": list(result.warnings),
         "review_prompts": result.review_prompts,
+        "masks_png": MASKS_PNG,
         "chromosomes": [chromosome_to_dict(c) for c in result.chromosomes],
     }
 
@@ -83,15 +84,57 @@ def write_csv(path, chromosomes) -> Path:
     return path
 
 
+#: What a pixel of ``masks.png`` holds; also written into report.json.
+MASKS_PNG = ("16-bit instance labels: 0 = background, chromosome id + 1 elsewhere; where chromosomes overlap the "
+             "pixel belongs to the smaller one, and each polygon in this report keeps its whole outline")
+
+
+def label_image(chromosomes, shape) -> np.ndarray:
+    """Instance label map of a spread, the content of ``masks.png``.
+
+    Parameters
+    ----------
+    chromosomes : list of ChromosomeResult
+        Each with its full-image ``mask``, or, where that is None (a reviewed
+        report), its ``polygon``, which is filled instead.
+    shape : (H, W)
+
+    Returns
+    -------
+    ndarray, shape (H, W), uint16
+        0 on the background, ``id + 1`` on chromosome ``id``. Overlaps go to the
+        smaller chromosome (drawn last), so one lying across a larger one stays whole.
+    """
+    import cv2
+
+    labels = np.zeros(shape, np.uint16)
+    masks = []
+    for c in chromosomes:
+        if c.mask is not None:
+            mask = np.asarray(c.mask, bool)
+        else:
+            mask = np.zeros(shape, np.uint8)
+            polygon = np.round(np.asarray(c.polygon, float)).astype(np.int32)
+            if len(polygon) >= 3:
+                cv2.fillPoly(mask, [polygon], 1)
+            mask = mask.astype(bool)
+        masks.append((int(mask.sum()), c.id, mask))
+    for _, ident, mask in sorted(masks, key=lambda m: -m[0]):
+        labels[mask] = ident + 1
+    return labels
+
+
 def save_result(result, out_dir) -> dict[str, Path]:
-    """Write ``overlay.png``, ``karyogram.png``, ``report.json`` and ``chromosomes.csv`` into ``out_dir``."""
+    """Write ``overlay.png``, ``karyogram.png``, ``masks.png``, ``report.json`` and ``chromosomes.csv`` into ``out_dir``."""
     from PIL import Image
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {name: out_dir / name for name in ("overlay.png", "karyogram.png", "report.json", "chromosomes.csv")}
+    paths = {name: out_dir / name for name in ("overlay.png", "karyogram.png", "masks.png", "report.json",
+                                               "chromosomes.csv")}
     Image.fromarray(result.overlay_image()).save(paths["overlay.png"])
     Image.fromarray(result.karyogram_image()).save(paths["karyogram.png"])
+    Image.fromarray(result.label_image()).save(paths["masks.png"])
     paths["report.json"].write_text(json.dumps(result_to_dict(result), indent=1) + "\n")
     write_csv(paths["chromosomes.csv"], result.chromosomes)
     return paths
