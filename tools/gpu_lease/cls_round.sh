@@ -37,15 +37,11 @@ PCA_ARGS=${PCA_ARGS---shift-copies 1 --fragment-copies 1 --outlier-share 0.25}
 GEOMETRY_ARGS=${GEOMETRY_ARGS---fragment-copies 1 --outlier-share 0.25}
 
 log() { echo "[$(date -u +%H:%M:%S)] cls_round.sh: $*"; }
+# shellcheck source=common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 setup() {
-    if compgen -G "$KIT/wheels/*.whl" > /dev/null; then
-        "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-            --target /tmp/site "$KIT"/wheels/*.whl
-        export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
-    else
-        export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-    fi
+    use_kit_python
     if [[ -f "$KIT/cls_data.tar.xz" && ! -f "$DATA/.unpacked" ]]; then
         mkdir -p "$DATA"
         tar -xJf "$KIT/cls_data.tar.xz" -C "$DATA"

@@ -53,15 +53,11 @@ FIT_OUTLINE=${FIT_OUTLINE:-1}
 STAGE=${STAGE:-.}
 
 log() { echo "[$(date -u +%H:%M:%S)] round.sh: $*"; }
+# shellcheck source=common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 setup() {
-    if compgen -G "$KIT/wheels/*.whl" > /dev/null; then
-        "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-            --target /tmp/site "$KIT"/wheels/*.whl
-        export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
-    else
-        export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-    fi
+    use_kit_python
     if [[ ! -d "$DATA" ]]; then
         mkdir -p "$KIT/data"
         tar -xJf "$KIT/metaphases.tar.xz" -C "$KIT/data"
