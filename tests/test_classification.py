@@ -207,7 +207,7 @@ def test_train_stops_before_the_call_limit_and_resumes_to_the_end(tmp_path, caps
     argv = ["--data", str(data), "--width", "8", "--size", "32", "16", "--epochs", "3", "--batch-size", "16",
             "--out", str(run), "--no-progress", "--val-fraction", "0.2", "--test-fraction", "0.2"]
     # A limit any epoch overruns: the call ends after its first epoch, resumable, with nothing finalised.
-    assert train.main(argv + ["--stop-after", "1e-6"]) == 0
+    assert train.main(argv + ["--stop-after", "1e-6", "--source-share", "toy=0.5"]) == 0
     assert "stopped after epoch 1 of 3" in capsys.readouterr().out
     assert (run / "last.pt").is_file() and not (run / "weights.pth").exists()
     assert train.main(argv + ["--stop-after", "1e-6", "--resume", str(run / "last.pt")]) == 0
@@ -408,3 +408,29 @@ def test_preprocessing_cache_is_written_whole_and_read_back(tmp_path):
     assert len(written) == 1 and written[0].startswith("toy-") and "partial" not in written[0]
     again = build_arrays(data, (32, 16), "pca", cache_dir=cache, progress=False)
     assert np.array_equal(first.images, again.images) and again.paths == first.paths
+
+
+def test_a_source_can_be_given_a_share_of_the_draws():
+    from karyopipe.classification.train import build_parser, sampling_weights
+
+    # source q: 2 chromosomes of 10; the pieces (label 0) keep their own share
+    labels = np.array([1, 2, 1, 2, 1, 2, 1, 2, 1, 2, 0, 0])
+    sources = np.array(["q", "q"] + ["g"] * 6 + ["s"] * 2 + ["g", "g"])
+    weights = sampling_weights(labels, 0.2, sources, {"q": 0.3})
+    chromosomes = weights[labels > 0].sum()
+    assert weights[sources == "q"].sum() / chromosomes == pytest.approx(0.3)
+    assert weights[labels == 0].sum() / weights.sum() == pytest.approx(0.2)
+    # the unnamed sources keep their proportions between them, and classes stay balanced in each
+    g, s = (weights[(sources == name) & (labels > 0)].sum() for name in ("g", "s"))
+    assert g / s == pytest.approx(3.0)
+    for name in ("q", "g", "s"):
+        assert weights[(sources == name) & (labels == 1)].sum() == pytest.approx(weights[(sources == name) & (labels == 2)].sum())
+    np.testing.assert_allclose(sampling_weights(labels, 0.2, sources, {}), sampling_weights(labels, 0.2))
+    with pytest.raises(ValueError, match="no training chromosomes from it"):
+        sampling_weights(labels, None, sources, {"x": 0.3})
+    with pytest.raises(ValueError, match="nothing for the other sources"):
+        sampling_weights(labels, None, sources, {"q": 0.6, "g": 0.4})
+    assert build_parser().parse_args(["--data", "d", "--source-share", "bioimlab=0.3"]).source_share == [("bioimlab", 0.3)]
+    for bad in ("bioimlab", "bioimlab=1.5", "=0.3", "bioimlab=x"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["--data", "d", "--source-share", bad])

@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of the pieces' loss (outlier exposure's lambda)")
     p.add_argument("--outlier-share", type=float, default=None,
                    help="share of the class-balanced draws that are pieces (default: as one class among 25)")
+    p.add_argument("--source-share", action="append", type=_source_share, metavar="SOURCE=FRACTION",
+                   help="give one data set's chromosomes this fraction of the training draws (repeatable; e.g. "
+                        "bioimlab=0.3, the Q-band source, 10 %% of the crops); the others share the rest")
     p.add_argument("--val-fraction", type=float, default=0.15)
     p.add_argument("--test-fraction", type=float, default=0.15)
     p.add_argument("--split-seed", type=int, default=0)
@@ -80,6 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fine-tune: start from these weights (.pth) with a fresh optimizer, schedule and early stopping")
     p.add_argument("--no-progress", action="store_true")
     return p
+
+
+def _source_share(text: str) -> tuple[str, float]:
+    source, _, fraction = text.partition("=")
+    try:
+        value = float(fraction)
+    except ValueError:
+        value = -1.0
+    if not source or not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected SOURCE=FRACTION with 0 < FRACTION < 1, e.g. bioimlab=0.3")
+    return source, value
 
 
 def _model_config(args, num_features, feature_mean, feature_std) -> dict:
@@ -154,12 +168,37 @@ def _add_fragment_copies(train_arrays, args, progress=True):
                                    keep=pieces_only, progress=progress)
 
 
-def sampling_weights(labels: np.ndarray, outlier_share: float | None = None) -> np.ndarray:
-    """Class-balanced per-row weights; with ``outlier_share``, the pieces (label 0) get that share of all draws."""
+def sampling_weights(labels: np.ndarray, outlier_share: float | None = None, sources=None,
+                     source_shares: dict | None = None) -> np.ndarray:
+    """Per-row draw weights for the training sampler.
+
+    Class-balanced; with ``source_shares`` (``{source: fraction}``, ``sources``
+    giving each row's data-set name), the chromosomes of each named source get
+    that fraction of the draws of chromosomes, the other sources share the rest
+    as before; with ``outlier_share``, the pieces (label 0) get that share of
+    all draws.
+    """
     from karyopipe.classification.dataset import class_balanced_weights
 
     weights = class_balanced_weights(labels)
     pieces = np.asarray(labels) == 0
+    if source_shares:
+        sources = np.asarray(sources)
+        missing = sorted(set(source_shares) - set(sources[~pieces].tolist()))
+        if missing:
+            raise ValueError(f"--source-share names {', '.join(missing)}: no training chromosomes from "
+                             f"{'it' if len(missing) == 1 else 'them'} (sources: {', '.join(sorted(set(sources.tolist())))})")
+        named = np.isin(sources, list(source_shares)) & ~pieces
+        rest = ~named & ~pieces
+        total = weights[~pieces].sum()
+        left = 1.0 - sum(source_shares.values())
+        if rest.any() and left <= 0:
+            raise ValueError("--source-share: the shares leave nothing for the other sources")
+        for source, share in source_shares.items():
+            rows = (sources == source) & ~pieces
+            weights[rows] *= share * total / weights[rows].sum()
+        if rest.any():
+            weights[rest] *= left * total / weights[rest].sum()
     if outlier_share is not None and pieces.any() and (~pieces).any():
         weights = weights / weights.sum()
         weights[pieces] *= outlier_share / weights[pieces].sum()
@@ -273,7 +312,10 @@ def train(args, splits: dict | None = None) -> dict:
     if args.no_balance:
         loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True, generator=generator, drop_last=len(dataset) > args.batch_size)
     else:
-        sampler = WeightedRandomSampler(sampling_weights(train_a.labels, args.outlier_share), num_samples=len(dataset),
+        shares = dict(args.source_share or [])
+        row_sources = np.array([c.split("/", 1)[0] for c in train_a.cells.tolist()])
+        sampler = WeightedRandomSampler(sampling_weights(train_a.labels, args.outlier_share, row_sources, shares),
+                                        num_samples=len(dataset),
                                         replacement=True, generator=generator)
         loader = DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, drop_last=len(dataset) > args.batch_size)
     optimizer = _make_optimizer(args.optimizer, model.parameters(), args.lr, args.weight_decay)
@@ -420,7 +462,9 @@ def train(args, splits: dict | None = None) -> dict:
                        f"exposure, weight {args.outlier_weight}, "
                        f"{'share of draws ' + str(args.outlier_share) if args.outlier_share else 'drawn as one class'})"
                        if args.fragment_copies else "")
-                    + (f", gamma augmentation up to {args.gamma_max}" if args.gamma_max else ""),
+                    + (f", gamma augmentation up to {args.gamma_max}" if args.gamma_max else "")
+                    + (", draws per source " + ", ".join(f"{k} {v:g}" for k, v in args.source_share)
+                       if args.source_share else ""),
         "initialised_from": (f"{args.init} (fine-tuned; no external pretraining)" if args.init and not args.resume
                              else "random (from scratch)"),
         "calibration": result.get("calibration", "none (no val cells)"),
