@@ -159,3 +159,25 @@ def test_a_lab_shift_reaches_every_spread_the_same_way(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="whole spreads"):
         shift_spread(dark_on_light, "scale0.5", np.random.default_rng(0))
     assert plain["spreads"] == 1
+
+
+def test_detected_and_right_over_the_confident_truths_counts_those_never_found(tmp_path, monkeypatch):
+    monkeypatch.setenv("KARYOPIPE_WEIGHTS", str(tmp_path))
+    sample = _annotated(tmp_path, with_extra=True)
+    for k, inst in enumerate(sample.instances):
+        inst.extra["coco_id"] = k + 1
+    # two rods and the truth nobody can find are labelled with confidence, the other rods are guesses
+    unfindable = len(sample.instances)
+    confidence = {1: "high", 2: "high", 3: "low", unfindable: "high"}
+
+    class Unsure:  # no preference between classes: the karyotype assignment alone names the objects
+        def predict_cell(self, crops):
+            return np.full((len(crops), 24), -np.log(24.0), np.float32)
+
+    m = evaluate(KaryoPipeline(classifier=Unsure()), [sample], confidence, progress=False)
+    row = m["per_spread"][0]
+    assert (m["confident_truth"], m["confident_truth_matched"], row["confident_truth_all"]) == (3, 2, 3)
+    assert m["detected_and_right_confident_truth"] == round(row["confident_correct"] / 3, 4)
+    assert m["detected_and_right_confident_truth"] <= 2 / 3  # the unfound one counts against it
+    without = evaluate(KaryoPipeline(classifier=Unsure()), [sample], progress=False)
+    assert without["detected_and_right_confident_truth"] is None and without["confident_truth"] == 0

@@ -11,7 +11,8 @@ Metrics
   (when the file records it, as ``karyopipe label-bioimlab`` writes) over the
   truths labelled with ``label_confidence: "high"`` only;
 * ``detected_and_right``: recall times that accuracy, the share of the true
-  chromosomes found and named right;
+  chromosomes found and named right; ``detected_and_right_confident_truth``,
+  the share of the confidently labelled truths found and named right;
 * exact-karyotype rate: spreads whose ISCN call equals the truth's, listed per
   cell. The truth is the image's recorded karyotype (``karyopipe
   label-bioimlab`` records the cell's, from its crops; the generator records
@@ -148,7 +149,8 @@ def evaluate(pipe, samples, confidence: dict | None = None, progress: bool = Tru
     from karyopipe.classification.shift import shift_spread
     from karyopipe.io import to_gray
 
-    totals = dict(n_true=0, n_pred=0, tp=0, cls_n=0, cls_correct=0, conf_n=0, conf_correct=0, exact_n=0, exact=0)
+    totals = dict(n_true=0, n_pred=0, tp=0, cls_n=0, cls_correct=0, conf_n=0, conf_correct=0, conf_true=0, exact_n=0,
+                  exact=0)
     per_spread, failures, seconds = [], [], []
     for s in tqdm(samples, desc="spreads", disable=not progress, file=sys.stderr):
         try:
@@ -180,6 +182,9 @@ def evaluate(pipe, samples, confidence: dict | None = None, progress: bool = Tru
             if confidence is not None and confidence.get(truths[t].extra.get("coco_id")) == "high":
                 n_conf += 1
                 conf_correct += right
+        # Every confidently labelled truth, found or not: the denominator of detected-and-right on them.
+        n_conf_true = (sum(confidence.get(t.extra.get("coco_id")) == "high" for t in truths)
+                       if confidence is not None else 0)
         true_k, truth_source = spread_truth(getattr(s, "meta", {}) or {}, [inst.label for inst in truths])
         exact = bool(true_k) and result.karyotype == true_k
         totals["n_true"] += n_true
@@ -189,12 +194,14 @@ def evaluate(pipe, samples, confidence: dict | None = None, progress: bool = Tru
         totals["cls_correct"] += correct
         totals["conf_n"] += n_conf
         totals["conf_correct"] += conf_correct
+        totals["conf_true"] += n_conf_true
         totals["exact_n"] += int(bool(true_k))
         totals["exact"] += int(exact)
         seconds.append(result.timings.get("total", float("nan")))
         per_spread.append({"file": str(s.path), "image_id": s.image_id, "cell": str(s.cell_id), "n_true": n_true,
                            "n_pred": n_pred, "tp": len(pairs), "classified": n_cls, "correct": correct,
                            "confident_truth": n_conf, "confident_correct": conf_correct,
+                           "confident_truth_all": n_conf_true,
                            "true_karyotype": true_k, "truth_source": truth_source,
                            "karyotype": result.karyotype, "exact": exact,
                            "possible": [a["description"] for a in result.possible_abnormalities],
@@ -232,6 +239,13 @@ def evaluate(pipe, samples, confidence: dict | None = None, progress: bool = Tru
         "classification_accuracy_confident_truth_ci95": (
             rate_interval(column("confident_correct"), column("confident_truth"), cell_of) if totals["conf_n"] else None),
         "confident_truth_matched": totals["conf_n"],
+        # The same end-to-end figure over the confidently labelled truths alone, found or not (a direct share:
+        # every one of them has a class), since the other labels are the crop matcher's guesses.
+        "detected_and_right_confident_truth": div(totals["conf_correct"], totals["conf_true"]),
+        "detected_and_right_confident_truth_ci95": (
+            rate_interval(column("confident_correct"), column("confident_truth_all"), cell_of)
+            if totals["conf_true"] else None),
+        "confident_truth": totals["conf_true"],
         "exact_karyotype_rate": div(totals["exact"], totals["exact_n"]),
         "exact_karyotype_ci95": rate_interval(column("exact", scored), [1.0] * len(scored), [r["cell"] for r in scored]),
         "exact_karyotype_spreads": totals["exact_n"],
@@ -323,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
                "problems": [f"{p.path}: {p.reason}" for p in dataset.problems], **metrics}
     keys = ("spreads", "detection_recall@0.5", "detection_precision@0.5", "count_mae", "classification_accuracy_matched",
             "classified_matched", "classification_accuracy_confident_truth", "confident_truth_matched",
-            "detected_and_right", "exact_karyotype_rate", "exact_karyotype_spreads", "exact_karyotype_unscored",
+            "detected_and_right", "detected_and_right_confident_truth", "exact_karyotype_rate", "exact_karyotype_spreads", "exact_karyotype_unscored",
             "spreads_with_possible_abnormality", "objects_marked", "errors_marked", "wrong_calls_unmarked",
             "wrong_calls_unprompted",
             "seconds_per_spread")
