@@ -434,3 +434,32 @@ def test_a_source_can_be_given_a_share_of_the_draws():
     for bad in ("bioimlab", "bioimlab=1.5", "=0.3", "bioimlab=x"):
         with pytest.raises(SystemExit):
             build_parser().parse_args(["--data", "d", "--source-share", bad])
+
+
+def test_loader_workers_draw_their_own_augmentation_and_repeat_with_the_seed(tmp_path):
+    from karyopipe.classification import train
+
+    data = tmp_path / "toy"
+    _write_toy_folder(data, cells=5)
+
+    def losses(name, *extra):
+        argv = ["--data", str(data), "--width", "8", "--size", "32", "16", "--epochs", "2", "--batch-size", "8",
+                "--out", str(tmp_path / name), "--no-progress", "--val-fraction", "0.2", "--test-fraction", "0.2"]
+        assert train.main(argv + list(extra)) == 0
+        return [json.loads(line)["train_loss"] for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+
+    first = losses("a", "--workers", "2")
+    assert losses("b", "--workers", "2") == pytest.approx(first, rel=1e-5)  # the same seed, the same run
+    # each process augments on its own stream: the dataset's copy in a worker is reseeded from the loader
+    from torch.utils.data import DataLoader
+
+    arrays = CellArrays(np.random.rand(16, 32, 16).astype(np.float32), np.random.rand(16, 6).astype(np.float32),
+                        np.ones(16, int), np.array(["a/1"] * 16), ["x"] * 16)
+    ds = CropDataset(arrays, augment=True, seed=0)
+    ds.arrays.images[:] = ds.arrays.images[0]  # every row the same image: only the augmentation differs
+    loader = DataLoader(ds, batch_size=4, num_workers=2, worker_init_fn=train._seed_worker,
+                        generator=torch.Generator().manual_seed(0))
+    batches = [b[0] for b in loader]
+    assert not torch.allclose(batches[0], batches[1])  # batches 0 and 1 come from different workers
+    with pytest.raises(SystemExit):
+        losses("c", "--workers", "-1")

@@ -129,7 +129,7 @@ def test_cls_round_trains_members_side_by_side_in_chunks_and_sends_the_joined_we
     _write_toy_folder(kit / "cls" / "toy")
     out.mkdir()
     env = dict(os.environ, KIT=str(kit), RUN=str(run), OUT=str(out), PYTHON=sys.executable, DEVICE="cpu",
-               FOLDERS="toy", N_SYNTH_CROPS="0", MEMBERS="pca geometry", EPOCHS="2", WIDTH="8", THREADS="1",
+               FOLDERS="toy", N_SYNTH_CROPS="0", MEMBERS="pca geometry", EPOCHS="2", WIDTH="8", THREADS="1", WORKERS="1",
                PCA_ARGS="", GEOMETRY_ARGS="")
 
     def call(*args, ok=True):

@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-train-cells", type=int, default=None, help="use at most this many training cells per data folder")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--workers", type=int, default=0,
+                   help="processes preparing augmented batches (0: in the training process); for a GPU, whose "
+                        "steps are faster than one process's augmentation")
     p.add_argument("--device", default="cpu")
     p.add_argument("--resume", default=None, help="checkpoint (last.pt) to continue from")
     p.add_argument("--stop-after", type=float, default=None, metavar="MINUTES",
@@ -83,6 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fine-tune: start from these weights (.pth) with a fresh optimizer, schedule and early stopping")
     p.add_argument("--no-progress", action="store_true")
     return p
+
+
+def _seed_worker(_worker_id: int) -> None:
+    """Give each loader process its own augmentation stream, drawn from the loader's seeded generator
+    (a forked copy of the dataset's generator would repeat the same draws in every process)."""
+    import torch
+    from torch.utils.data import get_worker_info
+
+    get_worker_info().dataset.rng = np.random.default_rng(torch.initial_seed() % 2**32)
 
 
 def _source_share(text: str) -> tuple[str, float]:
@@ -309,15 +321,19 @@ def train(args, splits: dict | None = None) -> dict:
     gamma = {} if args.gamma_max is None else {"gamma_max": args.gamma_max}
     dataset = CropDataset(train_a, augment=not args.no_augment, blur_max=args.blur_max, seed=args.seed, **gamma)
     generator = torch.Generator().manual_seed(args.seed)
+    # Augmentation runs in the loader; on a GPU it, not the network, sets the pace unless workers share it.
+    parallel = dict(num_workers=args.workers, worker_init_fn=_seed_worker) if args.workers else {}
     if args.no_balance:
-        loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True, generator=generator, drop_last=len(dataset) > args.batch_size)
+        loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True, generator=generator,
+                            drop_last=len(dataset) > args.batch_size, **parallel)
     else:
         shares = dict(args.source_share or [])
         row_sources = np.array([c.split("/", 1)[0] for c in train_a.cells.tolist()])
         sampler = WeightedRandomSampler(sampling_weights(train_a.labels, args.outlier_share, row_sources, shares),
                                         num_samples=len(dataset),
                                         replacement=True, generator=generator)
-        loader = DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, drop_last=len(dataset) > args.batch_size)
+        loader = DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, drop_last=len(dataset) > args.batch_size,
+                            **parallel)
     optimizer = _make_optimizer(args.optimizer, model.parameters(), args.lr, args.weight_decay)
     steps = max(1, len(loader)) * args.epochs
     if args.schedule == "onecycle":
@@ -494,5 +510,7 @@ def main(argv: list[str]) -> int:
         parser.error(f"--outlier-share {args.outlier_share}: must be between 0 and 1")
     if args.stop_after is not None and args.stop_after <= 0:
         parser.error(f"--stop-after {args.stop_after}: must be more than 0 minutes")
+    if args.workers < 0:
+        parser.error(f"--workers {args.workers}: must be 0 or more")
     train(args)
     return 0

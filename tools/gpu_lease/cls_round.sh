@@ -30,7 +30,9 @@ EPOCHS=${EPOCHS:-24}
 WIDTH=${WIDTH:-32}
 LR=${LR:-2e-3}
 PATIENCE=${PATIENCE:-10}
-THREADS=${THREADS:-4}
+THREADS=${THREADS:-2}
+# Processes augmenting batches for each member: one process cannot keep up with a GPU's steps.
+WORKERS=${WORKERS:-6}
 # Extra train-cls options per straightening. The defaults are the shipped members' data recipe
 # (model card): lab-shifted copies for the PCA member, pieces of broken chromosomes as outliers for both.
 PCA_ARGS=${PCA_ARGS---shift-copies 1 --fragment-copies 1 --outlier-share 0.25}
@@ -83,7 +85,7 @@ train_member() {
         log "member $member: no checkpoint in $dir, starting a new run"
     fi
     "$PYTHON" -m karyopipe train-cls --data "${data[@]}" --preprocess "$mode" --width "$WIDTH" --epochs "$EPOCHS" \
-        --lr "$LR" --schedule onecycle --patience "$PATIENCE" --seed "$seed" --threads "$THREADS" \
+        --lr "$LR" --schedule onecycle --patience "$PATIENCE" --seed "$seed" --threads "$THREADS" --workers "$WORKERS" \
         --device "$DEVICE" --no-progress --out "$dir" --stop-after "$minutes" "${extra[@]}" "${resume[@]}" \
         >> "$dir/train.log" 2>&1
 }
