@@ -1,8 +1,8 @@
 """``karyopipe infer``: run the full pipeline on spreads (files, folders, globs).
 
 For each spread, ``OUT/<stem>/`` gets ``overlay.png``, ``karyogram.png``,
-``masks.png`` (16-bit instance labels), ``report.json`` and ``chromosomes.csv``. Bad files are skipped with their
-reason and listed in the summary at the end, which is also written to
+``masks.png`` (16-bit instance labels), ``report.json`` and ``chromosomes.csv``.
+Bad files are skipped with their reason and listed in the summary at the end, which is also written to
 ``OUT/summary.csv`` with how many chromosomes of each spread to check; the
 exit code is non-zero only when no spread could be processed. With ``--case``
 the spreads are taken as cells of one patient and ``OUT/case.json`` gives the

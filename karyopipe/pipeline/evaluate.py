@@ -337,7 +337,8 @@ def main(argv: list[str] | None = None) -> int:
                "problems": [f"{p.path}: {p.reason}" for p in dataset.problems], **metrics}
     keys = ("spreads", "detection_recall@0.5", "detection_precision@0.5", "count_mae", "classification_accuracy_matched",
             "classified_matched", "classification_accuracy_confident_truth", "confident_truth_matched",
-            "detected_and_right", "detected_and_right_confident_truth", "exact_karyotype_rate", "exact_karyotype_spreads", "exact_karyotype_unscored",
+            "detected_and_right", "detected_and_right_confident_truth", "exact_karyotype_rate",
+            "exact_karyotype_spreads", "exact_karyotype_unscored",
             "spreads_with_possible_abnormality", "objects_marked", "errors_marked", "wrong_calls_unmarked",
             "wrong_calls_unprompted",
             "seconds_per_spread")
