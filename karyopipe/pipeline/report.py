@@ -89,6 +89,17 @@ MASKS_PNG = ("16-bit instance labels: 0 = background, chromosome id + 1 elsewher
              "pixel belongs to the smaller one, and each polygon in this report keeps its whole outline")
 
 
+def polygon_mask(polygon, shape) -> np.ndarray:
+    """The (H, W) bool mask inside a report's ``polygon`` (``[[x, y], ...]``, pixel centres, as written here)."""
+    import cv2
+
+    mask = np.zeros(shape, np.uint8)
+    points = np.round(np.asarray(polygon, float)).astype(np.int32).reshape(-1, 2)
+    if len(points):
+        cv2.fillPoly(mask, [points], 1)
+    return mask.astype(bool)
+
+
 def label_image(chromosomes, shape) -> np.ndarray:
     """Instance label map of a spread, the content of ``masks.png``.
 
@@ -105,19 +116,10 @@ def label_image(chromosomes, shape) -> np.ndarray:
         0 on the background, ``id + 1`` on chromosome ``id``. Overlaps go to the
         smaller chromosome (drawn last), so one lying across a larger one stays whole.
     """
-    import cv2
-
     labels = np.zeros(shape, np.uint16)
     masks = []
     for c in chromosomes:
-        if c.mask is not None:
-            mask = np.asarray(c.mask, bool)
-        else:
-            mask = np.zeros(shape, np.uint8)
-            polygon = np.round(np.asarray(c.polygon, float)).astype(np.int32)
-            if len(polygon) >= 3:
-                cv2.fillPoly(mask, [polygon], 1)
-            mask = mask.astype(bool)
+        mask = np.asarray(c.mask, bool) if c.mask is not None else polygon_mask(c.polygon, shape)
         masks.append((int(mask.sum()), c.id, mask))
     for _, ident, mask in sorted(masks, key=lambda m: -m[0]):
         labels[mask] = ident + 1

@@ -183,10 +183,9 @@ def review(report_path, changes: dict[int, int], image=None, reviewer: str = "")
     KaryotypeResult
         Save it with ``.save(out_dir)``.
     """
-    import cv2
-
     from karyopipe.geometry import analyze_in_image
     from karyopipe.pipeline.core import _PAD, ChromosomeResult, KaryoPipeline, KaryotypeResult, _abn
+    from karyopipe.pipeline.report import polygon_mask
 
     report_path = Path(report_path)
     report = read_report(report_path)
@@ -205,14 +204,7 @@ def review(report_path, changes: dict[int, int], image=None, reviewer: str = "")
     if list(gray.shape) != list(report["image_shape"]):
         raise ReviewError(f"{source}: {gray.shape[1]}x{gray.shape[0]} pixels, but the report was made on a "
                           f"{report['image_shape'][1]}x{report['image_shape'][0]} image: not the same spread")
-    masks = []
-    for r in rows:
-        mask = np.zeros(gray.shape, np.uint8)
-        polygon = np.round(np.asarray(r["polygon"], float)).astype(np.int32).reshape(-1, 2)
-        if len(polygon):
-            cv2.fillPoly(mask, [polygon], 1)
-        masks.append(mask.astype(bool))
-    geometries = analyze_in_image(gray, masks, pad=_PAD)
+    geometries = analyze_in_image(gray, [polygon_mask(r["polygon"], gray.shape) for r in rows], pad=_PAD)
 
     labels, confidence, flags, made = [], [], [], []
     for r, g in zip(rows, geometries):
