@@ -328,7 +328,7 @@ def train(args, splits: dict | None = None) -> dict:
                             drop_last=len(dataset) > args.batch_size, **parallel)
     else:
         shares = dict(args.source_share or [])
-        row_sources = np.array([c.split("/", 1)[0] for c in train_a.cells.tolist()])
+        row_sources = np.array([c.split("/", 1)[0] for c in train_a.cells.tolist()]) if shares else None
         sampler = WeightedRandomSampler(sampling_weights(train_a.labels, args.outlier_share, row_sources, shares),
                                         num_samples=len(dataset),
                                         replacement=True, generator=generator)

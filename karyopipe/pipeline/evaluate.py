@@ -167,6 +167,8 @@ def evaluate(pipe, samples, confidence: dict | None = None, progress: bool = Tru
         pairs, _ = match_instances([c.mask for c in result.chromosomes], true_masks)
         n_true, n_pred = len(truths), len(result.chromosomes)
         correct = n_cls = n_conf = conf_correct = 0
+        # Which truths are confidently labelled, found or not: the denominator of detected-and-right on them.
+        sure = [confidence is not None and confidence.get(t.extra.get("coco_id")) == "high" for t in truths]
         errors = []
         for p, t, _ in pairs:
             label = truths[t].label
@@ -179,12 +181,10 @@ def evaluate(pipe, samples, confidence: dict | None = None, progress: bool = Tru
                 errors.append({"id": result.chromosomes[p].id, "truth": class_name(label),
                                "called": result.chromosomes[p].class_name,
                                "marked": bool(result.chromosomes[p].low_confidence)})
-            if confidence is not None and confidence.get(truths[t].extra.get("coco_id")) == "high":
+            if sure[t]:
                 n_conf += 1
                 conf_correct += right
-        # Every confidently labelled truth, found or not: the denominator of detected-and-right on them.
-        n_conf_true = (sum(confidence.get(t.extra.get("coco_id")) == "high" for t in truths)
-                       if confidence is not None else 0)
+        n_conf_true = sum(sure)
         true_k, truth_source = spread_truth(getattr(s, "meta", {}) or {}, [inst.label for inst in truths])
         exact = bool(true_k) and result.karyotype == true_k
         totals["n_true"] += n_true
