@@ -34,15 +34,20 @@ def _lease(tmp_path, **settings):
     env = dict(os.environ, KIT=str(kit), RUN=str(run), OUT=str(out), PYTHON=sys.executable, DEVICE="cpu",
                BACKBONE="resnet18", FPN="32", CROP="96", BATCH="1", STEPS="2", WARMUP="1", WORKERS="0",
                THREADS="1", VAL_IMAGES="2", BUDGET="0.1", N_SYNTH="1", PART_MB="4", PARTS_PER_CALL="4", **settings)
+    return kit, run, out, _caller(ROUND, env, out)
+
+
+def _caller(script, env, out):
+    """``call(*args, ok=True)``: one lease call of ``script``, with ``out`` emptied first as the lease does."""
 
     def call(*args, ok=True):
         for old in out.iterdir():
             old.unlink()
-        done = subprocess.run(["bash", str(ROUND), *args], cwd=ROOT, env=env, capture_output=True, text=True)
-        assert (done.returncode == 0) == ok, done.stderr[-2000:]
+        done = subprocess.run(["bash", str(script), *args], cwd=ROOT, env=env, capture_output=True, text=True)
+        assert (done.returncode == 0) == ok, done.stdout[-2000:] + done.stderr[-2000:]
         return done.stdout + done.stderr
 
-    return kit, run, out, call
+    return call
 
 
 @NEEDS_SHELL
@@ -131,14 +136,7 @@ def test_cls_round_trains_members_side_by_side_in_chunks_and_sends_the_joined_we
     env = dict(os.environ, KIT=str(kit), RUN=str(run), OUT=str(out), PYTHON=sys.executable, DEVICE="cpu",
                FOLDERS="toy", N_SYNTH_CROPS="0", MEMBERS="pca geometry", EPOCHS="2", WIDTH="8", THREADS="1", WORKERS="1",
                PCA_ARGS="", GEOMETRY_ARGS="")
-
-    def call(*args, ok=True):
-        for old in out.iterdir():
-            old.unlink()
-        done = subprocess.run(["bash", str(ROOT / "tools" / "gpu_lease" / "cls_round.sh"), *args], cwd=ROOT, env=env,
-                              capture_output=True, text=True)
-        assert (done.returncode == 0) == ok, done.stdout[-2000:] + done.stderr[-2000:]
-        return done.stdout + done.stderr
+    call = _caller(ROOT / "tools" / "gpu_lease" / "cls_round.sh", env, out)
 
     first = call("train", "0.000001")
     assert first.count("starting a new run") == 2 and first.count("stopped after epoch 1 of 2") == 2
