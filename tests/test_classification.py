@@ -220,6 +220,28 @@ def test_train_stops_before_the_call_limit_and_resumes_to_the_end(tmp_path, caps
         train.main(argv + ["--stop-after", "0"])
 
 
+def test_resumed_call_reads_the_training_set_its_first_call_prepared(tmp_path, capsys):
+    from karyopipe.classification import train
+    from karyopipe.classification.dataset import load_arrays
+
+    data = tmp_path / "toy"
+    _write_toy_folder(data, cells=5)
+    run = tmp_path / "run"
+    argv = ["--data", str(data), "--width", "8", "--size", "32", "16", "--epochs", "3", "--batch-size", "16",
+            "--out", str(run), "--no-progress", "--val-fraction", "0.2", "--test-fraction", "0.2",
+            "--stop-after", "1e-6", "--shift-copies", "1"]
+    assert train.main(argv) == 0
+    kept = run / train.PREPARED_TRAINING_SET
+    first = load_arrays(kept)
+    assert len(first.labels) == 2 * 3 * 8  # three training cells' crops and a lab-shifted copy of each
+    capsys.readouterr()
+    assert train.main(argv + ["--resume", str(run / "last.pt")]) == 0
+    assert "prepared by this run's first call" in capsys.readouterr().out
+    # other settings make another training set: it is prepared again, not read
+    assert train.main(argv[:-2] + ["--resume", str(run / "last.pt")]) == 0
+    assert "prepared under other settings" in capsys.readouterr().out
+
+
 def test_cli_reports_missing_data_on_one_line(tmp_path, capsys):
     from karyopipe.cli import main
 

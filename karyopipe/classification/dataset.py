@@ -167,9 +167,7 @@ def build_arrays(root, size=(64, 32), mode="pca", cache_dir=CACHE_DIR, progress=
     if cache_dir is not None and cells is None and transform is None:
         cache = Path(cache_dir) / f"{Path(root).name}-{_cache_key(records, size, mode)}.npz"
         if cache.is_file():
-            blob = np.load(cache, allow_pickle=False)
-            return CellArrays(blob["images"], blob["features"], blob["labels"], blob["cells"],
-                              blob["paths"].tolist(), blob["problems"].tolist())
+            return load_arrays(cache)
     by_cell: dict[str, list[CropRecord]] = {}
     for r in records:
         by_cell.setdefault(r.cell_id, []).append(r)
@@ -202,18 +200,32 @@ def build_arrays(root, size=(64, 32), mode="pca", cache_dir=CACHE_DIR, progress=
     arrays = CellArrays(np.concatenate(images), np.concatenate(features), np.asarray(labels, np.int64),
                         np.asarray(cells), paths, problems)
     if cache is not None:
-        _save_cache(cache, images=arrays.images, features=arrays.features, labels=arrays.labels,
-                    cells=arrays.cells, paths=np.asarray(paths), problems=np.asarray(problems, dtype=str))
+        save_arrays(cache, arrays)
     return arrays
 
 
-def _save_cache(path: Path, **arrays) -> None:
-    """Write an npz cache whole or not at all: training runs side by side may share a cache folder,
-    and one must never read another's half-written file."""
+def save_arrays(path, arrays: CellArrays, compress: bool = True, **extra) -> None:
+    """Write ``arrays`` (and any ``extra`` named arrays) to an npz file whole or not at all.
+
+    Training runs side by side may share a cache folder, and one must never
+    read another's half-written file. :func:`load_arrays` reads it back.
+    """
+    path = Path(path)
+    fields = dict(images=arrays.images, features=arrays.features, labels=arrays.labels, cells=arrays.cells,
+                  paths=np.asarray(arrays.paths, dtype=str), problems=np.asarray(arrays.problems, dtype=str))
+    if arrays.frames is not None:
+        fields["frames"] = arrays.frames
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.npz")
-    np.savez_compressed(partial, **arrays)
+    (np.savez_compressed if compress else np.savez)(partial, **fields, **extra)
     os.replace(partial, path)
+
+
+def load_arrays(path) -> CellArrays:
+    """The :class:`CellArrays` that :func:`save_arrays` wrote to ``path``."""
+    with np.load(path, allow_pickle=False) as blob:
+        return CellArrays(blob["images"], blob["features"], blob["labels"], blob["cells"], blob["paths"].tolist(),
+                          blob["problems"].tolist(), blob["frames"] if "frames" in blob.files else None)
 
 
 def spread_source(root) -> str:
@@ -275,9 +287,7 @@ def build_spread_arrays(root, size=(64, 32), mode="pca", cache_dir=CACHE_DIR, pr
             h.update(f"{path}|{Path(path).stat().st_mtime_ns if Path(path).exists() else 0}\n".encode())
         cache = Path(cache_dir) / f"{Path(root).stem}-spreads-{h.hexdigest()[:16]}.npz"
         if cache.is_file():
-            blob = np.load(cache, allow_pickle=False)
-            return CellArrays(blob["images"], blob["features"], blob["labels"], blob["cells"],
-                              blob["paths"].tolist(), blob["problems"].tolist(), blob["frames"])
+            return load_arrays(cache)
     problems = [str(p) for p in dataset.problems]
     images, features, labels, cells, paths, frames = [], [], [], [], [], []
     samples = dataset.samples
@@ -320,9 +330,7 @@ def build_spread_arrays(root, size=(64, 32), mode="pca", cache_dir=CACHE_DIR, pr
     arrays = CellArrays(np.concatenate(images), np.concatenate(features), np.asarray(labels, np.int64),
                         np.asarray(cells), paths, problems, np.asarray(frames))
     if cache is not None:
-        _save_cache(cache, images=arrays.images, features=arrays.features, labels=arrays.labels,
-                    cells=arrays.cells, paths=np.asarray(paths), problems=np.asarray(problems, dtype=str),
-                    frames=arrays.frames)
+        save_arrays(cache, arrays)
     return arrays
 
 

@@ -180,6 +180,42 @@ def _add_fragment_copies(train_arrays, args, progress=True):
                                    keep=pieces_only, progress=progress)
 
 
+PREPARED_TRAINING_SET = "train_arrays.npz"
+
+
+def _prepared_training_set(train_arrays, args, out: Path):
+    """The training split as this run trains on it: limited, plus lab-shifted copies and pieces.
+
+    Copies and pieces are preprocessed again from the crops, minutes of work
+    (no shared cache holds them). A run that makes them keeps the result in
+    its folder, and a resumed call (``--resume``: time-limited machines resume
+    every few minutes) reads it back when the recipe is unchanged.
+    """
+    from karyopipe.classification.dataset import load_arrays, save_arrays
+
+    recipe = json.dumps({"data": [str(Path(d).resolve()) for d in args.data], "size": list(args.size),
+                         "preprocess": args.preprocess, "split": [args.split_seed, args.val_fraction, args.test_fraction],
+                         "max_train_cells": args.max_train_cells, "seed": args.seed,
+                         "shift_copies": args.shift_copies, "fragment_copies": args.fragment_copies}, sort_keys=True)
+    kept = out / PREPARED_TRAINING_SET
+    if args.resume and kept.is_file():
+        with np.load(kept, allow_pickle=False) as blob:
+            same = "recipe" in blob.files and str(blob["recipe"]) == recipe
+        if same:
+            print(f"training set: {kept} (prepared by this run's first call)", flush=True)
+            return load_arrays(kept)
+        print(f"training set: {kept} was prepared under other settings; preparing it again", flush=True)
+    train_arrays = _limit_cells(train_arrays, args.max_train_cells, args.seed)
+    if args.shift_copies:
+        train_arrays = _add_shifted_copies(train_arrays, args, progress=not args.no_progress)
+    if args.fragment_copies:
+        train_arrays = _add_fragment_copies(train_arrays, args, progress=not args.no_progress)
+    if args.shift_copies or args.fragment_copies:
+        # Uncompressed: written once per run and read on every resume, where seconds count.
+        save_arrays(kept, train_arrays, compress=False, recipe=np.asarray(recipe))
+    return train_arrays
+
+
 def sampling_weights(labels: np.ndarray, outlier_share: float | None = None, sources=None,
                      source_shares: dict | None = None) -> np.ndarray:
     """Per-row draw weights for the training sampler.
@@ -277,11 +313,7 @@ def train(args, splits: dict | None = None) -> dict:
         arrays = concat_arrays(parts)
         problems = arrays.problems
         splits = split_arrays(arrays, args.split_seed, args.val_fraction, args.test_fraction)
-        splits["train"] = _limit_cells(splits["train"], args.max_train_cells, args.seed)
-        if args.shift_copies:
-            splits["train"] = _add_shifted_copies(splits["train"], args, progress=not args.no_progress)
-        if args.fragment_copies:
-            splits["train"] = _add_fragment_copies(splits["train"], args, progress=not args.no_progress)
+        splits["train"] = _prepared_training_set(splits["train"], args, out)
     train_a, val_a, test_a = splits["train"], splits["val"], splits["test"]
     (out / "split.json").write_text(json.dumps({k: v.unique_cells for k, v in splits.items()}, indent=1))
     labelled = train_a.labels > 0  # pieces (label 0) are outliers, not the population features are scaled by
