@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,28 @@ def _caller(script, env, out):
     return call
 
 
+def _archived(path) -> set:
+    with tarfile.open(path) as archive:
+        return {member.name for member in archive.getmembers() if member.isfile()}
+
+
+def _fetch_the_rest(call, out, parts, run, where):
+    """Call ``fetch 2``, ``fetch 3``, ... until no part is left; join the parts into ``where``, one file a name."""
+    fetch = 2
+    while True:
+        text = call("fetch", str(fetch))
+        if "no parts after" in text:
+            break
+        parts |= {p.name: p.read_bytes() for p in out.iterdir() if ".part" in p.name}
+        fetch += 1
+    assert fetch > 2 and len(parts) == len(list((run / "parts").glob("*.pth.part*")))
+    joined = {}
+    for name in sorted({part.split(".part")[0] for part in parts}):
+        joined[name] = where / name
+        joined[name].write_bytes(b"".join(parts[part] for part in sorted(parts) if part.startswith(name + ".part")))
+    return joined
+
+
 @NEEDS_SHELL
 def test_round_trains_in_resumed_chunks_and_sends_the_weights_back_in_parts(tmp_path):
     from karyopipe.weights import load_weights
@@ -66,17 +89,9 @@ def test_round_trains_in_resumed_chunks_and_sends_the_weights_back_in_parts(tmp_
     parts = {p.name: p.read_bytes() for p in out.iterdir() if ".part" in p.name}
     digests = dict(line.split()[::-1] for line in (out / "SHA256SUMS").read_text().splitlines())
     assert set(digests) == {"best.pth", "latest.pth"}
-    fetch = 2
-    while True:
-        text = call("fetch", str(fetch))
-        if "no parts after" in text:
-            break
-        parts |= {p.name: p.read_bytes() for p in out.iterdir() if ".part" in p.name}
-        fetch += 1
-    assert fetch > 2 and len(parts) == len(list((run / "parts").glob("*.pth.part*")))
+    fetched = _fetch_the_rest(call, out, parts, run, tmp_path)
     for name, digest in digests.items():
-        joined = tmp_path / name
-        joined.write_bytes(b"".join(parts[part] for part in sorted(parts) if part.startswith(name + ".part")))
+        joined = fetched[name]
         assert hashlib.sha256(joined.read_bytes()).hexdigest() == digest
         _, config, card = load_weights(joined)
         assert config["model"]["backbone"] == "resnet18" and "score_thresh" in config["inference"]
@@ -140,18 +155,63 @@ def test_cls_round_trains_members_side_by_side_in_chunks_and_sends_the_joined_we
 
     first = call("train", "0.000001")
     assert first.count("starting a new run") == 2 and first.count("stopped after epoch 1 of 2") == 2
-    assert {p.name for p in out.iterdir()} == {f"{m}.{f}" for m in ("pca", "geometry")
-                                                for f in ("train.log", "metrics.jsonl")}
+    # one archive, whatever the number of members: a call brings back at most 8 files
+    assert {p.name for p in out.iterdir()} == {"cls_logs.tar.gz"}
+    assert _archived(out / "cls_logs.tar.gz") == {f"{m}/{f}" for m in ("pca", "geometry")
+                                                  for f in ("train.log", "metrics.jsonl")}
     assert "has not finished" in call("finish", ok=False)
     second = call("train", "5")
     assert "starting a new run" not in second and "stopped after" not in second
     assert all((run / m / "weights.pth").is_file() for m in ("pca", "geometry"))
     assert call("train", "5").count("finished") == 2  # nothing left to train
     call("finish")
-    assert {"joined.pth", "SHA256SUMS", "pca.result.json", "geometry.result.json"} <= {p.name for p in out.iterdir()}
+    assert {p.name for p in out.iterdir()} == {"joined.pth", "SHA256SUMS", "cls_logs.tar.gz"}
+    assert {"pca/result.json", "geometry/result.json"} <= _archived(out / "cls_logs.tar.gz")
     digest, name = (out / "SHA256SUMS").read_text().split()
     assert name == "joined.pth" and hashlib.sha256((out / "joined.pth").read_bytes()).hexdigest() == digest
     _, config, _ = load_weights(out / "joined.pth")
     assert [m["preprocess"] for m in config["members"]] == ["pca", "geometry"]
     # each member kept its whole history over the two calls
     assert [json.loads(line)["epoch"] for line in (run / "pca" / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+@NEEDS_SHELL
+def test_both_trains_the_segmenter_and_the_classifier_in_the_same_calls(tmp_path):
+    from test_classification import _write_toy_folder
+
+    from karyopipe.weights import load_weights
+
+    kit, _, out, _ = _lease(tmp_path)
+    _write_toy_folder(kit / "cls" / "toy")
+    seg_run, cls_run = tmp_path / "seg", tmp_path / "cls"
+    env = dict(os.environ, KIT=str(kit), OUT=str(out), PYTHON=sys.executable, DEVICE="cpu", SEG_RUN=str(seg_run),
+               CLS_RUN=str(cls_run), STAGING=str(tmp_path / "staging"), SEG_WORKERS="0", SEG_THREADS="1", CLS_WORKERS="0", CLS_THREADS="1",
+               BACKBONE="resnet18", FPN="32", CROP="96", BATCH="1", STEPS="2", WARMUP="1", VAL_IMAGES="2",
+               BUDGET="0.1", N_SYNTH="1", PART_MB="4", FOLDERS="toy", N_SYNTH_CROPS="0", MEMBERS="pca",
+               EPOCHS="2", WIDTH="8", PCA_ARGS="", CLS_LR="1e-3")
+    call = _caller(ROOT / "tools" / "gpu_lease" / "both.sh", env, out)
+
+    first = call("train", "0.0001")
+    assert "== segmenter: exit 0" in first and "== classifier: exit 0" in first
+    assert {p.name for p in out.iterdir()} == {"logs.tar.gz"}  # the small files of both, as one of a call's 8
+    logs = _archived(out / "logs.tar.gz")
+    assert {"segmenter/call.log", "segmenter/train.log", "segmenter/metrics.json", "classifier/call.log",
+            "classifier/pca/train.log", "classifier/pca/metrics.jsonl"} <= logs
+    with tarfile.open(out / "logs.tar.gz") as archive:
+        assert "starting a new run" in archive.extractfile("segmenter/call.log").read().decode()
+        assert "stopped after epoch 1 of 2" in archive.extractfile("classifier/pca/train.log").read().decode()
+    call("train", "5")
+    # each stage kept its own settings: the classifier's learning rate is not the segmenter's
+    assert "lr 0.001 " in load_weights(cls_run / "pca" / "weights.pth")[2]["training"]
+    call("finish")
+    sent = {p.name for p in out.iterdir()}
+    parts = {name for name in sent if ".part" in name}
+    assert sent - parts == {"joined.pth", "joined.SHA256SUMS", "SHA256SUMS", "logs.tar.gz"}
+    assert len(parts) == 3  # with joined.pth, under what one call returns
+    digest, _ = (out / "joined.SHA256SUMS").read_text().split()
+    assert hashlib.sha256((out / "joined.pth").read_bytes()).hexdigest() == digest
+    assert load_weights(out / "joined.pth")[1]["preprocess"] == "pca"
+    digests = dict(line.split()[::-1] for line in (out / "SHA256SUMS").read_text().splitlines())
+    parts = {p.name: p.read_bytes() for p in out.iterdir() if ".part" in p.name}
+    fetched = _fetch_the_rest(call, out, parts, seg_run, tmp_path)
+    assert {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in fetched.items()} == digests

@@ -90,16 +90,19 @@ train_member() {
         >> "$dir/train.log" 2>&1
 }
 
+# Every member's log, metrics and (once finished) result in one archive: a call brings back at most 8 files.
 report() {
-    local member dir
+    local member dir name files=()
     for member in $MEMBERS; do
         dir=$(member_dir "$member")
+        name=$(basename "$dir")
         log "member $member:"
         grep -E "^epoch|stopped after|early stop|^val|^test|calibration|Error|error" "$dir/train.log" 2>/dev/null | tail -n 4 || true
-        for f in train.log metrics.jsonl; do
-            [[ -f "$dir/$f" ]] && cp "$dir/$f" "$OUT/${member/:/-seed}.$f"
+        for f in train.log metrics.jsonl result.json; do
+            [[ -f "$dir/$f" ]] && files+=("$name/$f")
         done
     done
+    (( ${#files[@]} == 0 )) || tar -czf "$OUT/cls_logs.tar.gz" -C "$RUN" "${files[@]}"
     return 0
 }
 
@@ -122,7 +125,6 @@ finish() {
         dir=$(member_dir "$member")
         [[ -f "$dir/weights.pth" ]] || { log "member $member has not finished: train first"; exit 1; }
         weights+=("$dir/weights.pth")
-        cp "$dir/result.json" "$OUT/${member/:/-seed}.result.json"
     done
     if (( ${#weights[@]} > 1 )); then
         "$PYTHON" -m karyopipe join-cls "${weights[@]}" --out "$RUN/joined.pth"
@@ -132,7 +134,7 @@ finish() {
     cp "$RUN/joined.pth" "$OUT/"
     (cd "$RUN" && sha256sum joined.pth) > "$OUT/SHA256SUMS"
     report
-    log "sent joined.pth ($(du -h "$RUN/joined.pth" | cut -f1)) and each member's result.json"
+    log "sent joined.pth ($(du -h "$RUN/joined.pth" | cut -f1)), and each member's result.json in cls_logs.tar.gz"
 }
 
 setup
