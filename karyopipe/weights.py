@@ -174,8 +174,23 @@ def write_model_card(path, weights_name: str, config: dict, card: dict) -> None:
             lines += [f"  - {k}: {v}" for k, v in value.items()]
         else:
             lines.append(f"- **{key}**: {value}")
-    lines += ["", "## Config", "", "```json", compact_json(config), "```", ""]
+    lines += ["", "## Config", "", "```json", compact_json(card_config(config)), "```", ""]
     Path(path).write_text("\n".join(lines))
+
+
+def card_config(config: dict) -> dict:
+    """``config`` with each ensemble member's long lists that repeat the file's own (the held-out cells,
+    hundreds of ids) named instead of written out again: the card is read, the file keeps them all."""
+    members = config.get("members")
+    if not isinstance(members, list):
+        return config
+    shortened = []
+    for member in members:
+        if isinstance(member, dict):
+            member = {k: (f"as {k} above ({len(v)} entries)" if isinstance(v, list) and len(v) > 10 and v == config.get(k)
+                          else v) for k, v in member.items()}
+        shortened.append(member)
+    return {**config, "members": shortened}
 
 
 def compact_json(value, indent: int = 2, _level: int = 0) -> str:

@@ -80,10 +80,13 @@ def test_each_shipped_weights_file_is_fp16_under_95_mb_with_a_model_card(name):
     assert card.startswith(f"# Model card: `{name}`")
     for field in ("**data**", "**split**", "**metrics**", "**date**", "## Config"):
         assert field in card, f"{name}'s card has no {field}"
-    # Short enough to read, and its config block is the file's config.
+    # Short enough to read, and its config block is the file's config (an ensemble's members naming the
+    # held-out cells they share with it instead of listing them again).
+    from karyopipe.weights import card_config
+
     assert card.count("\n") < 200
     block = card.split("```json\n", 1)[1].split("\n```", 1)[0]
-    assert json.loads(block) == blob["config"]
+    assert json.loads(block) == card_config(blob["config"])
 
 
 def test_a_model_card_is_refreshed_without_touching_the_weights(tmp_path):
@@ -97,6 +100,17 @@ def test_a_model_card_is_refreshed_without_touching_the_weights(tmp_path):
     assert "- **limitations**: mended" in text and "old" not in text
     assert '"cells": ["0", "1",' in text  # a list of plain values stays on one line
     assert path.read_bytes() == before
+
+
+def test_an_ensembles_card_names_the_held_out_cells_once(tmp_path):
+    cells = [f"cell/{i}" for i in range(40)]
+    members = [{"preprocess": mode, "heldout_cells": cells, "size": [64, 32]} for mode in ("pca", "geometry")]
+    path = save_weights(tmp_path / "e.pth", torch.nn.Linear(2, 1).state_dict(),
+                        config={"heldout_cells": cells, "members": members}, card={"data": "d"})
+    text = path.with_suffix(".md").read_text()
+    assert text.count('"cell/39"') == 1 and text.count("as heldout_cells above (40 entries)") == 2
+    assert '"size": [64, 32]' in text  # short lists are written out
+    assert load_weights(path)[1]["members"][1]["heldout_cells"] == cells  # the file keeps them all
 
 
 def test_the_default_segmenter_is_the_designs_resnet50_and_the_r18_stays_loadable():
