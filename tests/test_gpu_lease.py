@@ -139,20 +139,38 @@ def test_round_continues_from_weights_that_arrive_over_two_calls(tmp_path):
     assert "do not match" in call("stage", ok=False)
 
 
-@NEEDS_SHELL
-def test_cls_round_trains_members_side_by_side_in_chunks_and_sends_the_joined_weights(tmp_path):
+def _packed_toy_crops(tmp_path) -> dict:
+    """A toy crop folder packed as ``pack.sh CLS_DATA=1`` packs the real ones; the settings that find it."""
     from test_classification import _write_toy_folder
 
+    _write_toy_folder(tmp_path / "crops" / "toy")
+    (tmp_path / "cls_kit").mkdir()
+    with tarfile.open(tmp_path / "cls_kit" / "cls_data.tar.xz", "w:xz") as archive:
+        archive.add(tmp_path / "crops" / "toy", arcname="toy")
+    return dict(CLS_KIT=str(tmp_path / "cls_kit"), CLS_DATA_DIR=str(tmp_path / "machine_crops"), FOLDERS="toy",
+                N_SYNTH_CROPS="0")
+
+
+@NEEDS_SHELL
+def test_cls_round_trains_members_side_by_side_in_chunks_and_sends_the_joined_weights(tmp_path):
     from karyopipe.weights import load_weights
 
     kit, run, out = tmp_path / "kit", tmp_path / "run", tmp_path / "out"
-    _write_toy_folder(kit / "cls" / "toy")
+    kit.mkdir()
     out.mkdir()
+    crops = _packed_toy_crops(tmp_path)
     env = dict(os.environ, KIT=str(kit), RUN=str(run), OUT=str(out), PYTHON=sys.executable, DEVICE="cpu",
-               FOLDERS="toy", N_SYNTH_CROPS="0", MEMBERS="pca geometry", EPOCHS="2", WIDTH="8", THREADS="1", WORKERS="1",
-               PCA_ARGS="", GEOMETRY_ARGS="")
+               MEMBERS="pca geometry", EPOCHS="2", WIDTH="8", THREADS="1", WORKERS="1", PCA_ARGS="", GEOMETRY_ARGS="",
+               **crops)
     call = _caller(ROOT / "tools" / "gpu_lease" / "cls_round.sh", env, out)
 
+    # a bare machine with no crops carried says what to carry
+    hidden = Path(crops["CLS_KIT"]).rename(tmp_path / "not_carried")
+    assert "carry" in call("stage", ok=False)
+    hidden.rename(crops["CLS_KIT"])
+    assert "crops unpacked" in call("stage")
+    # the crops stay on the warm machine: later calls need not carry them
+    shutil.rmtree(crops["CLS_KIT"])
     first = call("train", "0.000001")
     assert first.count("starting a new run") == 2 and first.count("stopped after epoch 1 of 2") == 2
     # one archive, whatever the number of members: a call brings back at most 8 files
@@ -182,15 +200,16 @@ def test_both_trains_the_segmenter_and_the_classifier_in_the_same_calls(tmp_path
     from karyopipe.weights import load_weights
 
     kit, _, out, _ = _lease(tmp_path)
-    _write_toy_folder(kit / "cls" / "toy")
     seg_run, cls_run = tmp_path / "seg", tmp_path / "cls"
     env = dict(os.environ, KIT=str(kit), OUT=str(out), PYTHON=sys.executable, DEVICE="cpu", SEG_RUN=str(seg_run),
-               CLS_RUN=str(cls_run), STAGING=str(tmp_path / "staging"), SEG_WORKERS="0", SEG_THREADS="1", CLS_WORKERS="0", CLS_THREADS="1",
-               BACKBONE="resnet18", FPN="32", CROP="96", BATCH="1", STEPS="2", WARMUP="1", VAL_IMAGES="2",
-               BUDGET="0.1", N_SYNTH="1", PART_MB="4", FOLDERS="toy", N_SYNTH_CROPS="0", MEMBERS="pca",
-               EPOCHS="2", WIDTH="8", PCA_ARGS="", CLS_LR="1e-3")
+               CLS_RUN=str(cls_run), STAGING=str(tmp_path / "staging"), SEG_WORKERS="0", SEG_THREADS="1",
+               CLS_WORKERS="0", CLS_THREADS="1", BACKBONE="resnet18", FPN="32", CROP="96", BATCH="1", STEPS="2",
+               WARMUP="1", VAL_IMAGES="2", BUDGET="0.1", N_SYNTH="1", PART_MB="4", MEMBERS="pca", EPOCHS="2",
+               WIDTH="8", PCA_ARGS="", CLS_LR="1e-3", **_packed_toy_crops(tmp_path))
     call = _caller(ROOT / "tools" / "gpu_lease" / "both.sh", env, out)
 
+    staged = call("stage")
+    assert "== segmenter: exit 0" in staged and "crops unpacked" in staged
     first = call("train", "0.0001")
     assert "== segmenter: exit 0" in first and "== classifier: exit 0" in first
     assert {p.name for p in out.iterdir()} == {"logs.tar.gz"}  # the small files of both, as one of a call's 8

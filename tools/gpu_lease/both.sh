@@ -2,13 +2,15 @@
 # One call on a time-limited GPU machine that trains the segmenter (round.sh) and the classifier
 # (cls_round.sh) side by side, so that one lease serves both stages (see README.md here).
 #
+#   both.sh stage           round.sh stage and cls_round.sh stage: collect what this call carried (weights to
+#                           start from, the packed crops) without training
 #   both.sh train MINUTES   round.sh train and cls_round.sh train at once, the machine's cores shared
 #   both.sh finish          the classifier's joined.pth (cls_round.sh finish), then round.sh finish
 #   both.sh fetch [N]       round.sh fetch N: the segmenter's later parts
 #
 # The classifier's members are small: on a GPU its pace is set by the CPU work (data preparation on the
 # first call, augmentation after), so it runs beside the segmenter's steps for the price of a few cores.
-# Each script's settings are its own (README.md); the five names both use take a prefix here.
+# Each script's settings are its own (README.md); the four names both use take a prefix here.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -39,13 +41,13 @@ STAGING=${STAGING:-runs/gpu_both_out}
 
 seg() {
     mkdir -p "$STAGING/segmenter"
-    env -u RUN -u DATA -u LR -u WORKERS -u THREADS RUN="$SEG_RUN" OUT="$STAGING/segmenter" WORKERS="$SEG_WORKERS" \
+    env -u RUN -u LR -u WORKERS -u THREADS RUN="$SEG_RUN" OUT="$STAGING/segmenter" WORKERS="$SEG_WORKERS" \
         THREADS="$SEG_THREADS" ${SEG_LR:+LR="$SEG_LR"} bash "$HERE/round.sh" "$@" > "$STAGING/segmenter/call.log" 2>&1
 }
 
 cls() {
     mkdir -p "$STAGING/classifier"
-    env -u RUN -u DATA -u LR -u WORKERS -u THREADS RUN="$CLS_RUN" OUT="$STAGING/classifier" WORKERS="$CLS_WORKERS" \
+    env -u RUN -u LR -u WORKERS -u THREADS RUN="$CLS_RUN" OUT="$STAGING/classifier" WORKERS="$CLS_WORKERS" \
         THREADS="$CLS_THREADS" ${CLS_LR:+LR="$CLS_LR"} bash "$HERE/cls_round.sh" "$@" > "$STAGING/classifier/call.log" 2>&1
 }
 
@@ -72,6 +74,18 @@ show() {
     local name=$1 status=$2
     echo "== $name: exit $status"
     tail -n 12 "$STAGING/$name/call.log" 2>/dev/null || true
+}
+
+stage() {
+    local seg_status=0 cls_status=0
+    rm -rf "$STAGING"
+    seg stage || seg_status=$?
+    show segmenter "$seg_status"
+    # Not fatal: the crops may come on a later call, beside no part of the weights.
+    cls stage || cls_status=$?
+    show classifier "$cls_status"
+    collect
+    return "$seg_status"
 }
 
 train() {
@@ -113,8 +127,9 @@ fetch() {
 }
 
 case "${1:-}" in
+    stage) stage ;;
     train) train "${2:?minutes}" ;;
     finish) finish ;;
     fetch) fetch "${2:-2}" ;;
-    *) echo "usage: both.sh train MINUTES | finish | fetch [N]" >&2; exit 2 ;;
+    *) echo "usage: both.sh stage | train MINUTES | finish | fetch [N]" >&2; exit 2 ;;
 esac

@@ -2,12 +2,14 @@
 # One call on a time-limited GPU machine for the classifier: the members of an ensemble trained side by
 # side (one train-cls process each), in chunks that resume; the joined weights come back as one file.
 #
+#   cls_round.sh stage           only unpack the crops and make the synthetic ones (any call does this first)
 #   cls_round.sh train MINUTES   train every unfinished member for at most MINUTES more (the first call
-#                                unpacks the crops, makes the synthetic crops and starts the runs)
+#                                starts the runs)
 #   cls_round.sh finish          join the members' weights (karyopipe join-cls) and send them back
 #
-# Run from the repository root with the kit `CLS_DATA=1 pack.sh` packed carried beside the code
-# (see README.md here). Nothing is chosen on the machine: every member keeps the checkpoint its own
+# Run from the repository root with the kit pack.sh packed (.gpu) carried beside the code, and on the
+# first call the crops `CLS_DATA=1 pack.sh` packed (.gpu_cls): they are unpacked outside the carried
+# folders, so later calls to a warm machine need not carry them again (see README.md here). Nothing is chosen on the machine: every member keeps the checkpoint its own
 # val cells chose, and the joined file is judged on the development machine under a rule stated first.
 set -euo pipefail
 
@@ -16,8 +18,11 @@ RUN=${RUN:-runs/gpu_cls}
 OUT=${OUT:?cls_round.sh writes what comes back under \$OUT}
 PYTHON=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}
-DATA=${DATA:-$KIT/cls}
-# The crop folders under DATA, as the shipped classifier trained on them (their names are the data-set
+# The packed crops (carried once) and where they are unpacked: outside every carried folder, which each
+# call that carries it replaces.
+CLS_KIT=${CLS_KIT:-.gpu_cls}
+CLS_DATA_DIR=${CLS_DATA_DIR:-runs/gpu_cls_data}
+# The crop folders under CLS_DATA_DIR, as the shipped classifier trained on them (their names are the data-set
 # names its split and its held-out cells are recorded under).
 FOLDERS=${FOLDERS:-bioimlab/crops gband612 synth_crops}
 # The shipped model's synthetic crops (model card): made on the machine, not carried.
@@ -44,20 +49,25 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 setup() {
     use_kit_python
-    if [[ -f "$KIT/cls_data.tar.xz" && ! -f "$DATA/.unpacked" ]]; then
-        mkdir -p "$DATA"
-        tar -xJf "$KIT/cls_data.tar.xz" -C "$DATA"
-        touch "$DATA/.unpacked"
+    if [[ ! -f "$CLS_DATA_DIR/.unpacked" ]]; then
+        [[ -f "$CLS_KIT/cls_data.tar.xz" ]] || {
+            log "no crops on this machine and no $CLS_KIT/cls_data.tar.xz: carry $CLS_KIT (CLS_DATA=1 pack.sh) on this call"
+            exit 1
+        }
+        mkdir -p "$CLS_DATA_DIR"
+        tar -xJf "$CLS_KIT/cls_data.tar.xz" -C "$CLS_DATA_DIR"
+        touch "$CLS_DATA_DIR/.unpacked"
+        log "crops unpacked into $CLS_DATA_DIR; later calls to this machine need not carry $CLS_KIT"
     fi
-    if [[ " $FOLDERS " == *" synth_crops "* && ! -f "$DATA/synth_crops/.made" ]] && (( N_SYNTH_CROPS > 0 )); then
-        rm -rf "$DATA/synth_crops"
-        "$PYTHON" -m karyopipe synth --crops --out "$DATA/synth_crops" --n "$N_SYNTH_CROPS" --seed "$SYNTH_SEED" \
-            --no-progress > /dev/null
-        touch "$DATA/synth_crops/.made"
+    if [[ " $FOLDERS " == *" synth_crops "* && ! -f "$CLS_DATA_DIR/synth_crops/.made" ]] && (( N_SYNTH_CROPS > 0 )); then
+        rm -rf "$CLS_DATA_DIR/synth_crops"
+        "$PYTHON" -m karyopipe synth --crops --out "$CLS_DATA_DIR/synth_crops" --n "$N_SYNTH_CROPS" \
+            --seed "$SYNTH_SEED" --no-progress > /dev/null
+        touch "$CLS_DATA_DIR/synth_crops/.made"
     fi
     local folder
     for folder in $FOLDERS; do
-        [[ -d "$DATA/$folder" ]] || { log "no $DATA/$folder: pack the kit with CLS_DATA=1 (pack.sh)"; exit 1; }
+        [[ -d "$CLS_DATA_DIR/$folder" ]] || { log "no $CLS_DATA_DIR/$folder in the packed crops"; exit 1; }
     done
 }
 
@@ -73,7 +83,7 @@ train_member() {
         *) log "member $member: the straightening must be pca or geometry"; return 2 ;;
     esac
     local folder
-    for folder in $FOLDERS; do data+=("$DATA/$folder"); done
+    for folder in $FOLDERS; do data+=("$CLS_DATA_DIR/$folder"); done
     if [[ -f "$dir/weights.pth" ]]; then
         log "member $member: finished"
         return 0
@@ -140,7 +150,8 @@ finish() {
 setup
 mkdir -p "$RUN"
 case "${1:-}" in
+    stage) log "crops ready in $CLS_DATA_DIR: $FOLDERS" ;;
     train) train "${2:?minutes}" ;;
     finish) finish ;;
-    *) echo "usage: cls_round.sh train MINUTES | finish" >&2; exit 2 ;;
+    *) echo "usage: cls_round.sh stage | train MINUTES | finish" >&2; exit 2 ;;
 esac

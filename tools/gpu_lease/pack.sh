@@ -6,14 +6,16 @@
 #                           has torch, numpy, scikit-image, opencv, matplotlib and pandas)
 #   .gpu/gband612_cells.tar.xz  with COMPOSITE_CELLS=N: N gband612 cells of the classifier's training
 #                           split (about 50 kB a cell), for G-band composite spreads made on the machine
-#   .gpu/cls_data.tar.xz    with CLS_DATA=1: the BioImLab crops and all of gband612 (about 28 MB packed),
+#   .gpu_cls/cls_data.tar.xz  with CLS_DATA=1: the BioImLab crops and all of gband612 (about 28 MB packed),
 #                           for training the classifier there (cls_round.sh); every cell travels, since
-#                           the split by cell is drawn over all of them
+#                           the split by cell is drawn over all of them. A folder of its own: one call
+#                           carries it, and later calls to the warm machine leave it behind
 # Nothing here is committed: the data stays outside the repository.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 DATA_ROOT=${DATA_ROOT:-$ROOT/../shared/data}
 KIT=${KIT:-$ROOT/.gpu}
+CLS_KIT=${CLS_KIT:-$ROOT/.gpu_cls}
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 # The GPU machine's interpreter; pip must fetch wheels built for it, not for this machine.
 REMOTE_PY=${REMOTE_PY:-3.12}
@@ -31,8 +33,12 @@ if [[ "$CLS_DATA" == 1 ]]; then
     for folder in bioimlab/crops gband612; do
         [[ -d "$DATA_ROOT/$folder" ]] || { echo "pack.sh: $DATA_ROOT/$folder not found" >&2; exit 2; }
     done
-    tar -cf - -C "$DATA_ROOT" bioimlab/crops gband612 | xz -T0 -6 > "$KIT/cls_data.tar.xz"
+    mkdir -p "$CLS_KIT"
+    tar -cf - -C "$DATA_ROOT" bioimlab/crops gband612 | xz -T0 -6 > "$CLS_KIT/cls_data.tar.xz"
+    du -sh "$CLS_KIT"
 fi
+# Packed inside the kit before 2026-11-24: carried on every call there.
+rm -f "$KIT/cls_data.tar.xz"
 if (( COMPOSITE_CELLS > 0 )); then
     # Training cells only (the classifier's split), so no held-out crop reaches any model.
     "$PYTHON" - "$DATA_ROOT/gband612" "$COMPOSITE_CELLS" > "$KIT/gband612_cells.txt" <<'PY'
@@ -55,8 +61,11 @@ du -sh "$KIT"
 tree_bytes=$(cd "$ROOT" && git ls-files -z --cached --others --exclude-standard \
     | xargs -0 -r stat -c %s 2>/dev/null | awk '{s += $1} END {print s + 0}')
 kit_bytes=$(du -sb "$KIT" | cut -f1)
+[[ -d "$CLS_KIT" ]] && kit_bytes=$((kit_bytes + $(du -sb "$CLS_KIT" | cut -f1)))
 if (( tree_bytes + kit_bytes > 60 * 1024 * 1024 )); then
     echo "pack.sh: the working tree ($((tree_bytes >> 20)) MiB) and the kit ($((kit_bytes >> 20)) MiB) exceed what may travel;" \
         "set the weights aside for the lease: mkdir -p .cache/weights_aside && mv weights/*.pth .cache/weights_aside/" >&2
 fi
 echo "packed $KIT; carry it with the run (carry=[\".gpu\"])"
+[[ -d "$CLS_KIT" ]] && echo "packed $CLS_KIT; carry it on the first classifier call (carry=[\".gpu\", \".gpu_cls\"])"
+exit 0
