@@ -213,6 +213,23 @@ def decode_image(data: bytes, source: str | Path = "<bytes>") -> np.ndarray:
     raise ImageReadError(source, "not a readable image (" + "; ".join(reasons) + ")")
 
 
+def image_pages(path: str | Path) -> int:
+    """How many images (pages, frames) a file holds: a multi-page TIFF or an animated GIF more than one.
+
+    :func:`read_image` reads the first; a caller that reads one spread from
+    the file says so for the rest. Files PIL cannot open count as one page.
+    """
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as im:
+                return max(1, int(getattr(im, "n_frames", 1)))
+    except Exception:  # unreadable here: read_image reports why, or another reader copes
+        return 1
+
+
 def image_size(path: str | Path) -> tuple[int, int]:
     """``(height, width)`` of an image file, from its header when PIL can parse it.
 

@@ -195,8 +195,6 @@ def test_cls_round_trains_members_side_by_side_in_chunks_and_sends_the_joined_we
 
 @NEEDS_SHELL
 def test_both_trains_the_segmenter_and_the_classifier_in_the_same_calls(tmp_path):
-    from test_classification import _write_toy_folder
-
     from karyopipe.weights import load_weights
 
     kit, _, out, _ = _lease(tmp_path)

@@ -187,6 +187,22 @@ def test_batch_goes_past_bad_files(no_weights, spread_png, tmp_path, capsys):
     assert "to_check" in captured.out.splitlines()[0]
 
 
+def test_a_file_of_several_images_is_read_as_its_first_and_the_report_says_so(no_weights, tmp_path):
+    from karyopipe.io import image_pages
+
+    spread = Image.fromarray(draw_spread())
+    stack = tmp_path / "stack.tif"
+    spread.save(stack, save_all=True, append_images=[spread.transpose(Image.Transpose.FLIP_LEFT_RIGHT)])
+    single = tmp_path / "single.png"
+    spread.save(single)
+    assert image_pages(stack) == 2 and image_pages(single) == 1 and image_pages(tmp_path / "missing.png") == 1
+    pipe = KaryoPipeline.from_pretrained()
+    first = pipe(stack)
+    assert any("holds 2 images; only the first was read" in w for w in first.warnings)
+    assert len(first.chromosomes) == len(pipe(single).chromosomes)
+    assert not any("images; only the first" in w for w in pipe(single).warnings)
+
+
 def test_all_bad_batch_fails(no_weights, tmp_path, capsys):
     (tmp_path / "empty.png").write_bytes(b"")
     assert main([str(tmp_path / "empty.png"), "--out", str(tmp_path / "out"), "--no-progress"]) != 0

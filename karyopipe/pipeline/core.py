@@ -752,6 +752,13 @@ class KaryoPipeline:
         warnings = [info["reason"] for info in self.stages.values() if info.get("fallback") and info.get("reason")]
         t = time.perf_counter()
         gray, pol, source = self.load(image_or_path, polarity)
+        if isinstance(image_or_path, (str, Path)):
+            from karyopipe.io import image_pages
+
+            pages = image_pages(image_or_path)
+            if pages > 1:
+                warnings.append(f"{source}: the file holds {pages} images; only the first was read "
+                                "(save each spread as a file of its own to karyotype it)")
         timings["load"] = time.perf_counter() - t
 
         t = time.perf_counter()
