@@ -12,12 +12,19 @@ from karyopipe.pipeline.review import main as review_main
 
 @pytest.fixture(scope="module")
 def report_dir(tmp_path_factory):
-    """A spread of 47,XX,+21 on disk and a report as infer writes it, with one 21 called a 22 and one 22 a 21."""
+    return write_spread_and_report(tmp_path_factory.mktemp("review"))
+
+
+def write_spread_and_report(root):
+    """A spread of 47,XX,+21 on disk and a report as infer writes it, with one 21 called a 22 and one 22 a 21.
+
+    Returns ``(report folder, id of the 21 called 22, id of the 22 called 21, the true classes by id)``.
+    """
     from karyopipe.synth import compose_spread
 
     spread = compose_spread("47,XX,+21", np.random.default_rng(5), size=(900, 700), banding="g",
                             overlap_fraction=0.0, touching=0.0, nuclei=0, debris=0)
-    root = tmp_path_factory.mktemp("review")
+    root.mkdir(parents=True, exist_ok=True)
     Image.fromarray(spread.image_u8).save(root / "spread.png")
     rows, truth = [], []
     for i, inst in enumerate(spread.chromosomes):

@@ -1,8 +1,9 @@
 """One entry point for every layout: :func:`read_dataset` with :func:`detect_format`.
 
 Formats: ``labelme``, ``coco``, ``voc``, ``yolo``, ``crops-bioimlab``,
-``crops-clase``, ``crops-datanew``, ``crops-generic`` and ``images`` (a plain
-folder of unannotated spreads, or one image file).
+``crops-clase``, ``crops-datanew``, ``crops-generic``, ``reports`` (reviewed
+``karyopipe infer`` outputs, :mod:`karyopipe.data.reports`) and ``images`` (a
+plain folder of unannotated spreads, or one image file).
 
 Examples
 --------
@@ -25,9 +26,10 @@ from karyopipe.data.coco import read_coco
 from karyopipe.data.crops import CROP_FORMATS, detect_crops_layout, read_crops
 from karyopipe.data.labelme import read_labelme
 from karyopipe.data.model import SPREADS, Dataset, Problem, Sample
+from karyopipe.data.reports import is_report, read_reports
 from karyopipe.io import is_image_path
 
-FORMATS = ("labelme", "coco", "voc", "yolo") + CROP_FORMATS + ("images",)
+FORMATS = ("labelme", "coco", "voc", "yolo") + CROP_FORMATS + ("reports", "images")
 
 
 class UnknownFormatError(ValueError):
@@ -35,7 +37,7 @@ class UnknownFormatError(ValueError):
 
 
 def _json_kind(path: Path) -> str | None:
-    """``"labelme"``, ``"coco"`` or ``None`` from the top-level keys of a JSON file."""
+    """``"labelme"``, ``"coco"``, ``"reports"`` or ``None`` from the top-level keys of a JSON file."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(65536)
@@ -54,6 +56,8 @@ def _json_kind(path: Path) -> str | None:
         return "labelme"
     if isinstance(doc, dict) and "images" in doc:
         return "coco"
+    if is_report(doc):
+        return "reports"
     return None
 
 
@@ -85,7 +89,8 @@ def detect_format(path: str | Path) -> str:
             kind = _json_kind(path)
             if kind:
                 return kind
-            raise UnknownFormatError(f"{path}: JSON is neither labelme (has 'shapes') nor COCO (has 'images')")
+            raise UnknownFormatError(f"{path}: JSON is neither labelme (has 'shapes'), COCO (has 'images') nor a "
+                                     "karyopipe report")
         if is_image_path(path):
             return "images"
         raise UnknownFormatError(f"{path}: not a dataset file (expected a labelme/COCO .json or an image)")
@@ -127,6 +132,10 @@ def _detect_folder(path: Path) -> str | None:
     jsons = sorted(path.glob("*.json"), key=lambda p: natural_key(p.name))
     if any(_json_kind(p) == "labelme" for p in jsons[:3]):
         return "labelme"
+    # karyopipe infer's output folder: <stem>/report.json (its overlays would pass for crop folders)
+    reports = [path / "report.json"] + [sub / "report.json" for sub in subfolders(path)[:50]]
+    if any(p.is_file() and _json_kind(p) == "reports" for p in reports):
+        return "reports"
     crops = detect_crops_layout(path)
     if crops:
         return crops
@@ -207,6 +216,8 @@ def _read(path: Path, fmt: str, with_pseudo_masks: bool) -> Dataset:
         return read_yolo(path, with_pseudo_masks=with_pseudo_masks)
     if fmt == "crops" or fmt in CROP_FORMATS:
         return read_crops(path, None if fmt == "crops" else fmt)
+    if fmt == "reports":
+        return read_reports(path)
     if fmt == "images":
         return read_images(path)
     raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")

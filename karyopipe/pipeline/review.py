@@ -33,9 +33,10 @@ from pathlib import Path
 import numpy as np
 
 from karyopipe.classes import CLASS_NAMES, NUM_CLASSES, X, Y
+# A cell's reviewed outputs go to its folder's name plus REVIEWED_SUFFIX (karyopipe case and the reports
+# reader find them there).
+from karyopipe.data.reports import REVIEWED_SUFFIX
 from karyopipe.pipeline.core import DROP_FLAG, SET_FLAG
-#: A cell's reviewed outputs go to its folder's name plus this (``karyopipe case`` reads it).
-REVIEWED_SUFFIX = "_reviewed"
 
 
 class ReviewError(ValueError):
