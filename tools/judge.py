@@ -162,9 +162,9 @@ def _folder_name(weights: str, stage: str) -> str:
     digest = hashlib.sha256(Path(weights).read_bytes())
     other = ROOT / "weights" / next(name for key, (_, _, name) in STAGES.items() if key != stage)
     digest.update(other.read_bytes() if other.is_file() else b"")
-    for command in (["git", "rev-parse", "HEAD"], ["git", "diff", "HEAD", "--", "karyopipe"]):
-        done = subprocess.run(command, cwd=ROOT, capture_output=True)
-        digest.update(done.stdout)
+    # The package's code, not the repository's commit: a commit of notes leaves the reports valid.
+    for source in sorted((ROOT / "karyopipe").rglob("*.py")):
+        digest.update(str(source.relative_to(ROOT)).encode() + source.read_bytes())
     return f"{stage}-{Path(weights).stem}-{digest.hexdigest()[:10]}"
 
 
