@@ -13,11 +13,12 @@ from karyopipe.data.crops import read_crops
 from karyopipe.data.labelme import read_labelme
 from karyopipe.data.model import CROPS, SPREADS, Dataset, Instance, Problem, Sample
 from karyopipe.data.readers import FORMATS, UnknownFormatError, detect_format, read_dataset, read_images
+from karyopipe.data.reports import read_reports
 from karyopipe.data.split import split_by_cell
 
 __all__ = [
     "CROPS", "SPREADS", "Dataset", "Instance", "Problem", "Sample",
     "FORMATS", "UnknownFormatError", "detect_format", "read_dataset",
-    "read_labelme", "read_coco", "write_coco", "read_voc", "read_yolo", "read_crops", "read_images",
+    "read_labelme", "read_coco", "write_coco", "read_voc", "read_yolo", "read_crops", "read_images", "read_reports",
     "split_by_cell",
 ]
