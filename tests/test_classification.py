@@ -220,6 +220,26 @@ def test_train_stops_before_the_call_limit_and_resumes_to_the_end(tmp_path, caps
         train.main(argv + ["--stop-after", "0"])
 
 
+def test_bfloat16_training_steps_learn_and_save_float32_weights(tmp_path):
+    from karyopipe.classification import train
+    from karyopipe.classification.classifier import Classifier
+    from karyopipe.weights import load_weights
+
+    data = tmp_path / "toy"
+    _write_toy_folder(data)
+    run = tmp_path / "run"
+    assert train.main(["--data", str(data), "--width", "8", "--size", "32", "16", "--epochs", "8", "--batch-size", "16",
+                       "--lr", "3e-3", "--out", str(run), "--no-progress", "--val-fraction", "0.2",
+                       "--test-fraction", "0.2", "--precision", "bfloat16", "--patience", "20"]) == 0
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert history[-1]["train_loss"] < 0.8 * history[0]["train_loss"]
+    state, _, card = load_weights(run / "weights.pth")
+    assert "bfloat16 autocast steps" in card["training"]
+    assert all(t.dtype == torch.float32 for t in state.values() if t.is_floating_point())
+    clf = Classifier.from_pretrained(run / "weights.pth")
+    assert np.isfinite(clf.predict_arrays(np.zeros((2, 32, 16), np.float32), np.ones((2, 6), np.float32))).all()
+
+
 def test_resumed_call_reads_the_training_set_its_first_call_prepared(tmp_path, capsys):
     from karyopipe.classification import train
     from karyopipe.classification.dataset import load_arrays

@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="processes preparing augmented batches (0: in the training process); for a GPU, whose "
                         "steps are faster than one process's augmentation")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
+                   help="bfloat16: the training steps under autocast, in channels-last layout (about 1.9x faster "
+                        "on a CPU with native bfloat16, AVX512-BF16 or AMX; slower on others); val scoring, "
+                        "calibration and the saved weights stay float32")
     p.add_argument("--resume", default=None, help="checkpoint (last.pt) to continue from")
     p.add_argument("--stop-after", type=float, default=None, metavar="MINUTES",
                    help="end this call before an epoch that would finish past MINUTES of wall time (data preparation "
@@ -323,6 +327,9 @@ def train(args, splits: dict | None = None) -> dict:
     # Recorded so end-to-end evaluation can keep to cells no stage trained on.
     config["heldout_cells"] = sorted(set(val_a.unique_cells) | set(test_a.unique_cells))
     model = build_hybrid_resnet(**config).to(args.device)
+    low_precision = args.precision == "bfloat16"
+    if low_precision:
+        model = model.to(memory_format=torch.channels_last)
     if args.init and not args.resume:
         from karyopipe.weights import load_weights
 
@@ -410,7 +417,11 @@ def train(args, splits: dict | None = None) -> dict:
             batches = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False)
         for images, feats, target in batches:
             images, feats, target = images.to(args.device), feats.to(args.device), target.to(args.device)
-            logits = model(images, feats)
+            if low_precision:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16, enabled=low_precision):
+                logits = model(images, feats)
+            logits = logits.float()
             loss = outlier_exposure_loss(logits, target, criterion, args.outlier_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -505,6 +516,7 @@ def train(args, splits: dict | None = None) -> dict:
                     f"{args.threads} thread(s)), {args.optimizer} lr {args.lr} {args.schedule}, wd {args.weight_decay}, "
                     f"label smoothing {args.label_smoothing}, batch {args.batch_size}, "
                     f"{'class-balanced sampling' if not args.no_balance else 'shuffled'}, best epoch {result['best_epoch']}"
+                    + (", bfloat16 autocast steps" if args.precision == "bfloat16" else "")
                     + (f", plus {args.shift_copies} lab-shifted copies of the training crops" if args.shift_copies else "")
                     + (f", plus {int((train_a.labels == 0).sum())} pieces of training crops as outliers (outlier "
                        f"exposure, weight {args.outlier_weight}, "

@@ -38,6 +38,8 @@ PATIENCE=${PATIENCE:-10}
 THREADS=${THREADS:-2}
 # Processes augmenting batches for each member: one process cannot keep up with a GPU's steps.
 WORKERS=${WORKERS:-6}
+# float32 (the shipped members) or bfloat16 (train-cls --precision: autocast steps, float32 weights).
+PRECISION=${PRECISION:-float32}
 # Extra train-cls options per straightening. The defaults are the shipped members' data recipe
 # (model card): lab-shifted copies for the PCA member, pieces of broken chromosomes as outliers for both.
 PCA_ARGS=${PCA_ARGS---shift-copies 1 --fragment-copies 1 --outlier-share 0.25}
@@ -96,7 +98,8 @@ train_member() {
     fi
     "$PYTHON" -m karyopipe train-cls --data "${data[@]}" --preprocess "$mode" --width "$WIDTH" --epochs "$EPOCHS" \
         --lr "$LR" --schedule onecycle --patience "$PATIENCE" --seed "$seed" --threads "$THREADS" --workers "$WORKERS" \
-        --device "$DEVICE" --no-progress --out "$dir" --stop-after "$minutes" "${extra[@]}" "${resume[@]}" \
+        --device "$DEVICE" --precision "$PRECISION" --no-progress --out "$dir" --stop-after "$minutes" "${extra[@]}" \
+        "${resume[@]}" \
         >> "$dir/train.log" 2>&1
 }
 
