@@ -9,9 +9,11 @@
 # Run it in the background with a log:
 #   nohup ./run_training.sh > train.log 2>&1 &
 # Override any setting from the environment, e.g.
-#   DEVICE=cuda EPOCHS_SEG=40 EPOCHS_CLS=60 nohup ./run_training.sh > train.log 2>&1 &
+#   DEVICE=cuda EPOCHS_SEG=40 nohup ./run_training.sh > train.log 2>&1 &
 #   DEVICE=cuda TIME_SEG=60 EPOCHS_SEG=1000 ./run_training.sh   # segmentation bounded by an hour, annealed over it
 #   STAGES="cls eval" ./run_training.sh          # only some stages
+#   RUNS=runs/train_20261124_1400 ./run_training.sh   # after an interruption: each stage resumes from its
+#                                                      # last checkpoint, finished members and synthetic data are kept
 # The shipped ResNet50 segmenter's own recipe (15 minutes on one H100, batch 8, crop 384, 250 steps per epoch)
 # is in its card, weights/mask_rcnn_karyotype_best.md; tools/gpu_lease/round.sh runs it in resumable chunks.
 # Weights go to $WEIGHTS ($RUNS/weights by default, so a trial run never overwrites
@@ -28,7 +30,8 @@ THREADS=${THREADS:-2}
 N_SYNTH=${N_SYNTH:-200}
 N_SYNTH_CELLS=${N_SYNTH_CELLS:-250}
 EPOCHS_SEG=${EPOCHS_SEG:-30}
-EPOCHS_CLS=${EPOCHS_CLS:-40}
+# The classifier's defaults are the shipped members' recipe (weights/karyotype_classifier_best.md).
+EPOCHS_CLS=${EPOCHS_CLS:-24}
 # The pipeline keeps detections from this score once the junk calibration is stored (calibrate-junk).
 JUNK_SCORE_THRESH=${JUNK_SCORE_THRESH:-0.3}
 BATCH_SEG=${BATCH_SEG:-4}
@@ -36,11 +39,20 @@ BATCH_SEG=${BATCH_SEG:-4}
 WORKERS_SEG=${WORKERS_SEG:-$([[ $DEVICE == cuda* ]] && echo 8 || echo 0)}
 # Minutes of segmentation training (0 = no limit); the learning rate then anneals over this budget.
 TIME_SEG=${TIME_SEG:-0}
-BATCH_CLS=${BATCH_CLS:-128}
+BATCH_CLS=${BATCH_CLS:-64}
 WIDTH_CLS=${WIDTH_CLS:-32}
-# Copies of the classifier's training cells under random lab shifts (train-cls --shift-copies), and the
-# lab shifts eval-cls also scores ("all", or a comma list; empty: none). BENCHMARKS.md, Classification.
-SHIFT_COPIES_CLS=${SHIFT_COPIES_CLS:-0}
+PATIENCE_CLS=${PATIENCE_CLS:-10}
+# Extra train-cls options per member: pieces of broken chromosomes taught to claim no class for both,
+# lab-shifted copies of the training cells for the PCA member (as the shipped members were trained).
+PCA_ARGS_CLS=${PCA_ARGS_CLS---shift-copies 1 --fragment-copies 1 --outlier-share 0.25}
+GEOMETRY_ARGS_CLS=${GEOMETRY_ARGS_CLS---fragment-copies 1 --outlier-share 0.25}
+# Arithmetic of the training steps: float32, or bfloat16 (autocast, float32 weights; about 1.9x faster per
+# classifier step on a CPU with native bfloat16, BENCHMARKS.md). The shipped weights were trained in float32.
+PRECISION_SEG=${PRECISION_SEG:-float32}
+PRECISION_CLS=${PRECISION_CLS:-float32}
+# Extra train_segmentation.py options, e.g. "--backbone resnet18 --crop 256" for a quick trial.
+SEG_ARGS=${SEG_ARGS:-}
+# The lab shifts eval-cls also scores ("all", or a comma list; empty: none). BENCHMARKS.md, Classification.
 SHIFT_EVAL_CLS=${SHIFT_EVAL_CLS:-}
 SEED=${SEED:-0}
 STAGES=${STAGES:-"synth seg cls eval"}
@@ -60,10 +72,16 @@ log "karyopipe training: DATA_ROOT=$DATA_ROOT RUNS=$RUNS DEVICE=$DEVICE STAGES='
 
 if has synth; then
     log "1/4 synthetic spreads -> $RUNS/synth"
-    "$PYTHON" -m karyopipe synth --out "$RUNS/synth" --n "$N_SYNTH" --seed "$SEED" --banding mixed --no-progress
+    # Generation is deterministic in its seed, so a finished set from an interrupted run is kept.
+    if [[ ! -f "$RUNS/synth/annotations.json" ]]; then
+        "$PYTHON" -m karyopipe synth --out "$RUNS/synth" --n "$N_SYNTH" --seed "$SEED" --banding mixed --no-progress
+    fi
     # Whole synthetic cells as crops: the classifier learns rendered chromosomes too (see BENCHMARKS.md).
-    "$PYTHON" -m karyopipe synth --crops --out "$RUNS/synth_crops" --n "$N_SYNTH_CELLS" --seed "$((SEED + 7))" \
-        --banding mixed --no-progress
+    if [[ ! -f "$RUNS/synth_crops/.complete" ]]; then
+        "$PYTHON" -m karyopipe synth --crops --out "$RUNS/synth_crops" --n "$N_SYNTH_CELLS" --seed "$((SEED + 7))" \
+            --banding mixed --no-progress
+        touch "$RUNS/synth_crops/.complete"
+    fi
 fi
 
 if has seg; then
@@ -72,11 +90,17 @@ if has seg; then
     [[ -f "$RUNS/synth/annotations.json" ]] && synth_args=(--synthetic "$RUNS/synth/annotations.json")
     seg_time=()
     [[ "$TIME_SEG" != 0 ]] && seg_time=(--time-budget "$TIME_SEG" --anneal-by-time)
+    seg_resume=()
+    [[ -f "$RUNS/seg/last.pt" ]] && seg_resume=(--resume) && log "segmentation: resuming from $RUNS/seg/last.pt"
+    # shellcheck disable=SC2086  # SEG_ARGS is a list of options
     "$PYTHON" train_segmentation.py "$BIOIMLAB_META" "${synth_args[@]}" --out "$RUNS/seg" \
         --weights-out "$SEG_WEIGHTS" --epochs "$EPOCHS_SEG" --batch "$BATCH_SEG" --seed "$SEED" \
-        --device "$DEVICE" --threads "$THREADS" --workers "$WORKERS_SEG" "${seg_time[@]}"
-    # Where each outline's edge lies, learned from the annotated polygons of the training spreads.
-    "$PYTHON" -m karyopipe fit-outline "$BIOIMLAB_META" --weights "$SEG_WEIGHTS" --device "$DEVICE" --write --no-progress
+        --device "$DEVICE" --threads "$THREADS" --workers "$WORKERS_SEG" --precision "$PRECISION_SEG" \
+        "${seg_time[@]}" "${seg_resume[@]}" $SEG_ARGS
+    # Where each outline's edge lies, learned from the annotated polygons of the training spreads. A trial
+    # segmenter may find too little to learn from; its weights then work with the rule's outlines.
+    "$PYTHON" -m karyopipe fit-outline "$BIOIMLAB_META" --weights "$SEG_WEIGHTS" --device "$DEVICE" --write \
+        --no-progress || log "segmentation: no outline model fitted (above); the weights use the rule's outlines"
 fi
 
 if has cls; then
@@ -86,10 +110,20 @@ if has cls; then
     # Two members that straighten differently (PCA upright, medial axis), joined into one ensemble file:
     # they err on different chromosomes, so their average beats either (BENCHMARKS.md, Classification).
     for prep in pca geometry; do
-        "$PYTHON" train_classification.py --data "$BIOIMLAB_CROPS" "$GBAND_CROPS" "${synth_crops[@]}" --out "$RUNS/cls_$prep" \
+        member="$RUNS/cls_$prep"
+        if [[ -f "$member/weights.pth" ]]; then
+            log "classification: $prep member already trained ($member/weights.pth)"
+            continue
+        fi
+        cls_resume=()
+        [[ -f "$member/last.pt" ]] && cls_resume=(--resume "$member/last.pt") && log "classification: resuming $prep member"
+        extra=$PCA_ARGS_CLS
+        [[ $prep == geometry ]] && extra=$GEOMETRY_ARGS_CLS
+        # shellcheck disable=SC2086  # the member's extra options are a list
+        "$PYTHON" train_classification.py --data "$BIOIMLAB_CROPS" "$GBAND_CROPS" "${synth_crops[@]}" --out "$member" \
             --mode hybrid --preprocess "$prep" --width "$WIDTH_CLS" --epochs "$EPOCHS_CLS" --lr 2e-3 --schedule onecycle \
-            --batch-size "$BATCH_CLS" --seed "$SEED" --device "$DEVICE" --threads "$THREADS" \
-            --shift-copies "$SHIFT_COPIES_CLS" --no-progress
+            --batch-size "$BATCH_CLS" --patience "$PATIENCE_CLS" --seed "$SEED" --device "$DEVICE" --threads "$THREADS" \
+            --precision "$PRECISION_CLS" --no-progress "${cls_resume[@]}" $extra
     done
     "$PYTHON" -m karyopipe join-cls "$RUNS/cls_pca/weights.pth" "$RUNS/cls_geometry/weights.pth" --out "$CLS_WEIGHTS"
 fi
