@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from karyopipe.cli import add_precision_argument
+
 ABLATIONS = {"hybrid": (True, True), "cnn": (True, False), "features": (False, True)}
 
 
@@ -78,10 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="processes preparing augmented batches (0: in the training process); for a GPU, whose "
                         "steps are faster than one process's augmentation")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
-                   help="bfloat16: the training steps under autocast, in channels-last layout (about 1.9x faster "
-                        "on a CPU with native bfloat16, AVX512-BF16 or AMX; slower on others); val scoring, "
-                        "calibration and the saved weights stay float32")
+    add_precision_argument(p, help="bfloat16: the training steps under autocast, in channels-last layout (about 1.9x "
+                                   "faster on a CPU with native bfloat16, AVX512-BF16 or AMX; slower on others); val "
+                                   "scoring, calibration and the saved weights stay float32")
     p.add_argument("--resume", default=None, help="checkpoint (last.pt) to continue from")
     p.add_argument("--stop-after", type=float, default=None, metavar="MINUTES",
                    help="end this call before an epoch that would finish past MINUTES of wall time (data preparation "

@@ -268,11 +268,12 @@ def main(argv: list[str] | None = None) -> int:
         xs.append(x)
         ys.append(y)
     features, labels = np.concatenate(xs), np.concatenate(ys)
-    if len(labels) == 0 or labels.min() == labels.max():
+    try:
+        model, loss = fit_outline_model(features, labels, hidden=args.hidden)
+    except ValueError as exc:
         # An untrained or trial segmenter finds no chromosome near an annotated one: nothing to learn from.
         raise ValueError(f"{path}: its detections overlap no annotated outline of the {len(samples)} training "
-                         f"spreads, so there are no edge pixels to fit an outline model on (is it trained?)")
-    model, loss = fit_outline_model(features, labels, hidden=args.hidden)
+                         f"spreads, so there are no edge pixels to fit an outline model on (is it trained?)") from exc
     print(f"{len(samples)} spreads ({note}): {len(labels)} edge pixels, {labels.mean():.3f} inside; "
           f"cross-entropy {loss:.4f}")
     if args.write:
