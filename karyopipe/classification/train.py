@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--schedule", choices=["cosine", "onecycle", "none"], default="onecycle")
     p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--ema-half-life", type=float, default=0.0, metavar="EPOCHS",
+                   help="score, keep and ship an exponential moving average of the weights (buffers included) "
+                        "whose memory halves every EPOCHS epochs of steps; 0 (default): the weights as trained")
     p.add_argument("--patience", type=int, default=10, help="early stopping: epochs without val improvement")
     p.add_argument("--no-balance", action="store_true", help="plain shuffling instead of class-balanced sampling")
     p.add_argument("--blur-max", type=float, default=5.0, help="largest Gaussian-blur sigma of the augmentation")
@@ -259,6 +262,22 @@ def sampling_weights(labels: np.ndarray, outlier_share: float | None = None, sou
     return weights
 
 
+def _weight_average(model, half_life_epochs: float, steps_per_epoch: int):
+    """An exponential moving average of ``model``'s weights and buffers, or None when ``half_life_epochs`` is 0.
+
+    The decay per step is set so that a step's weight in the average halves every
+    ``half_life_epochs`` epochs, which keeps the average's memory the same whatever
+    the size of the training set.
+    """
+    if half_life_epochs <= 0:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    decay = 0.5 ** (1.0 / (half_life_epochs * max(1, steps_per_epoch)))
+    # Buffers too: the BatchNorm statistics must match the averaged weights they normalise for.
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def plot_curves(history: list[dict], path) -> None:
     import matplotlib
 
@@ -383,6 +402,9 @@ def train(args, splits: dict | None = None) -> dict:
     else:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+    averaged = _weight_average(model, args.ema_half_life, len(loader))
+    # What val scores, best.pt keeps and the weights file ships: the average when there is one.
+    scored = averaged.module if averaged is not None else model
 
     start_epoch, best, stale, history, train_time = 0, -1.0, 0, [], 0.0
     if args.resume:
@@ -394,6 +416,10 @@ def train(args, splits: dict | None = None) -> dict:
         for group, settings in zip(optimizer.param_groups, fresh):
             group.update(settings)
         start_epoch, best, stale = ckpt["epoch"] + 1, ckpt["best"], ckpt["stale"]
+        if averaged is not None:
+            if "average" not in ckpt:
+                raise ValueError(f"{args.resume}: saved without --ema-half-life; resume it without that option")
+            averaged.load_state_dict(ckpt["average"])
         history, train_time = ckpt["history"], ckpt.get("train_time", 0.0)
         dataset.rng = np.random.default_rng(args.seed + start_epoch)
         generator.manual_seed(args.seed + start_epoch)
@@ -405,7 +431,7 @@ def train(args, splits: dict | None = None) -> dict:
             for _ in range(min(start_epoch * max(1, len(loader)), steps)):
                 scheduler.step()
 
-    clf = Classifier(model, config, device=args.device)
+    clf = Classifier(scored, config, device=args.device)
     progress = not args.no_progress
     for epoch in range(start_epoch, args.epochs):
         t0 = time.time()
@@ -427,6 +453,8 @@ def train(args, splits: dict | None = None) -> dict:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if averaged is not None:
+                averaged.update_parameters(model)
             if scheduler.last_epoch < steps:
                 scheduler.step()
             loss_sum += float(loss.detach()) * len(target)
@@ -436,6 +464,7 @@ def train(args, splits: dict | None = None) -> dict:
             total += int(known.sum())
         train_time += time.time() - t0
         model.eval()
+        scored.eval()
         val_lp = clf.predict_arrays(val_a.images, val_a.features)
         val = score_predictions(val_lp, val_a.labels, val_a.groups)
         val_parts = {name: round(float((val_lp[idx].argmax(1) + 1 == val_a.labels[idx]).mean()), 4)
@@ -454,12 +483,13 @@ def train(args, splits: dict | None = None) -> dict:
         score = val["accuracy"] + 1e-3 * val["accuracy_assigned"]
         if score > best:
             best, stale = score, 0
-            atomic_save({"model": model.state_dict(), "config": config, "epoch": epoch}, out / "best.pt")
+            atomic_save({"model": scored.state_dict(), "config": config, "epoch": epoch}, out / "best.pt")
         else:
             stale += 1
         atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "epoch": epoch, "best": best, "stale": stale, "history": history, "config": config,
-                    "train_time": train_time}, out / "last.pt")
+                    "train_time": train_time}
+                    | ({"average": averaged.state_dict()} if averaged is not None else {}), out / "last.pt")
         plot_curves(history, out / "curves.png")
         if stale >= args.patience:
             print(f"early stop: val has not improved for {args.patience} epochs")
@@ -472,8 +502,8 @@ def train(args, splits: dict | None = None) -> dict:
             return {"stopped_after_epoch": epoch + 1, "epochs": args.epochs, "out": str(out)}
 
     if (out / "best.pt").is_file():
-        model.load_state_dict(torch.load(out / "best.pt", map_location=args.device, weights_only=False)["model"])
-    model.eval()
+        scored.load_state_dict(torch.load(out / "best.pt", map_location=args.device, weights_only=False)["model"])
+    scored.eval()
     result = {"config": config, "epochs_run": len(history), "train_seconds": round(train_time, 1),
               "best_epoch": int(np.argmax([h["val_accuracy"] + 1e-3 * h["val_accuracy_assigned"] for h in history]) + 1) if history else 0,
               "data": [str(d) for d in args.data],
@@ -518,6 +548,7 @@ def train(args, splits: dict | None = None) -> dict:
                     f"label smoothing {args.label_smoothing}, batch {args.batch_size}, "
                     f"{'class-balanced sampling' if not args.no_balance else 'shuffled'}, best epoch {result['best_epoch']}"
                     + (", bfloat16 autocast steps" if args.precision == "bfloat16" else "")
+                    + (f", weights averaged (EMA, half-life {args.ema_half_life:g} epochs)" if averaged is not None else "")
                     + (f", plus {args.shift_copies} lab-shifted copies of the training crops" if args.shift_copies else "")
                     + (f", plus {int((train_a.labels == 0).sum())} pieces of training crops as outliers (outlier "
                        f"exposure, weight {args.outlier_weight}, "
@@ -555,6 +586,8 @@ def main(argv: list[str]) -> int:
         parser.error(f"--outlier-share {args.outlier_share}: must be between 0 and 1")
     if args.stop_after is not None and args.stop_after <= 0:
         parser.error(f"--stop-after {args.stop_after}: must be more than 0 minutes")
+    if args.ema_half_life < 0:
+        parser.error(f"--ema-half-life {args.ema_half_life}: must be 0 or more")
     if args.workers < 0:
         parser.error(f"--workers {args.workers}: must be 0 or more")
     train(args)
