@@ -40,16 +40,21 @@ WORKERS_SEG=${WORKERS_SEG:-$([[ $DEVICE == cuda* ]] && echo 8 || echo 0)}
 # Minutes of segmentation training (0 = no limit); the learning rate then anneals over this budget.
 TIME_SEG=${TIME_SEG:-0}
 BATCH_CLS=${BATCH_CLS:-64}
-WIDTH_CLS=${WIDTH_CLS:-32}
+# Network width per member, as the shipped members (WIDTH_CLS sets both): the medial-axis member at 64 read
+# more val crops than at 32 (BENCHMARKS.md, Classification, twenty-ninth update).
+WIDTH_PCA_CLS=${WIDTH_PCA_CLS:-${WIDTH_CLS:-32}}
+WIDTH_GEOMETRY_CLS=${WIDTH_GEOMETRY_CLS:-${WIDTH_CLS:-64}}
 PATIENCE_CLS=${PATIENCE_CLS:-10}
 # Extra train-cls options per member: pieces of broken chromosomes taught to claim no class for both,
 # lab-shifted copies of the training cells for the PCA member (as the shipped members were trained).
 PCA_ARGS_CLS=${PCA_ARGS_CLS---shift-copies 1 --fragment-copies 1 --outlier-share 0.25}
 GEOMETRY_ARGS_CLS=${GEOMETRY_ARGS_CLS---fragment-copies 1 --outlier-share 0.25}
 # Arithmetic of the training steps: float32, or bfloat16 (autocast, float32 weights; about 1.9x faster per
-# classifier step on a CPU with native bfloat16, BENCHMARKS.md). The shipped weights were trained in float32.
+# classifier step on a CPU with native bfloat16, slower on one without; BENCHMARKS.md). As the shipped weights:
+# the segmenter and the PCA member in float32, the medial-axis member in bfloat16 (PRECISION_CLS sets both members).
 PRECISION_SEG=${PRECISION_SEG:-float32}
-PRECISION_CLS=${PRECISION_CLS:-float32}
+PRECISION_PCA_CLS=${PRECISION_PCA_CLS:-${PRECISION_CLS:-float32}}
+PRECISION_GEOMETRY_CLS=${PRECISION_GEOMETRY_CLS:-${PRECISION_CLS:-bfloat16}}
 # Extra train_segmentation.py options, e.g. "--backbone resnet18 --crop 256" for a quick trial.
 SEG_ARGS=${SEG_ARGS:-}
 # The lab shifts eval-cls also scores ("all", or a comma list; empty: none). BENCHMARKS.md, Classification.
@@ -117,13 +122,13 @@ if has cls; then
         fi
         cls_resume=()
         [[ -f "$member/last.pt" ]] && cls_resume=(--resume "$member/last.pt") && log "classification: resuming $prep member"
-        extra=$PCA_ARGS_CLS
-        [[ $prep == geometry ]] && extra=$GEOMETRY_ARGS_CLS
+        extra=$PCA_ARGS_CLS width=$WIDTH_PCA_CLS precision=$PRECISION_PCA_CLS
+        [[ $prep == geometry ]] && extra=$GEOMETRY_ARGS_CLS width=$WIDTH_GEOMETRY_CLS precision=$PRECISION_GEOMETRY_CLS
         # shellcheck disable=SC2086  # the member's extra options are a list
         "$PYTHON" train_classification.py --data "$BIOIMLAB_CROPS" "$GBAND_CROPS" "${synth_crops[@]}" --out "$member" \
-            --mode hybrid --preprocess "$prep" --width "$WIDTH_CLS" --epochs "$EPOCHS_CLS" --lr 2e-3 --schedule onecycle \
+            --mode hybrid --preprocess "$prep" --width "$width" --epochs "$EPOCHS_CLS" --lr 2e-3 --schedule onecycle \
             --batch-size "$BATCH_CLS" --patience "$PATIENCE_CLS" --seed "$SEED" --device "$DEVICE" --threads "$THREADS" \
-            --precision "$PRECISION_CLS" --no-progress "${cls_resume[@]}" $extra
+            --precision "$precision" --no-progress "${cls_resume[@]}" $extra
     done
     "$PYTHON" -m karyopipe join-cls "$RUNS/cls_pca/weights.pth" "$RUNS/cls_geometry/weights.pth" --out "$CLS_WEIGHTS"
 fi

@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _run_training(tmp_path: Path, data_root: Path) -> str:
     env = dict(os.environ, DATA_ROOT=str(data_root), RUNS=str(tmp_path / "runs"), WEIGHTS=str(tmp_path / "weights"),
-               PYTHON=sys.executable, STAGES="cls", THREADS="1", EPOCHS_CLS="2", WIDTH_CLS="8", BATCH_CLS="16",
+               PYTHON=sys.executable, STAGES="cls", THREADS="1", EPOCHS_CLS="2", WIDTH_PCA_CLS="8", WIDTH_GEOMETRY_CLS="12",
+               BATCH_CLS="16",
                PCA_ARGS_CLS="--val-fraction 0.2 --test-fraction 0.2",
                GEOMETRY_ARGS_CLS="--val-fraction 0.2 --test-fraction 0.2", PRECISION_CLS="bfloat16")
     done = subprocess.run(["bash", str(ROOT / "run_training.sh")], env=env, capture_output=True, text=True,
@@ -38,6 +39,7 @@ def test_classification_stage_joins_both_members_and_resumes_after_an_interrupti
     assert "resuming" not in first and "already trained" not in first
     _, config, _ = load_weights(joined)
     assert [m["preprocess"] for m in config["members"]] == ["pca", "geometry"]
+    assert [m["width"] for m in config["members"]] == [8, 12]  # each member at its own width, as shipped
     for member in ("pca", "geometry"):
         run = tmp_path / "runs" / f"cls_{member}"
         assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
