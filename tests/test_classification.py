@@ -240,17 +240,20 @@ def test_bfloat16_training_steps_learn_and_save_float32_weights(tmp_path):
     assert np.isfinite(clf.predict_arrays(np.zeros((2, 32, 16), np.float32), np.ones((2, 6), np.float32))).all()
 
 
-def test_weight_average_learns_ships_the_average_and_resumes(tmp_path, capsys):
+def test_weight_average_learns_ships_the_average_and_resumes(tmp_path):
     from karyopipe.classification import train
     from karyopipe.weights import load_weights
 
     data = tmp_path / "toy"
     _write_toy_folder(data)
+
+    def argv(out, epochs, *extra):
+        return ["--data", str(data), "--width", "8", "--size", "32", "16", "--epochs", str(epochs), "--batch-size", "16",
+                "--lr", "3e-3", "--out", str(out), "--no-progress", "--val-fraction", "0.2", "--test-fraction", "0.2",
+                "--patience", "20", *extra]
+
     run = tmp_path / "run"
-    argv = ["--data", str(data), "--width", "8", "--size", "32", "16", "--epochs", "8", "--batch-size", "16",
-            "--lr", "3e-3", "--out", str(run), "--no-progress", "--val-fraction", "0.2", "--test-fraction", "0.2",
-            "--patience", "20", "--ema-half-life", "0.5"]
-    assert train.main(argv[:argv.index("--epochs") + 1] + ["4"] + argv[argv.index("--epochs") + 2:]) == 0
+    assert train.main(argv(run, 4, "--ema-half-life", "0.5")) == 0
     last = torch.load(run / "last.pt", weights_only=False)
     average = {k.removeprefix("module."): v for k, v in last["average"].items() if k.startswith("module.")}
     # The average trails the trained weights: it is its own set of numbers, and the one kept as best.
@@ -258,7 +261,7 @@ def test_weight_average_learns_ships_the_average_and_resumes(tmp_path, capsys):
     best = torch.load(run / "best.pt", weights_only=False)
     if best["epoch"] == last["epoch"]:
         assert all(torch.equal(best["model"][k], average[k]) for k in best["model"])
-    assert train.main(argv + ["--resume", str(run / "last.pt")]) == 0
+    assert train.main(argv(run, 8, "--ema-half-life", "0.5", "--resume", str(run / "last.pt"))) == 0
     history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == list(range(1, 9))
     assert history[-1]["train_loss"] < 0.8 * history[0]["train_loss"]
@@ -267,11 +270,9 @@ def test_weight_average_learns_ships_the_average_and_resumes(tmp_path, capsys):
     assert "EMA, half-life 0.5 epochs" in card["training"]
     # A run saved without an average cannot silently resume as one.
     plain = tmp_path / "plain"
-    plain_argv = argv[:argv.index("--ema-half-life")] + ["--out", str(plain)]
-    plain_argv = [a for i, a in enumerate(plain_argv) if not (a == str(run) or (a == "--out" and plain_argv[i + 1] == str(run)))]
-    assert train.main(plain_argv[:plain_argv.index("--epochs") + 1] + ["1"] + plain_argv[plain_argv.index("--epochs") + 2:]) == 0
+    assert train.main(argv(plain, 1)) == 0
     with pytest.raises(ValueError, match="saved without --ema-half-life"):
-        train.main(plain_argv + ["--ema-half-life", "1", "--resume", str(plain / "last.pt")])
+        train.main(argv(plain, 8, "--ema-half-life", "1", "--resume", str(plain / "last.pt")))
 
 
 def test_resumed_call_reads_the_training_set_its_first_call_prepared(tmp_path, capsys):

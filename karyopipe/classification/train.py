@@ -463,7 +463,6 @@ def train(args, splits: dict | None = None) -> dict:
             correct += int((logits.argmax(1)[known] == target[known]).sum())
             total += int(known.sum())
         train_time += time.time() - t0
-        model.eval()
         scored.eval()
         val_lp = clf.predict_arrays(val_a.images, val_a.features)
         val = score_predictions(val_lp, val_a.labels, val_a.groups)
