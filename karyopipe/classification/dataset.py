@@ -394,10 +394,11 @@ class CropDataset:
     """
 
     def __init__(self, arrays: CellArrays, augment=False, blur_max=5.0, blur_p=0.25, seed=None,
-                 gamma_max=float(np.exp(0.3))):
+                 gamma_max=float(np.exp(0.3)), stretch_max=1.0):
         self.arrays = arrays
         self.augment = augment
         self.blur_max = blur_max
+        self.stretch_max = stretch_max
         self.blur_p = blur_p
         self.gamma_max = gamma_max
         self.rng = np.random.default_rng(seed)
@@ -426,6 +427,8 @@ class CropDataset:
             scale=float(rng.uniform(0.9, 1.1)), shear=[0.0, 0.0],
             interpolation=TF.InterpolationMode.BILINEAR,
         )
+        if self.stretch_max > 1.0:
+            image = self._stretch(image, float(np.exp(rng.uniform(-np.log(self.stretch_max), np.log(self.stretch_max)))))
         if rng.random() < self.blur_p:
             # log-uniform: most blurs are mild, a few are as strong as a badly focused slide
             sigma = float(np.exp(rng.uniform(np.log(0.1), np.log(self.blur_max))))
@@ -440,6 +443,23 @@ class CropDataset:
         image = image.clamp(0, 1.5)
         feats = feats * torch.from_numpy(rng.normal(1.0, 0.02, size=feats.shape).astype(np.float32))
         return image, feats
+
+
+    @staticmethod
+    def _stretch(image, factor: float):
+        """Change the chromosome's length-to-width ratio by ``factor`` without leaving the canvas.
+
+        Cells differ in how condensed their chromosomes are: the same chromosome
+        is shorter and wider in an early-condensed cell, so its bands sit closer.
+        A factor above 1 narrows the width (longer for its width), below 1 it
+        shortens the length; the canvas ``(1, L, W)`` is kept and padded with 0.
+        """
+        import torchvision.transforms.v2.functional as TF
+
+        h, w = image.shape[-2:]
+        new_h, new_w = (h, max(1, round(w / factor))) if factor >= 1 else (max(1, round(h * factor)), w)
+        squeezed = TF.resize(image, [new_h, new_w], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+        return TF.center_crop(squeezed, [h, w])
 
 
 def class_balanced_weights(labels: np.ndarray) -> np.ndarray:

@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, default=10, help="early stopping: epochs without val improvement")
     p.add_argument("--no-balance", action="store_true", help="plain shuffling instead of class-balanced sampling")
     p.add_argument("--blur-max", type=float, default=5.0, help="largest Gaussian-blur sigma of the augmentation")
+    p.add_argument("--stretch-max", type=float, default=1.0, metavar="S",
+                   help="augmentation: change each crop's length-to-width ratio by a factor in 1/S..S "
+                        "(cells differ in condensation; 1 = off)")
     p.add_argument("--gamma-max", type=float, default=None,
                    help="augmentation gamma is drawn log-uniform in 1/G..G, another camera's response curve "
                         "(default e^0.3 = 1.35)")
@@ -378,7 +381,8 @@ def train(args, splits: dict | None = None) -> dict:
         config["feature_std"] = model.feature_std.tolist()
 
     gamma = {} if args.gamma_max is None else {"gamma_max": args.gamma_max}
-    dataset = CropDataset(train_a, augment=not args.no_augment, blur_max=args.blur_max, seed=args.seed, **gamma)
+    dataset = CropDataset(train_a, augment=not args.no_augment, blur_max=args.blur_max, seed=args.seed,
+                          stretch_max=args.stretch_max, **gamma)
     generator = torch.Generator().manual_seed(args.seed)
     # Augmentation runs in the loader; on a GPU it, not the network, sets the pace unless workers share it.
     parallel = dict(num_workers=args.workers, worker_init_fn=_seed_worker) if args.workers else {}
@@ -554,6 +558,7 @@ def train(args, splits: dict | None = None) -> dict:
                        f"{'share of draws ' + str(args.outlier_share) if args.outlier_share else 'drawn as one class'})"
                        if args.fragment_copies else "")
                     + (f", gamma augmentation up to {args.gamma_max}" if args.gamma_max else "")
+                    + (f", length-to-width stretch up to {args.stretch_max:g}" if args.stretch_max > 1 else "")
                     + (", draws per source " + ", ".join(f"{k} {v:g}" for k, v in args.source_share)
                        if args.source_share else ""),
         "initialised_from": (f"{args.init} (fine-tuned; no external pretraining)" if args.init and not args.resume
@@ -575,6 +580,8 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.gamma_max is not None and args.gamma_max < 1.0:
         parser.error(f"--gamma-max {args.gamma_max}: must be at least 1 (gamma is drawn in 1/G..G)")
+    if args.stretch_max < 1.0:
+        parser.error(f"--stretch-max {args.stretch_max}: must be at least 1 (the factor is drawn in 1/S..S)")
     if args.shift_copies < 0:
         parser.error(f"--shift-copies {args.shift_copies}: must be 0 or more")
     if args.fragment_copies < 0:
