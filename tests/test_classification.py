@@ -140,6 +140,32 @@ def test_augmentation_keeps_shapes():
     assert ds[3][2] == 23
 
 
+def test_stretch_changes_the_length_to_width_ratio_on_the_same_canvas():
+    image = torch.zeros(1, 64, 32)
+    image[0, 4:60, 10:22] = 1.0  # 56 x 12 px
+
+    def extent(img):
+        ys, xs = np.nonzero(img[0].numpy() > 0.5)
+        return ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
+
+    for factor in (1.25, 0.8):
+        out = CropDataset._stretch(image, factor)
+        assert out.shape == image.shape
+        length, width = extent(out)
+        assert length / width == pytest.approx(factor * 56 / 12, rel=0.12)
+        # the chromosome only ever shrinks along one axis, so nothing is cut off the canvas
+        assert length <= 56 and width <= 12
+    assert torch.equal(CropDataset._stretch(image, 1.0), image)
+
+
+def test_stretch_augmentation_is_off_by_default_and_keeps_shapes_when_on():
+    arrays = CellArrays(np.random.rand(2, 48, 24).astype(np.float32), np.random.rand(2, 6).astype(np.float32),
+                        np.array([1, 2]), np.array(["a/1"] * 2), ["x"] * 2)
+    assert CropDataset(arrays, augment=True).stretch_max == 1.0
+    ds = CropDataset(arrays, augment=True, seed=0, stretch_max=1.3)
+    assert all(ds[i][0].shape == (1, 48, 24) for i in range(2))
+
+
 def _write_toy_folder(root: Path, cells=6):
     from PIL import Image
 

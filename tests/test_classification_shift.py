@@ -180,6 +180,6 @@ def test_gamma_range_of_the_augmentation_is_configurable():
 def test_train_cls_refuses_meaningless_shift_options(tmp_path):
     from karyopipe.classification import train
 
-    for bad in (["--gamma-max", "0.5"], ["--shift-copies", "-1"]):
+    for bad in (["--gamma-max", "0.5"], ["--shift-copies", "-1"], ["--stretch-max", "0.9"]):
         with pytest.raises(SystemExit):
             train.main(["--data", str(tmp_path), "--out", str(tmp_path / "run")] + bad)
