@@ -107,7 +107,66 @@ def test_classifier_roundtrip_identical(tmp_path):
     after = loaded.predict_cell(crops)
     assert before.shape == (8, 24)
     np.testing.assert_allclose(np.exp(before).sum(1), 1.0, atol=1e-5)
-    np.testing.assert_array_equal(before, after)
+    # the loaded classifier predicts through its CPU-optimised copy: equal up to float rounding
+    np.testing.assert_allclose(before, after, atol=1e-5)
+    loaded._inference_model = None
+    np.testing.assert_array_equal(before, loaded.predict_cell(crops))
+
+
+def _net_with_running_statistics(**kwargs):
+    """A small HybridResNet whose BatchNorm layers hold non-trivial statistics, in eval mode."""
+    torch.manual_seed(0)
+    net = build_hybrid_resnet(**kwargs)
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            with torch.no_grad():
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+    return net.eval()
+
+
+def test_inference_copy_matches_the_model_and_leaves_it_alone():
+    from karyopipe.classification.model import inference_copy
+
+    net = _net_with_running_statistics(num_features=6, width=8)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    fast = inference_copy(net)
+    if not torch.backends.mkldnn.is_available():
+        assert fast is net
+        pytest.skip("this torch build has no oneDNN: the plain model is used")
+    assert fast is not net and type(fast.backbone) is not type(net.backbone)
+    images, features = torch.rand(5, 1, 48, 24), torch.randn(5, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(images, features), net(images, features), rtol=0, atol=1e-4)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+def test_inference_copy_is_not_made_where_it_does_not_apply():
+    from karyopipe.classification.model import inference_copy
+
+    training = build_hybrid_resnet(num_features=6, width=8).train()
+    assert inference_copy(training) is training  # BatchNorm would be folded with statistics still moving
+    features_only = build_hybrid_resnet(num_features=6, width=8, use_image=False).eval()
+    assert inference_copy(features_only) is features_only
+
+
+def test_optimize_for_inference_follows_weights_changed_before_it():
+    rng = np.random.default_rng(3)
+    crops, _ = toy_cell(rng)
+    config = {"num_features": 6, "width": 8, "size": [48, 24], "preprocess": "pca"}
+    clf = Classifier(_net_with_running_statistics(num_features=6, width=8), config)
+    first = clf.optimize_for_inference().predict_cell(crops)
+    with torch.no_grad():
+        clf.model.head[-1].bias.add_(torch.arange(24, dtype=torch.float32))
+    stale = clf.predict_cell(crops)
+    fresh = clf.optimize_for_inference().predict_cell(crops)
+    clf._inference_model = None
+    np.testing.assert_allclose(fresh, clf.predict_cell(crops), atol=1e-5)
+    assert np.abs(fresh - first).max() > 0.1
+    if torch.backends.mkldnn.is_available():
+        np.testing.assert_allclose(stale, first, atol=1e-5)  # the copy is taken when asked for, as documented
 
 
 def test_assign_cell_respects_copy_numbers():

@@ -32,6 +32,7 @@ class Classifier:
 
     def __init__(self, model: HybridResNet, config: dict, meta: dict | None = None, device="cpu"):
         self.model = model.to(device).eval()
+        self._inference_model = None
         self.config = dict(config)
         self.meta = dict(meta or {})
         self.device = device
@@ -58,7 +59,19 @@ class Classifier:
             model.load_state_dict(state)
         except RuntimeError as exc:
             raise ValueError(f"{where}: weights do not match their config ({str(exc).splitlines()[0]})") from None
-        return cls(model, config, meta, device)
+        return cls(model, config, meta, device).optimize_for_inference()
+
+    def optimize_for_inference(self) -> "Classifier":
+        """Predict through a faster copy of ``model`` on the CPU (:func:`~.model.inference_copy`).
+
+        :meth:`from_pretrained` does this. The copy is taken now, so call it
+        again after changing ``model``'s weights. Returns ``self``.
+        """
+        from karyopipe.classification.model import inference_copy
+
+        fast = inference_copy(self.model)
+        self._inference_model = None if fast is self.model else fast
+        return self
 
     def save(self, path, card: dict | None = None) -> Path:
         """Store fp16 weights + config + model card via :func:`karyopipe.weights.save_weights`."""
@@ -92,7 +105,7 @@ class Classifier:
         for i in range(0, len(images), batch_size):
             x = torch.from_numpy(np.ascontiguousarray(images[i: i + batch_size], dtype=np.float32))[:, None]
             f = torch.from_numpy(np.ascontiguousarray(features[i: i + batch_size], dtype=np.float32))
-            logits = self.model(x.to(self.device), f.to(self.device))
+            logits = (self._inference_model or self.model)(x.to(self.device), f.to(self.device))
             out.append(torch.log_softmax(logits.float() / temperature, dim=1).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, 24), dtype=np.float32)
 
