@@ -152,6 +152,19 @@ def test_inference_copy_is_not_made_where_it_does_not_apply():
     assert inference_copy(features_only) is features_only
 
 
+def test_a_loaded_classifier_pickles_and_predicts_the_same_after(tmp_path):
+    import pickle
+
+    rng = np.random.default_rng(4)
+    crops, _ = toy_cell(rng)
+    config = {"num_features": 6, "width": 8, "size": [48, 24], "preprocess": "pca"}
+    path = Classifier(_net_with_running_statistics(num_features=6, width=8), config).save(tmp_path / "cls.pth")
+    loaded = Classifier.from_pretrained(path)
+    copied = pickle.loads(pickle.dumps(loaded))  # how a pipeline reaches worker processes
+    assert (copied._inference_model is None) == (loaded._inference_model is None)
+    np.testing.assert_allclose(copied.predict_cell(crops), loaded.predict_cell(crops), atol=1e-6)
+
+
 def test_optimize_for_inference_follows_weights_changed_before_it():
     rng = np.random.default_rng(3)
     crops, _ = toy_cell(rng)

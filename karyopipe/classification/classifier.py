@@ -73,6 +73,20 @@ class Classifier:
         self._inference_model = None if fast is self.model else fast
         return self
 
+    def __getstate__(self) -> dict:
+        # oneDNN's prepacked modules do not pickle; the copy is rebuilt from the model on unpickling,
+        # so a classifier (and a pipeline holding one) still travels to worker processes.
+        state = dict(self.__dict__)
+        state["_inference_model"] = self._inference_model is not None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        optimized = state.pop("_inference_model", False)
+        self.__dict__.update(state)
+        self._inference_model = None
+        if optimized:
+            self.optimize_for_inference()
+
     def save(self, path, card: dict | None = None) -> Path:
         """Store fp16 weights + config + model card via :func:`karyopipe.weights.save_weights`."""
         return save_weights(path, self.model.state_dict(), self.config, card if card is not None else self.meta)
