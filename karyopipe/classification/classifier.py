@@ -10,6 +10,12 @@ from karyopipe.classification.model import HybridResNet, build_hybrid_resnet
 from karyopipe.weights import CLASSIFICATION_WEIGHTS, load_weights, save_weights, weights_path
 
 
+def _weights_fingerprint(model: torch.nn.Module) -> tuple:
+    # Every in-place change of a tensor bumps its version counter, and a replaced tensor has a new id,
+    # so this tells a changed model from an unchanged one in microseconds.
+    return tuple((id(t), t._version) for t in (*model.parameters(), *model.buffers()))
+
+
 class Classifier:
     """A trained :class:`HybridResNet` with its preprocessing settings.
 
@@ -32,7 +38,7 @@ class Classifier:
 
     def __init__(self, model: HybridResNet, config: dict, meta: dict | None = None, device="cpu"):
         self.model = model.to(device).eval()
-        self._inference_model = None
+        self._inference_model = self._inference_weights = None
         self.config = dict(config)
         self.meta = dict(meta or {})
         self.device = device
@@ -64,26 +70,34 @@ class Classifier:
     def optimize_for_inference(self) -> "Classifier":
         """Predict through a faster copy of ``model`` on the CPU (:func:`~.model.inference_copy`).
 
-        :meth:`from_pretrained` does this. The copy is taken now, so call it
-        again after changing ``model``'s weights. Returns ``self``.
+        :meth:`from_pretrained` does this. Predictions follow ``model``: when
+        its weights change (an optimiser step, ``load_state_dict``, a replaced
+        layer), the next prediction takes a new copy first. Returns ``self``.
         """
         from karyopipe.classification.model import inference_copy
 
         fast = inference_copy(self.model)
         self._inference_model = None if fast is self.model else fast
+        self._inference_weights = _weights_fingerprint(self.model)
         return self
+
+    def _predictor(self):
+        if self._inference_model is not None and _weights_fingerprint(self.model) != self._inference_weights:
+            self.optimize_for_inference()
+        return self._inference_model or self.model
 
     def __getstate__(self) -> dict:
         # oneDNN's prepacked modules do not pickle; the copy is rebuilt from the model on unpickling,
         # so a classifier (and a pipeline holding one) still travels to worker processes.
         state = dict(self.__dict__)
         state["_inference_model"] = self._inference_model is not None
+        state.pop("_inference_weights", None)
         return state
 
     def __setstate__(self, state: dict) -> None:
         optimized = state.pop("_inference_model", False)
         self.__dict__.update(state)
-        self._inference_model = None
+        self._inference_model = self._inference_weights = None
         if optimized:
             self.optimize_for_inference()
 
@@ -115,11 +129,12 @@ class Classifier:
         """Calibrated log-probabilities (n, 24) of preprocessed images (n, L, W) and features (n, F)."""
         # Temperature fitted on validation cells (karyopipe.classification.calibrate); 1.0 = raw logits.
         temperature = float(self.config.get("temperature", 1.0))
+        predictor = self._predictor()
         out = []
         for i in range(0, len(images), batch_size):
             x = torch.from_numpy(np.ascontiguousarray(images[i: i + batch_size], dtype=np.float32))[:, None]
             f = torch.from_numpy(np.ascontiguousarray(features[i: i + batch_size], dtype=np.float32))
-            logits = (self._inference_model or self.model)(x.to(self.device), f.to(self.device))
+            logits = predictor(x.to(self.device), f.to(self.device))
             out.append(torch.log_softmax(logits.float() / temperature, dim=1).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, 24), dtype=np.float32)
 
