@@ -444,7 +444,6 @@ class CropDataset:
         feats = feats * torch.from_numpy(rng.normal(1.0, 0.02, size=feats.shape).astype(np.float32))
         return image, feats
 
-
     @staticmethod
     def _stretch(image, factor: float):
         """Change the chromosome's length-to-width ratio by ``factor`` without leaving the canvas.
