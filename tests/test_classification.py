@@ -153,13 +153,20 @@ def test_inference_copy_is_not_made_where_it_does_not_apply():
     assert inference_copy(features_only) is features_only
 
 
+TOY_CONFIG = {"num_features": 6, "width": 8, "size": [48, 24], "preprocess": "pca"}
+
+
+def _saved_toy_classifier(tmp_path, seed):
+    """A toy cell's crops and the path of a small classifier saved as weights are shipped."""
+    crops, _ = toy_cell(np.random.default_rng(seed))
+    net = _net_with_running_statistics(num_features=6, width=8)
+    return crops, Classifier(net, TOY_CONFIG).save(tmp_path / "cls.pth")
+
+
 def test_a_loaded_classifier_pickles_and_predicts_the_same_after(tmp_path):
     import pickle
 
-    rng = np.random.default_rng(4)
-    crops, _ = toy_cell(rng)
-    config = {"num_features": 6, "width": 8, "size": [48, 24], "preprocess": "pca"}
-    path = Classifier(_net_with_running_statistics(num_features=6, width=8), config).save(tmp_path / "cls.pth")
+    crops, path = _saved_toy_classifier(tmp_path, seed=4)
     loaded = Classifier.from_pretrained(path)
     copied = pickle.loads(pickle.dumps(loaded))  # how a pipeline reaches worker processes
     assert (copied._inference_model is None) == (loaded._inference_model is None)
@@ -167,16 +174,13 @@ def test_a_loaded_classifier_pickles_and_predicts_the_same_after(tmp_path):
 
 
 def test_predictions_follow_weights_changed_after_loading(tmp_path):
-    rng = np.random.default_rng(3)
-    crops, _ = toy_cell(rng)
-    config = {"num_features": 6, "width": 8, "size": [48, 24], "preprocess": "pca"}
-    path = Classifier(_net_with_running_statistics(num_features=6, width=8), config).save(tmp_path / "cls.pth")
+    crops, path = _saved_toy_classifier(tmp_path, seed=3)
     clf = Classifier.from_pretrained(path)
     first = clf.predict_cell(crops)
     with torch.no_grad():  # an in-place change, as an optimiser step makes
         clf.model.head[-1].bias.add_(torch.arange(24, dtype=torch.float32))
     changed = clf.predict_cell(crops)
-    np.testing.assert_allclose(changed, Classifier(copy.deepcopy(clf.model), config).predict_cell(crops), atol=1e-5)
+    np.testing.assert_allclose(changed, Classifier(copy.deepcopy(clf.model), TOY_CONFIG).predict_cell(crops), atol=1e-5)
     clf.model.load_state_dict(Classifier.from_pretrained(path).model.state_dict())
     restored = clf.predict_cell(crops)
     plain = Classifier.from_pretrained(path)
