@@ -176,11 +176,13 @@ def inference_copy(model: HybridResNet, atol: float = 1e-4) -> HybridResNet:
     runs in oneDNN's blocked layout with prepacked weights
     (:func:`torch.fx.experimental.optimization.optimize_for_inference`): about
     1.5-2x faster on a batch of one cell's chromosomes on a 2-core CPU
-    (BENCHMARKS.md, Classification). Its logits match ``model``'s to float
-    rounding; the copy is checked against ``model`` on a probe batch and
-    ``model`` is returned unchanged where that check fails, where oneDNN is
-    missing, or off the CPU. The copy does not follow later changes to
-    ``model``'s weights.
+    (BENCHMARKS.md, End to end, thirtieth update). Its logits match
+    ``model``'s to float rounding; the copy is checked against ``model`` on a
+    probe batch and ``model`` is returned unchanged where that check fails,
+    where oneDNN is missing, or off the CPU. The copy does not follow later
+    changes to ``model``'s weights; :meth:`Classifier.optimize_for_inference
+    <karyopipe.classification.classifier.Classifier.optimize_for_inference>`
+    retakes it when they change.
 
     Parameters
     ----------
