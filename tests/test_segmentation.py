@@ -531,11 +531,6 @@ def test_eval_seg_labelme_writes_metrics(tmp_path, capsys):
     assert cli(["eval-seg", str(data), "--weights", str(weights), "--json", str(out2), "--split", "train"]) == 0
     metrics2 = json.loads(out2.read_text())
     assert KEYS <= set(metrics2) and metrics2["images"] == len(split_cells(["1", "2", "3"])[0])
-    out3 = tmp_path / "second.json"
-    assert cli(["eval-seg", str(data), "--weights", str(weights), "--second-opinion", str(weights), "--limit", "1",
-                "--json", str(out3)]) == 0
-    metrics3 = json.loads(out3.read_text())
-    assert "second opinion" in metrics3["method"] and metrics3["count_thresh"] == 0.45
 
 
 def test_eval_seg_coco_and_yolo(tmp_path):
@@ -836,54 +831,3 @@ def test_paste_masks_legacy_mode_matches_torchvision():
                       [0.0, 0.0, 1.5, 2.5], [20.0, 35.3, 44.4, 47.0]], np.float32)
     theirs = paste_masks_in_image(torch.from_numpy(masks)[:, None], torch.from_numpy(boxes), (48, 70))[:, 0].numpy()
     assert np.array_equal(paste_masks(masks, boxes, (48, 70), exact=False), theirs)
-
-
-def test_second_opinion_rescores_what_both_see_and_ranks_what_only_it_sees_lower():
-    from karyopipe.segmentation.infer import Detection, fuse_second_opinion
-
-    bar = np.zeros((12, 8), np.float32)
-    bar[1:11, 3:5] = 0.9
-    seen_by_both = Detection(10, 10, bar, 0.8, "chromosome")
-    only_mine = Detection(40, 40, bar, 0.6, "chromosome")
-    its_view = Detection(11, 10, bar * 0.8, 0.4, "debris")  # the same bar a row lower, drawn fainter
-    only_its = Detection(70, 5, bar, 0.9, "chromosome")
-    fused = fuse_second_opinion([only_mine, seen_by_both], [only_its, its_view], weight=0.5)
-    by_place = {(d.y0, d.x0): d for d in fused}
-    assert set(by_place) == {(10, 10), (40, 40), (70, 5)}
-    assert by_place[10, 10].score == pytest.approx((0.8 + 0.5 * 0.4) / 1.5)
-    assert by_place[10, 10].prob is bar and by_place[10, 10].category == "chromosome"  # its own mask and kind
-    assert by_place[40, 40].score == pytest.approx(0.6 / 1.5)
-    assert by_place[70, 5].score == pytest.approx(0.5 * 0.9 / 1.5)
-    assert [d.score for d in fused] == sorted((d.score for d in fused), reverse=True)
-    assert seen_by_both.score == 0.8  # the inputs are left as they were
-    # Weight 0 is no opinion: the own scores stand, and what only the other sees scores 0.
-    plain = fuse_second_opinion([seen_by_both, only_mine], [its_view, only_its], weight=0.0)
-    assert [round(d.score, 6) for d in plain] == [0.8, 0.6, 0.0]
-
-
-def test_segmenter_with_a_second_opinion_drops_the_speck_only_one_network_sees(tmp_path):
-    image, _ = tube_image(5, size=128)
-    settings = InferenceSettings(rescale=False, refine=False, min_area_widths2=0.2, score_thresh=0.3)
-    advisor = Segmenter(ComponentDetector(), InferenceSettings(**settings.__dict__))
-    seg = Segmenter(SpeckleDetector(), settings, second_opinion=advisor, second_opinion_weight=0.5)
-    n_tubes = int(ndi_label_count(image > 0.5))
-    found = seg(image)
-    # Both networks see the tubes (0.9 each); the speck (0.95) only one does, so it falls to 0.95 / 1.5.
-    assert sorted(round(i.score, 4) for i in found) == [round(0.95 / 1.5, 4)] + [0.9] * n_tubes
-    assert len(Segmenter(SpeckleDetector(), settings)(image)) == n_tubes + 1
-    # Settings that decide what is detected reach the advisor; its own outlines stay its own.
-    seg.configure(score_thresh=0.7, refine=True)
-    assert advisor.settings.score_thresh == 0.7 and advisor.settings.refine is False
-    with pytest.raises(ValueError, match="second opinion"):
-        Segmenter(ComponentDetector(), settings, second_opinion=seg)
-
-
-def test_from_pretrained_second_opinion_shares_the_thresholds(tmp_path):
-    path = _tiny_weights(tmp_path)
-    other = _tiny_weights(tmp_path / "other") if (tmp_path / "other").mkdir() is None else None
-    seg = Segmenter.from_pretrained(path, second_opinion=other, second_opinion_weight=0.25, score_thresh=0.2,
-                                    rescale=False)
-    assert seg.second_opinion is not None and seg.second_opinion_weight == 0.25
-    assert seg.second_opinion.settings.score_thresh == 0.2 and seg.second_opinion.settings.rescale is False
-    assert seg.second_opinion.second_opinion is None
-    assert Segmenter.from_pretrained(path, second_opinion=False).second_opinion is None

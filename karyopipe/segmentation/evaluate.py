@@ -205,9 +205,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--box-nms", type=float, default=None,
                    help="box IoU of the network's own NMS (default: the weights' setting; see "
                         "InferenceSettings.box_nms_thresh)")
-    p.add_argument("--second-opinion", nargs="?", const=True, default=None, metavar="WEIGHTS",
-                   help="re-score the detections with a second segmenter's (default: the shipped R18, "
-                        "mask_rcnn_karyotype_r18.pth); counts at the fused scores' threshold unless --count-thresh")
     p.add_argument("--limit", type=int, default=0, help="score only the first N images")
     p.add_argument("--device", default="cpu")
     return p
@@ -258,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         def predict(gray):
             return segment_watershed(gray)
     else:
-        from karyopipe.segmentation.infer import SECOND_OPINION_COUNT_THRESH, SECOND_OPINION_WEIGHTS, Segmenter
+        from karyopipe.segmentation.infer import Segmenter
 
         overrides = {"score_thresh": 0.05}
         if args.no_rescale:
@@ -276,15 +273,10 @@ def main(argv: list[str] | None = None) -> int:
                                 ("box_nms", "box_nms_thresh")):
             if getattr(args, option) is not None:
                 overrides[setting] = getattr(args, option)
-        segmenter = Segmenter.from_pretrained(args.weights, device=args.device, second_opinion=args.second_opinion,
-                                              **overrides)
+        segmenter = Segmenter.from_pretrained(args.weights, device=args.device, **overrides)
         # AP is scored over all detections; counts use the score threshold the weights ship with.
         count_thresh = float(segmenter.config.get("inference", {}).get("score_thresh", 0.5))
         method = f"Mask R-CNN {args.weights or 'shipped weights'}"
-        if segmenter.second_opinion is not None:
-            count_thresh = SECOND_OPINION_COUNT_THRESH
-            name = SECOND_OPINION_WEIGHTS if args.second_opinion is True else args.second_opinion
-            method += f", second opinion {name} (weight {segmenter.second_opinion_weight:g})"
         predict, config = segmenter, segmenter.config
     cells, split_note = cells_of_split(dataset, args.split, args.weights, config)
     samples = [s for s in dataset.samples if cells is None or s.cell_id in cells]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import warnings
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 import cv2
 import numpy as np
@@ -27,17 +27,6 @@ from karyopipe.data.model import Instance
 # Median chromosome width (px) of BioImLab metaphases by estimate_chromosome_width;
 # the shipped weights record their own value in their config.
 DEFAULT_REFERENCE_WIDTH = 8.5
-
-# The shipped R18 as a second opinion on the shipped R50's detections (Segmenter's
-# ``second_opinion``): its weight and the count threshold of the fused scores, chosen by the
-# smallest count error on the 82 BioImLab training spreads (BENCHMARKS.md, Segmentation,
-# thirty-first update).
-SECOND_OPINION_WEIGHTS = "mask_rcnn_karyotype_r18.pth"
-SECOND_OPINION_WEIGHT = 0.5
-SECOND_OPINION_COUNT_THRESH = 0.45
-# Settings a second opinion shares with the segmenter it advises: which detections count, and
-# at what scale and arithmetic the spread is seen. Its outlines and debris rules stay its own.
-SHARED_SETTINGS = ("score_thresh", "chromosome_width", "rescale", "precision")
 
 
 @dataclass
@@ -729,69 +718,6 @@ def _classify_shape(mask: np.ndarray, width: float, settings: InferenceSettings)
     return "chromosome"
 
 
-def _binary_crop(det: "Detection", mask_thresh: float) -> tuple[int, int, np.ndarray]:
-    return det.y0, det.x0, det.prob >= mask_thresh
-
-
-def fuse_second_opinion(primary: list["Detection"], second: list["Detection"], weight: float = SECOND_OPINION_WEIGHT,
-                        iou_thresh: float = 0.5, mask_thresh: float = 0.5) -> list["Detection"]:
-    """Score one segmenter's detections with a second segmenter's opinion of the same spread.
-
-    Each ``primary`` detection, in descending score, takes the unused
-    ``second`` detection whose mask overlaps it best (mask IoU above
-    ``iou_thresh``) and is scored ``(s1 + weight * s2) / (1 + weight)``,
-    ``s2 = 0`` when none matches; it keeps its own mask and category. Each
-    ``second`` detection left unmatched is added with its own mask, scored
-    ``weight * s2 / (1 + weight)``: what only the second network sees ranks
-    below what both see.
-
-    Parameters
-    ----------
-    primary, second : list of Detection
-        Full-resolution detections of one spread (:meth:`Segmenter.detect`).
-    weight : float
-        The second opinion's weight; 0 leaves the primary scores as they are.
-
-    Returns
-    -------
-    list of Detection
-        New detections in descending fused score; the inputs are not changed.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> bar = np.zeros((6, 6), np.float32); bar[1:5, 2:4] = 0.9
-    >>> a = Detection(0, 0, bar, 0.9, "chromosome")
-    >>> b = Detection(1, 0, bar, 0.6, "chromosome")          # the same bar, a row lower
-    >>> c = Detection(20, 20, bar, 0.9, "chromosome")        # only the second network sees it
-    >>> [round(d.score, 3) for d in fuse_second_opinion([a], [b, c], weight=0.5)]
-    [0.8, 0.3]
-    """
-    binary_second = [_binary_crop(d, mask_thresh) for d in second]
-    area_second = [int(m.sum()) for _, _, m in binary_second]
-    used: set[int] = set()
-    fused = []
-    for det in sorted(primary, key=lambda d: -d.score):
-        mine = _binary_crop(det, mask_thresh)
-        area = int(mine[2].sum())
-        best, best_iou = None, iou_thresh
-        for j, other in enumerate(binary_second):
-            if j in used or not area or not area_second[j]:
-                continue
-            inter = _overlap(mine, other)
-            iou = inter / (area + area_second[j] - inter)
-            if iou > best_iou:
-                best, best_iou = j, iou
-        opinion = 0.0
-        if best is not None:
-            used.add(best)
-            opinion = second[best].score
-        fused.append(replace(det, score=(det.score + weight * opinion) / (1.0 + weight)))
-    fused += [replace(d, score=weight * d.score / (1.0 + weight)) for j, d in enumerate(second) if j not in used]
-    fused.sort(key=lambda d: -d.score)
-    return fused
-
-
 class Segmenter:
     """Chromosome instance segmentation of whole spreads with a Mask R-CNN.
 
@@ -800,21 +726,9 @@ class Segmenter:
     model : torchvision MaskRCNN
     settings : InferenceSettings, optional
     device : str
-    config : dict, optional
-        The weights' config (outline model, calibrations, split).
-    second_opinion : Segmenter, optional
-        Another segmenter of the same spreads: :meth:`detect` scores this
-        one's detections with its opinion and adds what only it sees, lower
-        (:func:`fuse_second_opinion`). Costs its network's time.
-    second_opinion_weight : float
     """
 
-    def __init__(self, model, settings: InferenceSettings | None = None, device: str = "cpu", config: dict | None = None,
-                 second_opinion: "Segmenter | None" = None, second_opinion_weight: float = SECOND_OPINION_WEIGHT):
-        if second_opinion is not None and second_opinion.second_opinion is not None:
-            raise ValueError("a second opinion cannot have a second opinion of its own")
-        self.second_opinion = second_opinion
-        self.second_opinion_weight = float(second_opinion_weight)
+    def __init__(self, model, settings: InferenceSettings | None = None, device: str = "cpu", config: dict | None = None):
         self.model = model.eval().to(device)
         self.settings = settings or InferenceSettings()
         self.device = device
@@ -848,41 +762,20 @@ class Segmenter:
             self.model.rpn._post_nms_top_n["testing"] = own if limit is None else min(own, int(limit))
 
     def configure(self, **changes) -> "Segmenter":
-        """Change :class:`InferenceSettings` fields in place (``score_thresh=0.3``); returns ``self``.
+        """Change :class:`InferenceSettings` fields in place (``score_thresh=0.3``); returns ``self``."""
+        from dataclasses import replace
 
-        The second opinion, if any, takes the changes that decide what and
-        how it detects (:data:`SHARED_SETTINGS`).
-        """
         self.settings = replace(self.settings, **changes)
         self._apply_settings()
-        if self.second_opinion is not None:
-            shared = {k: v for k, v in changes.items() if k in SHARED_SETTINGS}
-            if shared:
-                self.second_opinion.configure(**shared)
         return self
 
     @classmethod
-    def from_pretrained(cls, path=None, device: str = "cpu", second_opinion=None,
-                        second_opinion_weight: float = SECOND_OPINION_WEIGHT, **settings) -> "Segmenter":
+    def from_pretrained(cls, path=None, device: str = "cpu", **settings) -> "Segmenter":
         """Load shipped weights (default ``weights/mask_rcnn_karyotype_best.pth``).
 
         Keyword arguments override :class:`InferenceSettings` fields
         (``score_thresh=0.3``, ``rescale=False``...).
-
-        ``second_opinion``: weights of a second segmenter whose opinion
-        re-scores this one's detections (``True``: the shipped R18,
-        :data:`SECOND_OPINION_WEIGHTS`; a bare name is looked up in
-        ``weights/``). It detects with this one's :data:`SHARED_SETTINGS`.
-        Fused scores count at :data:`SECOND_OPINION_COUNT_THRESH`, not at the
-        weights' own threshold.
         """
-        if second_opinion is not None and second_opinion is not False:
-            primary = cls.from_pretrained(path, device, **settings)
-            name = SECOND_OPINION_WEIGHTS if second_opinion is True else second_opinion
-            shared = {key: getattr(primary.settings, key) for key in SHARED_SETTINGS}
-            advisor = cls.from_pretrained(name, device, **shared)
-            return cls(primary.model, primary.settings, device, primary.config, second_opinion=advisor,
-                       second_opinion_weight=second_opinion_weight)
         from karyopipe.segmentation.model import build_maskrcnn
         from karyopipe.weights import SEGMENTATION_WEIGHTS, load_weights, weights_path
 
@@ -935,9 +828,6 @@ class Segmenter:
 
     def detect(self, gray: np.ndarray, zoom: float = 1.0, with_hidden: bool = False):
         """Run the network (rescaled, tiled, merged); outlines are not drawn yet.
-
-        With a second opinion, its detections of the same view re-score these
-        (:func:`fuse_second_opinion`); the hidden ones are this network's own.
 
         Parameters
         ----------
@@ -1006,9 +896,6 @@ class Segmenter:
             return Detection(int(y0), int(x0), prob, scores[i], category, scale, width)
 
         detections = [detection(i) for i in keep]
-        if self.second_opinion is not None:
-            detections = fuse_second_opinion(detections, self.second_opinion.detect(gray, zoom),
-                                             self.second_opinion_weight, mask_thresh=s.mask_thresh)
         if not with_hidden:
             return detections
         return detections, [detection(i) for i in hidden if binary[i][2].any()]
