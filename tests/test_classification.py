@@ -381,6 +381,34 @@ def test_weight_average_learns_ships_the_average_and_resumes(tmp_path):
         train.main(argv(plain, 8, "--ema-half-life", "1", "--resume", str(plain / "last.pt")))
 
 
+def test_mixup_blends_rows_with_their_partners_and_is_off_by_default():
+    from karyopipe.classification.train import build_parser, mixup_batch
+
+    images = torch.arange(4, dtype=torch.float32).reshape(4, 1, 1, 1).expand(4, 1, 4, 2).clone()
+    features = torch.arange(4, dtype=torch.float32)[:, None].repeat(1, 3)
+    mixed, mixed_feats, order, lam = mixup_batch(images, features, 0.4, np.random.default_rng(0))
+    assert 0.0 <= lam <= 1.0 and sorted(order.tolist()) == [0, 1, 2, 3]
+    expected = lam * torch.arange(4.0) + (1 - lam) * torch.arange(4.0)[order]
+    assert torch.allclose(mixed[:, 0, 0, 0], expected) and torch.allclose(mixed_feats[:, 0], expected)
+    assert mixed.shape == images.shape
+    assert build_parser().parse_args(["--data", "x"]).mixup == 0.0
+
+
+def test_mixup_training_still_learns_and_says_so_in_the_card(tmp_path):
+    from karyopipe.classification import train
+    from karyopipe.weights import load_weights
+
+    data = tmp_path / "toy"
+    _write_toy_folder(data)
+    run = tmp_path / "run"
+    assert train.main(["--data", str(data), "--width", "8", "--size", "32", "16", "--epochs", "8", "--batch-size", "16",
+                       "--lr", "3e-3", "--out", str(run), "--no-progress", "--val-fraction", "0.2",
+                       "--test-fraction", "0.2", "--patience", "20", "--mixup", "0.2"]) == 0
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert history[-1]["val_loss"] < 0.9 * history[0]["val_loss"]
+    assert "mixup Beta(0.2, 0.2)" in load_weights(run / "weights.pth")[2]["training"]
+
+
 def test_resumed_call_reads_the_training_set_its_first_call_prepared(tmp_path, capsys):
     from karyopipe.classification import train
     from karyopipe.classification.dataset import load_arrays

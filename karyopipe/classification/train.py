@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--schedule", choices=["cosine", "onecycle", "none"], default="onecycle")
     p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
+                   help="mixup (Zhang et al. 2018): train on each batch blended with a shuffled copy of itself, "
+                        "images, features and targets alike, by a weight drawn from Beta(ALPHA, ALPHA); 0 (default): off")
     p.add_argument("--ema-half-life", type=float, default=0.0, metavar="EPOCHS",
                    help="score, keep and ship an exponential moving average of the weights (buffers included) "
                         "whose memory halves every EPOCHS epochs of steps; 0 (default): the weights as trained")
@@ -281,6 +284,33 @@ def _weight_average(model, half_life_epochs: float, steps_per_epoch: int):
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
+def mixup_batch(images, features, alpha: float, rng: np.random.Generator):
+    """Blend a batch with a shuffled copy of itself (mixup, Zhang et al. 2018).
+
+    Parameters
+    ----------
+    images : Tensor, shape (B, 1, L, W)
+    features : Tensor, shape (B, F)
+    alpha : float
+        The blend weight ``lam`` is drawn from Beta(alpha, alpha), one per batch.
+    rng : numpy Generator
+
+    Returns
+    -------
+    images, features : Tensor
+        ``lam * x + (1 - lam) * x[order]``, the same shapes.
+    order : Tensor, shape (B,), int64
+        Which row each row was blended with: the loss is
+        ``lam * loss(target) + (1 - lam) * loss(target[order])``.
+    lam : float
+    """
+    import torch
+
+    lam = float(rng.beta(alpha, alpha))
+    order = torch.from_numpy(rng.permutation(len(images))).to(images.device)
+    return lam * images + (1 - lam) * images[order], lam * features + (1 - lam) * features[order], order, lam
+
+
 def plot_curves(history: list[dict], path) -> None:
     import matplotlib
 
@@ -437,6 +467,8 @@ def train(args, splits: dict | None = None) -> dict:
 
     clf = Classifier(scored, config, device=args.device)
     progress = not args.no_progress
+    # Seeded by the epoch it starts at, so a resumed run draws its own blends reproducibly.
+    mix_rng = np.random.default_rng([args.seed, start_epoch, 17])
     for epoch in range(start_epoch, args.epochs):
         t0 = time.time()
         model.train()
@@ -448,12 +480,17 @@ def train(args, splits: dict | None = None) -> dict:
             batches = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False)
         for images, feats, target in batches:
             images, feats, target = images.to(args.device), feats.to(args.device), target.to(args.device)
+            if args.mixup > 0:
+                images, feats, order, lam = mixup_batch(images, feats, args.mixup, mix_rng)
             if low_precision:
                 images = images.contiguous(memory_format=torch.channels_last)
             with torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16, enabled=low_precision):
                 logits = model(images, feats)
             logits = logits.float()
             loss = outlier_exposure_loss(logits, target, criterion, args.outlier_weight)
+            if args.mixup > 0:
+                loss = lam * loss + (1 - lam) * outlier_exposure_loss(logits, target[order], criterion,
+                                                                       args.outlier_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -552,6 +589,7 @@ def train(args, splits: dict | None = None) -> dict:
                     f"{'class-balanced sampling' if not args.no_balance else 'shuffled'}, best epoch {result['best_epoch']}"
                     + (", bfloat16 autocast steps" if args.precision == "bfloat16" else "")
                     + (f", weights averaged (EMA, half-life {args.ema_half_life:g} epochs)" if averaged is not None else "")
+                    + (f", mixup Beta({args.mixup:g}, {args.mixup:g})" if args.mixup > 0 else "")
                     + (f", plus {args.shift_copies} lab-shifted copies of the training crops" if args.shift_copies else "")
                     + (f", plus {int((train_a.labels == 0).sum())} pieces of training crops as outliers (outlier "
                        f"exposure, weight {args.outlier_weight}, "
