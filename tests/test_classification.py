@@ -326,18 +326,28 @@ def test_train_stops_before_the_call_limit_and_resumes_to_the_end(tmp_path, caps
         train.main(argv + ["--stop-after", "0"])
 
 
-def test_bfloat16_training_steps_learn_and_save_float32_weights(tmp_path):
+def _toy_train_argv(data, out, epochs, *extra) -> list[str]:
+    """``train-cls`` arguments for a tiny run on :func:`_write_toy_folder`'s crops."""
+    return ["--data", str(data), "--width", "8", "--size", "32", "16", "--epochs", str(epochs), "--batch-size", "16",
+            "--lr", "3e-3", "--out", str(out), "--no-progress", "--val-fraction", "0.2", "--test-fraction", "0.2",
+            "--patience", "20", *extra]
+
+
+def _train_toy(tmp_path, *extra, epochs: int = 8):
+    """Train on a toy crop folder; returns the run folder and its per-epoch metrics."""
     from karyopipe.classification import train
+
+    data, run = tmp_path / "toy", tmp_path / "run"
+    _write_toy_folder(data)
+    assert train.main(_toy_train_argv(data, run, epochs, *extra)) == 0
+    return run, [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_bfloat16_training_steps_learn_and_save_float32_weights(tmp_path):
     from karyopipe.classification.classifier import Classifier
     from karyopipe.weights import load_weights
 
-    data = tmp_path / "toy"
-    _write_toy_folder(data)
-    run = tmp_path / "run"
-    assert train.main(["--data", str(data), "--width", "8", "--size", "32", "16", "--epochs", "8", "--batch-size", "16",
-                       "--lr", "3e-3", "--out", str(run), "--no-progress", "--val-fraction", "0.2",
-                       "--test-fraction", "0.2", "--precision", "bfloat16", "--patience", "20"]) == 0
-    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    run, history = _train_toy(tmp_path, "--precision", "bfloat16")
     assert history[-1]["train_loss"] < 0.8 * history[0]["train_loss"]
     state, _, card = load_weights(run / "weights.pth")
     assert "bfloat16 autocast steps" in card["training"]
@@ -354,9 +364,7 @@ def test_weight_average_learns_ships_the_average_and_resumes(tmp_path):
     _write_toy_folder(data)
 
     def argv(out, epochs, *extra):
-        return ["--data", str(data), "--width", "8", "--size", "32", "16", "--epochs", str(epochs), "--batch-size", "16",
-                "--lr", "3e-3", "--out", str(out), "--no-progress", "--val-fraction", "0.2", "--test-fraction", "0.2",
-                "--patience", "20", *extra]
+        return _toy_train_argv(data, out, epochs, *extra)
 
     run = tmp_path / "run"
     assert train.main(argv(run, 4, "--ema-half-life", "0.5")) == 0
@@ -395,16 +403,9 @@ def test_mixup_blends_rows_with_their_partners_and_is_off_by_default():
 
 
 def test_mixup_training_still_learns_and_says_so_in_the_card(tmp_path):
-    from karyopipe.classification import train
     from karyopipe.weights import load_weights
 
-    data = tmp_path / "toy"
-    _write_toy_folder(data)
-    run = tmp_path / "run"
-    assert train.main(["--data", str(data), "--width", "8", "--size", "32", "16", "--epochs", "8", "--batch-size", "16",
-                       "--lr", "3e-3", "--out", str(run), "--no-progress", "--val-fraction", "0.2",
-                       "--test-fraction", "0.2", "--patience", "20", "--mixup", "0.2"]) == 0
-    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    run, history = _train_toy(tmp_path, "--mixup", "0.2")
     assert history[-1]["val_loss"] < 0.9 * history[0]["val_loss"]
     assert "mixup Beta(0.2, 0.2)" in load_weights(run / "weights.pth")[2]["training"]
 
