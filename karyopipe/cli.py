@@ -46,7 +46,7 @@ def add_precision_argument(parser, help: str | None = None) -> None:
 
 
 def add_rescue_argument(parser) -> None:
-    """``--no-rescue``, ``--zoom-look`` and ``--no-hidden-look``, shared by the commands that run the whole
+    """``--no-rescue``, ``--zoom-look``, ``--no-hidden-look`` and ``--second-segmenter``, shared by the commands that run the whole
     pipeline (``from_pretrained``)."""
     parser.add_argument("--no-rescue", action="store_true",
                         help="call an autosomal loss without first looking for the missing chromosome among weak "
@@ -58,6 +58,10 @@ def add_rescue_argument(parser) -> None:
     parser.add_argument("--no-hidden-look", dest="hidden_look", action="store_false",
                         help="call a loss without first splitting objects into the parts the segmenter also detected "
                              "inside them at a lower score (on by default; BENCHMARKS.md, End to end)")
+    parser.add_argument("--second-segmenter", nargs="?", const=True, default=None, metavar="WEIGHTS",
+                        help="if a loss remains after every look, let a second segmenter (default: the shipped R18, "
+                             "mask_rcnn_karyotype_r18.pth) look for the missing chromosome; off unless given "
+                             "(BENCHMARKS.md, End to end)")
 
 
 def add_pairing_argument(parser) -> None:

@@ -27,6 +27,8 @@ MAX_FILE_BYTES = 95_000_000
 
 SEGMENTATION_WEIGHTS = "mask_rcnn_karyotype_best.pth"
 CLASSIFICATION_WEIGHTS = "karyotype_classifier_best.pth"
+# The earlier, CPU-trained ResNet18 segmenter: faster, and the pipeline's opt-in second segmenter.
+SEGMENTATION_R18_WEIGHTS = "mask_rcnn_karyotype_r18.pth"
 
 
 def weights_dir() -> Path:

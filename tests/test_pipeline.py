@@ -685,3 +685,60 @@ def test_review_prompts_list_what_asks_for_a_look_and_nothing_for_a_clean_normal
     assert prompts == ["abnormal call 46,XY", "possible +13", "1 warning"]
     # A reviewer's sign-out is the look the prompts asked for.
     assert result(chromosomes=marked, stages={"review": {"reviewer": "AB"}}).review_prompts == []
+
+
+def test_a_second_segmenter_fills_a_loss_only_with_what_the_first_did_not_keep(no_weights):
+    from karyopipe.data import Instance
+    from karyopipe.pipeline.core import SECOND_SEGMENTER_SCORE_SCALE
+
+    pipe, gray, instances = _cell_pipeline(_female_cell_without([21]))
+    assert pipe(gray).karyotype == "45,XX,-21"
+
+    def square(y, x, cls, score):
+        mask = np.zeros(gray.shape, bool)
+        mask[y:y + 4, x:x + 4] = True
+        return Instance(mask=mask, bbox=(x, y, x + 4, y + 4), score=score, category="chromosome", extra={"cls": cls})
+
+    class SecondSegmenter:
+        def __init__(self, objects):
+            self.objects = objects
+
+        def __call__(self, gray):
+            return [square(*o) for o in self.objects]
+
+    # It sees the 21 the first missed (and, again, a chromosome the first kept: that one is not offered).
+    pipe.second_segmenter = SecondSegmenter([(180, 280, 21, 0.9), (10, 10, 1, 0.95)])
+    result = pipe(gray)
+    assert result.karyotype == "46,XX"
+    taken = [c for c in result.chromosomes if "rescued" in c.flags]
+    assert len(taken) == 1 and taken[0].class_name == "21"
+    assert taken[0].score == pytest.approx(0.9 * SECOND_SEGMENTER_SCORE_SCALE) and taken[0].low_confidence
+    assert any("found by the second segmenter" in w and "chromosome 21" in w for w in result.warnings)
+    assert not any("kept as a chromosome instead of calling a loss" in w for w in result.warnings)
+    # What it scores too low once scaled to a weak detection, or reads as another class, does not fill the loss.
+    pipe.second_segmenter = SecondSegmenter([(180, 280, 21, 0.2)])
+    assert pipe(gray).karyotype == "45,XX,-21"
+    pipe.second_segmenter = SecondSegmenter([(180, 280, 23, 0.9)])
+    assert pipe(gray).karyotype == "45,XX,-21"
+    # A cell without a loss never asks it.
+    full, gray_full, _ = _cell_pipeline(_female_cell_without())
+    full.second_segmenter = None
+    asked = []
+    full.second_segmenter = type("Asked", (), {"__call__": lambda self, g: asked.append(1) or []})()
+    assert full(gray_full).karyotype == "46,XX" and not asked
+
+
+def test_from_pretrained_loads_the_second_segmenter_only_when_asked(tmp_path):
+    from karyopipe.weights import weights_path
+
+    if not weights_path(None, "mask_rcnn_karyotype_best.pth").is_file():
+        pytest.skip("shipped segmentation weights not present")
+    plain = KaryoPipeline.from_pretrained(cls_weights=None)
+    assert plain.second_segmenter is None and "second_segmenter" not in plain.stages["segmentation"]
+    pipe = KaryoPipeline.from_pretrained(cls_weights=None, second_segmenter=True)
+    assert pipe.second_segmenter is not None
+    assert pipe.stages["segmentation"]["second_segmenter"]["weights"].endswith("mask_rcnn_karyotype_r18.pth")
+    assert pipe.second_segmenter.settings.score_thresh == pytest.approx(0.3)
+    assert KaryoPipeline.from_pretrained(cls_weights=None, second_segmenter=True, rescue=False).second_segmenter is None
+    with pytest.raises(FileNotFoundError, match="second segmenter"):
+        KaryoPipeline.from_pretrained(cls_weights=None, second_segmenter=tmp_path / "none.pth")

@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     pipe = KaryoPipeline.from_pretrained(args.seg_weights, args.cls_weights, device=args.device, precision=args.precision,
                                          chromosome_width=args.chromosome_width, rescue=not args.no_rescue,
                                          zoom_look=args.zoom_look, pairing=args.pairing,
-                                         hidden_look=args.hidden_look)
+                                         hidden_look=args.hidden_look, second_segmenter=args.second_segmenter)
     for name, info in pipe.stages.items():
         if info.get("fallback"):
             print(f"karyopipe infer: {info['reason']}", file=sys.stderr)

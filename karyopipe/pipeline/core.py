@@ -79,6 +79,12 @@ SPLIT_COVER = 0.8
 # least this share of it: the smallest chromosome (21) is about a fifth as long as the longest (1)
 # (hg38 ideogram lengths). A design bound, not tuned; the second look's rules decide.
 SPLIT_REMAINDER = 0.15
+# If a loss is still called after every look, a second segmenter (the shipped R18, opt-in) may
+# look at the spread: it misses and finds other chromosomes than the R50, and on the training
+# spreads what only it finds raised AP50 (BENCHMARKS.md, Segmentation, thirty-first update). Its
+# objects enter as the fused score there would rank them, as weak detections: their own score
+# times this (0.5 / 1.5, the second opinion's weight), so the junk calibration doubts them.
+SECOND_SEGMENTER_SCORE_SCALE = 1.0 / 3.0
 
 
 @dataclass
@@ -371,8 +377,11 @@ class KaryoPipeline:
 
     def __init__(self, segmenter=None, classifier=None, device: str = "cpu", stages: dict | None = None,
                  rescue_below: float | None = None, rescue_floor: float | None = None,
-                 zoom_look: float | None = None, pairing: bool = False, hidden_look: bool = True):
+                 zoom_look: float | None = None, pairing: bool = False, hidden_look: bool = True,
+                 second_segmenter=None):
         self.segmenter = segmenter
+        # The last look before a loss is called (SECOND_SEGMENTER_SCORE_SCALE); None turns it off.
+        self.second_segmenter = second_segmenter
         self.classifier = classifier
         self.device = device
         # Detections scored below rescue_below are not chromosomes of the cell; those from
@@ -398,7 +407,8 @@ class KaryoPipeline:
     def from_pretrained(cls, seg_weights=None, cls_weights=None, device: str = "cpu", verbose: bool = False,
                         precision: str = "float32", chromosome_width: float | None = None,
                         rescue: bool = True, zoom_look: float | None = None,
-                        pairing: bool = False, hidden_look: bool = True) -> "KaryoPipeline":
+                        pairing: bool = False, hidden_look: bool = True,
+                        second_segmenter=None) -> "KaryoPipeline":
         """Load the shipped (or given) weights; a missing file degrades that stage instead of failing.
 
         Parameters
@@ -437,10 +447,22 @@ class KaryoPipeline:
             Pair homologs by how alike their bands are, as well as by their
             classes (:mod:`karyopipe.karyogram.pairing`). Off by default: it
             costs accuracy under lab shifts (BENCHMARKS.md, Classification).
+        second_segmenter : bool or str or Path, optional
+            With ``rescue``, if a loss remains after every other look, let a
+            second segmenter look at the spread (``True``: the shipped R18,
+            ``weights/mask_rcnn_karyotype_r18.pth``); objects it finds that the
+            first did not may fill the loss under the second look's rules, each
+            flagged ``"rescued"`` (:meth:`second_segmenter_view`). Opt-in: see
+            BENCHMARKS.md, End to end.
         """
         import sys
 
-        from karyopipe.weights import CLASSIFICATION_WEIGHTS, SEGMENTATION_WEIGHTS, weights_path
+        from karyopipe.weights import (
+            CLASSIFICATION_WEIGHTS,
+            SEGMENTATION_R18_WEIGHTS,
+            SEGMENTATION_WEIGHTS,
+            weights_path,
+        )
 
         if device == "cuda":
             import torch
@@ -448,7 +470,7 @@ class KaryoPipeline:
             if not torch.cuda.is_available():
                 raise RuntimeError("--device cuda: no CUDA device is available (use --device cpu)")
         stages: dict = {}
-        segmenter = classifier = None
+        segmenter = classifier = advisor = None
         rescue_below = rescue_floor = zoom = None
         hidden = False
         if zoom_look is not None and not zoom_look > 1:
@@ -476,6 +498,17 @@ class KaryoPipeline:
                         zoom = stages["segmentation"]["zoom_look"] = float(zoom_look)
                     if hidden_look:
                         hidden = stages["segmentation"]["hidden_look"] = True
+                    if second_segmenter is not None and second_segmenter is not False:
+                        second_path = weights_path(SEGMENTATION_R18_WEIGHTS if second_segmenter is True
+                                                   else second_segmenter, SEGMENTATION_R18_WEIGHTS)
+                        if not second_path.is_file():
+                            raise FileNotFoundError(f"{second_path}: second segmenter's weights not found")
+                        # Its objects count from the rescue floor once scaled down, so it keeps them from there.
+                        advisor = Segmenter.from_pretrained(
+                            second_path, device=device, precision=precision, chromosome_width=chromosome_width,
+                            score_thresh=min(1.0, RESCUE_FLOOR / SECOND_SEGMENTER_SCORE_SCALE))
+                        stages["segmentation"]["second_segmenter"] = {"weights": str(second_path),
+                                                                      **_card(second_path)}
                 segmenter.configure(score_thresh=rescue_below if rescue_floor is None else rescue_floor)
         else:
             stages["segmentation"] = {"model": "watershed", "fallback": True,
@@ -496,7 +529,7 @@ class KaryoPipeline:
                 if info.get("fallback"):
                     print(f"karyopipe: {info['reason']}", file=sys.stderr)
         return cls(segmenter, classifier, device, stages, rescue_below=rescue_below, rescue_floor=rescue_floor,
-                   zoom_look=zoom, pairing=pairing, hidden_look=hidden)
+                   zoom_look=zoom, pairing=pairing, hidden_look=hidden, second_segmenter=advisor)
 
     # -- stages ---------------------------------------------------------------
     @staticmethod
@@ -637,6 +670,27 @@ class KaryoPipeline:
         detections = [d for d in seg.detect(gray, zoom=self.zoom_look)
                       if d.category == "chromosome" and d.score >= self.rescue_below]
         return seg.instances(gray, detections)
+
+    def second_segmenter_view(self, gray, kept) -> list:
+        """The objects the second segmenter finds that the first did not, as weak detections.
+
+        Returns its chromosome instances, outlined by its own weights, whose
+        score times :data:`SECOND_SEGMENTER_SCORE_SCALE` reaches the rescue
+        floor and which lie at most :data:`RESCUE_MAX_OVERLAP` on the ``kept``
+        instances, scored that way; ``[]`` when the look is off.
+        """
+        seg = self.second_segmenter
+        if seg is None or self.rescue_floor is None:
+            return []
+        covered = np.zeros(gray.shape[:2], bool)
+        for inst in kept:
+            covered |= inst.mask
+        found = []
+        for inst in seg(gray):
+            inst.score = float(inst.score) * SECOND_SEGMENTER_SCORE_SCALE
+            if inst.score >= self.rescue_floor and (inst.mask & covered).sum() <= RESCUE_MAX_OVERLAP * inst.mask.sum():
+                found.append(inst)
+        return found
 
     def split_look(self, gray, instances, geometries, log_probs, call, candidates=None):
         """Split kept objects a second view sees as touching chromosomes, if that mends a loss of ``call``.
@@ -810,9 +864,18 @@ class KaryoPipeline:
             split = self.split_look(gray, instances, geometries, log_probs, call)
             if split is not None:
                 instances, geometries, log_probs, call, parts = split
+            advised = []
+            if self.second_segmenter is not None and call is not None and _autosomal_losses(call):
+                kept_now = list(instances)
+                third = self.second_look(gray, instances, geometries, log_probs, call,
+                                         lambda: self.second_segmenter_view(gray, kept_now))
+                if third is not None:
+                    instances, geometries, log_probs, call, taken = third
+                    advised = [instances[i] for i in taken]
             looking = time.perf_counter() - t_look
             # Indices only now: a split moves the objects after the one it replaces.
             rescued = [i for i, inst in enumerate(instances) if any(inst is r for r in rescued_objects)]
+            found_by_second = [i for i, inst in enumerate(instances) if any(inst is a for a in advised)]
             split_parts = [i for i, inst in enumerate(instances) if any(inst is p for p in parts)]
             hidden_split = [i for i, inst in enumerate(instances) if any(inst is p for p in hidden_parts)]
             if rescued:
@@ -820,6 +883,10 @@ class KaryoPipeline:
                     f"{source}: {describe_objects(rescued, call.labels, instances)} kept as "
                     + ("chromosomes" if len(rescued) > 1 else "a chromosome")
                     + " instead of calling a loss: check " + ("them" if len(rescued) > 1 else "it"))
+            if found_by_second:
+                warnings.append(f"{source}: {describe_objects(found_by_second, call.labels)} found by the second "
+                                "segmenter, where the first kept no object: check " +
+                                ("them" if len(found_by_second) > 1 else "it"))
             if hidden_split:
                 warnings.append(
                     f"{source}: {describe_objects(hidden_split, call.labels)}"
@@ -831,6 +898,7 @@ class KaryoPipeline:
                     f" are parts of touching chromosomes first detected as one, split in a view {self.zoom_look:g}x "
                       "larger instead of calling a loss: check them")
             split_parts = sorted(split_parts + hidden_split)
+            rescued = sorted(rescued + found_by_second)  # flagged "rescued" alike: a weak object filling a loss
             statement = call.statement if call is not None else (
                 f"{len(instances)} objects segmented; not classified (no classifier weights), no karyotype call.")
         timings["karyogram"] = time.perf_counter() - t - looking
