@@ -39,10 +39,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def add_precision_argument(parser, help: str | None = None) -> None:
-    """``--precision``, shared by the commands that run the segmenter (``InferenceSettings.precision``)."""
+    """``--precision``, shared by the commands that run the networks (``InferenceSettings.precision``,
+    ``Classifier.set_precision``)."""
     parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
-                        help=help or "segmentation network arithmetic (default float32); bfloat16 is about 1.5x "
-                                     "faster on CPUs with native bfloat16 (AVX512-BF16, AMX), slower on others")
+                        help=help or "network arithmetic (default float32); bfloat16 is faster on CPUs with native "
+                                     "bfloat16 (AVX512-BF16, AMX), slower on others")
 
 
 def add_rescue_argument(parser) -> None:

@@ -190,6 +190,24 @@ def test_predictions_follow_weights_changed_after_loading(tmp_path):
     assert np.abs(changed - first).max() > 0.1
 
 
+def test_bfloat16_predictions_stay_close_to_float32_and_leave_the_weights_float32(tmp_path):
+    from karyopipe.classification.classifier import ClassifierEnsemble
+
+    crops, path = _saved_toy_classifier(tmp_path, seed=5)
+    exact = Classifier.from_pretrained(path)
+    low = Classifier.from_pretrained(path, precision="bfloat16")
+    assert (exact.precision, low.precision) == ("float32", "bfloat16")
+    a, b = exact.predict_cell(crops), low.predict_cell(crops)
+    assert b.dtype == np.float32 and np.isfinite(b).all()
+    np.testing.assert_allclose(np.exp(b), np.exp(a), atol=0.05)  # bfloat16 keeps about 3 significant digits
+    assert all(p.dtype == torch.float32 for p in low.model.parameters())
+    assert not np.array_equal(a, b)  # it did run in bfloat16
+    ensemble = ClassifierEnsemble([exact, Classifier.from_pretrained(path)]).set_precision("bfloat16")
+    assert ensemble.precision == "bfloat16" and all(m.precision == "bfloat16" for m in ensemble.members)
+    with pytest.raises(ValueError, match="precision"):
+        exact.set_precision("float16")
+
+
 def test_assign_cell_respects_copy_numbers():
     lp = np.full((5, 24), -10.0)
     lp[:3, 0] = -0.1  # three chromosomes all look like chromosome 1

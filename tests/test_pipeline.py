@@ -742,3 +742,13 @@ def test_from_pretrained_loads_the_second_segmenter_only_when_asked(tmp_path):
     assert KaryoPipeline.from_pretrained(cls_weights=None, second_segmenter=True, rescue=False).second_segmenter is None
     with pytest.raises(FileNotFoundError, match="second segmenter"):
         KaryoPipeline.from_pretrained(cls_weights=None, second_segmenter=tmp_path / "none.pth")
+
+
+def test_precision_reaches_both_networks():
+    from karyopipe.weights import weights_path
+
+    if not weights_path(None, "karyotype_classifier_best.pth").is_file():
+        pytest.skip("shipped classifier weights not present")
+    pipe = KaryoPipeline.from_pretrained(precision="bfloat16")
+    assert pipe.segmenter.settings.precision == "bfloat16" and pipe.classifier.precision == "bfloat16"
+    assert KaryoPipeline.from_pretrained().classifier.precision == "float32"

@@ -27,6 +27,8 @@ class Classifier:
     meta : dict
         Model-card fields stored with the weights.
     device : str
+    precision : {"float32", "bfloat16"}
+        Arithmetic of predictions (:meth:`set_precision`).
 
     Examples
     --------
@@ -36,9 +38,11 @@ class Classifier:
     (46, 24)
     """
 
-    def __init__(self, model: HybridResNet, config: dict, meta: dict | None = None, device="cpu"):
+    def __init__(self, model: HybridResNet, config: dict, meta: dict | None = None, device="cpu",
+                 precision: str = "float32"):
         self.model = model.to(device).eval()
         self._inference_model = self._inference_weights = None
+        self.set_precision(precision)
         self.config = dict(config)
         self.meta = dict(meta or {})
         self.device = device
@@ -46,17 +50,33 @@ class Classifier:
         self.preprocess = self.config.get("preprocess", "pca")
 
     @classmethod
-    def from_pretrained(cls, path=None, device="cpu") -> "Classifier | ClassifierEnsemble":
+    def from_pretrained(cls, path=None, device="cpu", precision: str = "float32") -> "Classifier | ClassifierEnsemble":
         """Load weights saved by :meth:`save` (default ``weights/karyotype_classifier_best.pth``).
 
         A file written by :meth:`ClassifierEnsemble.save` gives a :class:`ClassifierEnsemble`,
-        which predicts through the same ``predict_cell``.
+        which predicts through the same ``predict_cell``. ``precision``: see :meth:`set_precision`.
         """
         path = weights_path(path, CLASSIFICATION_WEIGHTS)
         state, config, meta = load_weights(path)
         if "members" in config:
-            return ClassifierEnsemble.from_state(state, config, meta, device, path)
-        return cls._build(state, config, meta, device, path)
+            return ClassifierEnsemble.from_state(state, config, meta, device, path).set_precision(precision)
+        return cls._build(state, config, meta, device, path).set_precision(precision)
+
+    def set_precision(self, precision: str) -> "Classifier":
+        """Predict in ``"float32"`` (default) or ``"bfloat16"``; returns ``self``.
+
+        bfloat16 runs the network under autocast, for CPUs with native
+        bfloat16 (AVX512-BF16, AMX) where it is faster than float32 for the
+        wider members; the log-probabilities are computed in float32 from its
+        logits. The weights stay float32. What it changes on the val crops is
+        in BENCHMARKS.md (End to end, thirty-first update).
+        """
+        from karyopipe.segmentation.infer import PRECISIONS
+
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.precision = precision
+        return self
 
     @classmethod
     def _build(cls, state: dict, config: dict, meta: dict, device, where) -> "Classifier":
@@ -129,12 +149,15 @@ class Classifier:
         """Calibrated log-probabilities (n, 24) of preprocessed images (n, L, W) and features (n, F)."""
         # Temperature fitted on validation cells (karyopipe.classification.calibrate); 1.0 = raw logits.
         temperature = float(self.config.get("temperature", 1.0))
-        predictor = self._predictor()
+        low_precision = self.precision == "bfloat16"
+        # The prepared float32 copy's oneDNN modules do not run under autocast; bfloat16 uses the model itself.
+        predictor = self.model if low_precision else self._predictor()
         out = []
         for i in range(0, len(images), batch_size):
             x = torch.from_numpy(np.ascontiguousarray(images[i: i + batch_size], dtype=np.float32))[:, None]
             f = torch.from_numpy(np.ascontiguousarray(features[i: i + batch_size], dtype=np.float32))
-            logits = predictor(x.to(self.device), f.to(self.device))
+            with torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16, enabled=low_precision):
+                logits = predictor(x.to(self.device), f.to(self.device))
             out.append(torch.log_softmax(logits.float() / temperature, dim=1).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, 24), dtype=np.float32)
 
@@ -192,6 +215,16 @@ class ClassifierEnsemble:
         self.config["members"] = [m.config for m in members]
         self.preprocess = "geometry" if any(m.preprocess == "geometry" for m in members) else members[0].preprocess
         self.device = members[0].device
+
+    @property
+    def precision(self) -> str:
+        return self.members[0].precision
+
+    def set_precision(self, precision: str) -> "ClassifierEnsemble":
+        """Every member's :meth:`Classifier.set_precision`; returns ``self``."""
+        for member in self.members:
+            member.set_precision(precision)
+        return self
 
     @staticmethod
     def combine(log_probs: list[np.ndarray]) -> np.ndarray:

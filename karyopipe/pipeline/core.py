@@ -421,7 +421,7 @@ class KaryoPipeline:
         verbose : bool
             Print each fallback to stderr.
         precision : {"float32", "bfloat16"}
-            The segmentation network's arithmetic (``InferenceSettings.precision``):
+            The networks' arithmetic (``InferenceSettings.precision``, ``Classifier.set_precision``):
             bfloat16 is faster on CPUs with native bfloat16, at a cost measured in BENCHMARKS.md.
         chromosome_width : float, optional
             Chromosome width in pixels (``InferenceSettings.chromosome_width``) instead of
@@ -519,7 +519,7 @@ class KaryoPipeline:
         if cls_path.is_file():
             from karyopipe.classification import Classifier
 
-            classifier = Classifier.from_pretrained(cls_path, device=device)
+            classifier = Classifier.from_pretrained(cls_path, device=device, precision=precision)
             stages["classification"] = {"model": "hybrid_resnet", "weights": str(cls_path), **_card(cls_path)}
         else:
             stages["classification"] = {"model": None, "fallback": True,
