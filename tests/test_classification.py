@@ -317,7 +317,10 @@ def test_train_and_eval_cli_on_toy_folder(tmp_path, capsys):
     assert any("stray.png" in p for p in report["problems"])
     assert (out.parent / "metrics_confusion.png").is_file()
     assert "unpaired" in capsys.readouterr().out
-    assert evaluate.main([str(data), "--weights", str(run / "weights.pth"), "--split", "test"]) == 0
+    assert report["precision"] == "float32"
+    assert evaluate.main([str(data), "--weights", str(run / "weights.pth"), "--split", "test", "--precision",
+                          "bfloat16", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["precision"] == "bfloat16"
     printed = capsys.readouterr().out
     assert "n=8 cells=1" in printed and "unpaired" not in printed  # 0.2 of 6 cells rounds to 1 held-out test cell
 

@@ -162,3 +162,8 @@ def test_eval_fragments_scores_pieces_against_whole_crops_and_names_skipped_file
     assert len(r["problems"]) == 1 and "broken.png" in r["problems"][0]
     printed = capsys.readouterr().out
     assert "pieces: Y first" in printed and "skipped" in printed and "broken.png" in printed
+    assert json.loads(out.read_text())["precision"] == "float32"
+    low = tmp_path / "frag_bf16.json"
+    assert main([str(tmp_path / "toy"), "--split", "all", "--weights", str(tmp_path / "c.pth"), "--json", str(low),
+                 "--precision", "bfloat16"]) == 0
+    assert json.loads(low.read_text())["precision"] == "bfloat16"

@@ -223,6 +223,8 @@ def score_fragments(classifier, root, split: str = "train", max_cells: int | Non
 def build_parser():
     import argparse
 
+    from karyopipe.cli import add_precision_argument
+
     p = argparse.ArgumentParser(prog="karyopipe eval-fragments",
                                 description="How a classifier reads pieces of chromosomes (30-60 % of the length), "
                                             "cut from labelled crops inside their cells: how often it calls them Y.")
@@ -233,6 +235,7 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default=None, help="write the figures here")
+    add_precision_argument(p, help="classifier arithmetic (default float32; see eval-cls --precision)")
     return p
 
 
@@ -246,7 +249,7 @@ def main(argv: list[str]) -> int:
 
     args = build_parser().parse_args(argv)
     torch.set_num_threads(max(1, args.threads))
-    classifier = Classifier.from_pretrained(args.weights)
+    classifier = Classifier.from_pretrained(args.weights, precision=args.precision)
     results = []
     for root in args.data:
         r = score_fragments(classifier, root, args.split, args.max_cells, args.seed, progress=True)
@@ -259,5 +262,6 @@ def main(argv: list[str]) -> int:
             print(f"  skipped {problem}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"weights": args.weights or "shipped", "results": results}, indent=1))
+        Path(args.json).write_text(json.dumps({"weights": args.weights or "shipped", "precision": args.precision,
+                                                  "results": results}, indent=1))
     return 0
