@@ -605,11 +605,7 @@ class KaryoPipeline:
             hidden_instances = list  # its NMS is its own: nothing is known to lie hidden inside a kept object
 
         def reserve():
-            covered = np.zeros(gray.shape[:2], bool)
-            for inst in kept:
-                covered |= inst.mask
-            return [inst for inst in weak_instances() if inst.score >= self.rescue_floor and inst.mask is not None
-                    and inst.mask.any() and (inst.mask & covered).sum() <= RESCUE_MAX_OVERLAP * inst.mask.sum()]
+            return objects_off_kept(weak_instances(), kept, gray.shape[:2], self.rescue_floor)
 
         return kept, Reserve(reserve, hidden_instances)
 
@@ -682,15 +678,10 @@ class KaryoPipeline:
         seg = self.second_segmenter
         if seg is None or self.rescue_floor is None:
             return []
-        covered = np.zeros(gray.shape[:2], bool)
-        for inst in kept:
-            covered |= inst.mask
-        found = []
-        for inst in seg(gray):
+        found = seg(gray)
+        for inst in found:
             inst.score = float(inst.score) * SECOND_SEGMENTER_SCORE_SCALE
-            if inst.score >= self.rescue_floor and (inst.mask & covered).sum() <= RESCUE_MAX_OVERLAP * inst.mask.sum():
-                found.append(inst)
-        return found
+        return objects_off_kept(found, kept, gray.shape[:2], self.rescue_floor)
 
     def split_look(self, gray, instances, geometries, log_probs, call, candidates=None):
         """Split kept objects a second view sees as touching chromosomes, if that mends a loss of ``call``.
@@ -1029,6 +1020,20 @@ def merged_objects(instances, view) -> list[tuple]:
             used.update(parts)
             found.append((inst, [view[k] for k in parts]))
     return found
+
+
+def objects_off_kept(objects, kept, shape, floor: float) -> list:
+    """The ``objects`` scored from ``floor`` up that a look may add to the cell's ``kept`` instances.
+
+    An object lying more than :data:`RESCUE_MAX_OVERLAP` of its area on kept
+    instances is a piece of them, not a missed chromosome; one without a mask
+    cannot be placed and is left out too. ``shape`` is the spread's (H, W).
+    """
+    covered = np.zeros(shape, bool)
+    for inst in kept:
+        covered |= inst.mask
+    return [inst for inst in objects if inst.score >= floor and inst.mask is not None and inst.mask.any()
+            and (inst.mask & covered).sum() <= RESCUE_MAX_OVERLAP * inst.mask.sum()]
 
 
 def hidden_splits(instances, hidden) -> list[tuple]:
