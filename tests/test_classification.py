@@ -431,6 +431,47 @@ def test_mixup_training_still_learns_and_says_so_in_the_card(tmp_path):
     assert "mixup Beta(0.2, 0.2)" in load_weights(run / "weights.pth")[2]["training"]
 
 
+def test_sharpness_ascent_moves_rho_along_the_gradient_and_descent_undoes_it():
+    from karyopipe.classification.train import sharpness_ascent, sharpness_descent
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    net(torch.randn(5, 3)).square().sum().backward()
+    before = [p.detach().clone() for p in net.parameters()]
+    offsets = sharpness_ascent(net.parameters(), 0.05)
+    moved = torch.cat([(p.detach() - b).flatten() for p, b in zip(net.parameters(), before)])
+    grads = torch.cat([p.grad.flatten() for p in net.parameters()])
+    assert torch.linalg.vector_norm(moved) == pytest.approx(0.05, rel=1e-4)
+    assert torch.nn.functional.cosine_similarity(moved, grads, dim=0) == pytest.approx(1.0, abs=1e-5)
+    sharpness_descent(offsets)
+    assert all(torch.allclose(p, b, atol=1e-7) for p, b in zip(net.parameters(), before))
+    assert sharpness_ascent([torch.nn.Parameter(torch.ones(2))], 0.05) == []  # no gradient: nothing moves
+
+
+def test_frozen_batchnorm_statistics_normalise_by_the_batch_without_updating():
+    from karyopipe.classification.train import frozen_batchnorm_statistics
+
+    bn = torch.nn.BatchNorm1d(3).train()
+    batch = torch.randn(8, 3) * 4 + 2
+    with frozen_batchnorm_statistics(bn):
+        out = bn(batch)
+    assert torch.equal(bn.running_mean, torch.zeros(3)) and torch.equal(bn.running_var, torch.ones(3))
+    assert torch.allclose(out.mean(0), torch.zeros(3), atol=1e-5)  # still the batch's statistics
+    assert bn.momentum == 0.1
+    bn(batch)
+    assert not torch.equal(bn.running_mean, torch.zeros(3))
+
+
+def test_sam_training_still_learns_and_says_so_in_the_card(tmp_path):
+    from karyopipe.classification.train import build_parser
+    from karyopipe.weights import load_weights
+
+    assert build_parser().parse_args(["--data", "x"]).sam == 0.0
+    run, history = _train_toy(tmp_path, "--sam", "0.05")
+    assert history[-1]["train_loss"] < 0.8 * history[0]["train_loss"]
+    assert history[-1]["val_loss"] < 0.9 * history[0]["val_loss"]
+    assert "SAM, rho 0.05" in load_weights(run / "weights.pth")[2]["training"]
+
+
 def test_resumed_call_reads_the_training_set_its_first_call_prepared(tmp_path, capsys):
     from karyopipe.classification import train
     from karyopipe.classification.dataset import load_arrays

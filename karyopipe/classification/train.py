@@ -20,6 +20,7 @@ import argparse
 import json
 import platform
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
                    help="mixup (Zhang et al. 2018): train on each batch blended with a shuffled copy of itself, "
                         "images, features and targets alike, by a weight drawn from Beta(ALPHA, ALPHA); 0 (default): off")
+    p.add_argument("--sam", type=float, default=0.0, metavar="RHO",
+                   help="sharpness-aware minimisation (Foret et al. 2021): each step takes the gradient at the "
+                        "worst weights within RHO of the current ones (two passes a step); 0 (default): off")
     p.add_argument("--ema-half-life", type=float, default=0.0, metavar="EPOCHS",
                    help="score, keep and ship an exponential moving average of the weights (buffers included) "
                         "whose memory halves every EPOCHS epochs of steps; 0 (default): the weights as trained")
@@ -311,6 +315,70 @@ def mixup_batch(images, features, alpha: float, rng: np.random.Generator):
     return lam * images + (1 - lam) * images[order], lam * features + (1 - lam) * features[order], order, lam
 
 
+def sharpness_ascent(params, rho: float) -> list:
+    """Move the weights to the worst point within ``rho`` of them, to first order (SAM's first step).
+
+    SAM (Foret et al., "Sharpness-Aware Minimization for Efficiently Improving
+    Generalization", ICLR 2021) steps with the gradient taken at ``w + rho * g / ||g||``,
+    which favours flat minima; with small data trained from scratch those generalise better.
+
+    Parameters
+    ----------
+    params : iterable of Tensor
+        The weights, their ``.grad`` filled by a backward pass at the current weights.
+    rho : float
+        Radius of the neighbourhood (L2 norm over all the weights together).
+
+    Returns
+    -------
+    list of (Tensor, Tensor)
+        Each moved weight with the offset added to it, for :func:`sharpness_descent`.
+    """
+    import torch
+
+    moved = [p for p in params if p.grad is not None]
+    if not moved:
+        return []
+    grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in moved]))
+    scale = rho / (float(grad_norm) + 1e-12)
+    offsets = []
+    with torch.no_grad():
+        for p in moved:
+            offset = p.grad * scale
+            p.add_(offset)
+            offsets.append((p, offset))
+    return offsets
+
+
+def sharpness_descent(offsets: list) -> None:
+    """Undo :func:`sharpness_ascent`, so the optimizer steps from the original weights."""
+    import torch
+
+    with torch.no_grad():
+        for p, offset in offsets:
+            p.sub_(offset)
+
+
+@contextmanager
+def frozen_batchnorm_statistics(model):
+    """Within this context, BatchNorm layers normalise by the batch but leave their running statistics alone.
+
+    SAM's second pass sees the same batch at perturbed weights; letting it update the
+    running statistics would count the batch twice, once at weights never kept.
+    """
+    import torch
+
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in layers]
+    for m in layers:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum in zip(layers, momenta):
+            m.momentum = momentum
+
+
 def plot_curves(history: list[dict], path) -> None:
     import matplotlib
 
@@ -484,15 +552,26 @@ def train(args, splits: dict | None = None) -> dict:
                 images, feats, order, lam = mixup_batch(images, feats, args.mixup, mix_rng)
             if low_precision:
                 images = images.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16, enabled=low_precision):
-                logits = model(images, feats)
-            logits = logits.float()
-            loss = outlier_exposure_loss(logits, target, criterion, args.outlier_weight)
-            if args.mixup > 0:
-                loss = lam * loss + (1 - lam) * outlier_exposure_loss(logits, target[order], criterion,
-                                                                       args.outlier_weight)
+
+            def batch_loss():
+                with torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16, enabled=low_precision):
+                    logits = model(images, feats).float()
+                loss = outlier_exposure_loss(logits, target, criterion, args.outlier_weight)
+                if args.mixup > 0:
+                    loss = lam * loss + (1 - lam) * outlier_exposure_loss(logits, target[order], criterion,
+                                                                           args.outlier_weight)
+                return logits, loss
+
+            logits, loss = batch_loss()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if args.sam > 0:
+                offsets = sharpness_ascent(model.parameters(), args.sam)
+                with frozen_batchnorm_statistics(model):
+                    _, perturbed_loss = batch_loss()
+                optimizer.zero_grad(set_to_none=True)
+                perturbed_loss.backward()
+                sharpness_descent(offsets)
             optimizer.step()
             if averaged is not None:
                 averaged.update_parameters(model)
@@ -590,6 +669,7 @@ def train(args, splits: dict | None = None) -> dict:
                     + (", bfloat16 autocast steps" if args.precision == "bfloat16" else "")
                     + (f", weights averaged (EMA, half-life {args.ema_half_life:g} epochs)" if averaged is not None else "")
                     + (f", mixup Beta({args.mixup:g}, {args.mixup:g})" if args.mixup > 0 else "")
+                    + (f", sharpness-aware steps (SAM, rho {args.sam:g})" if args.sam > 0 else "")
                     + (f", plus {args.shift_copies} lab-shifted copies of the training crops" if args.shift_copies else "")
                     + (f", plus {int((train_a.labels == 0).sum())} pieces of training crops as outliers (outlier "
                        f"exposure, weight {args.outlier_weight}, "
@@ -630,6 +710,8 @@ def main(argv: list[str]) -> int:
         parser.error(f"--outlier-share {args.outlier_share}: must be between 0 and 1")
     if args.stop_after is not None and args.stop_after <= 0:
         parser.error(f"--stop-after {args.stop_after}: must be more than 0 minutes")
+    if args.sam < 0:
+        parser.error(f"--sam {args.sam}: must be 0 or more")
     if args.ema_half_life < 0:
         parser.error(f"--ema-half-life {args.ema_half_life}: must be 0 or more")
     if args.workers < 0:
