@@ -431,6 +431,17 @@ def test_mixup_training_still_learns_and_says_so_in_the_card(tmp_path):
     assert "mixup Beta(0.2, 0.2)" in load_weights(run / "weights.pth")[2]["training"]
 
 
+@pytest.mark.parametrize("option", ["--shift-copies", "--fragment-copies", "--outlier-weight", "--mixup", "--sam",
+                                    "--ema-half-life", "--workers"])
+def test_train_cls_refuses_a_negative_count_or_weight_by_name(option, capsys):
+    from karyopipe.classification import train
+
+    with pytest.raises(SystemExit):
+        train.main(["--data", "x", option, "-1"])
+    err = capsys.readouterr().err
+    assert f"{option} -1" in err and "must be 0 or more" in err
+
+
 def test_sharpness_ascent_moves_rho_along_the_gradient_and_descent_undoes_it():
     from karyopipe.classification.train import sharpness_ascent, sharpness_descent
 

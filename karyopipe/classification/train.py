@@ -700,21 +700,12 @@ def main(argv: list[str]) -> int:
         parser.error(f"--gamma-max {args.gamma_max}: must be at least 1 (gamma is drawn in 1/G..G)")
     if args.stretch_max < 1.0:
         parser.error(f"--stretch-max {args.stretch_max}: must be at least 1 (the factor is drawn in 1/S..S)")
-    if args.shift_copies < 0:
-        parser.error(f"--shift-copies {args.shift_copies}: must be 0 or more")
-    if args.fragment_copies < 0:
-        parser.error(f"--fragment-copies {args.fragment_copies}: must be 0 or more")
-    if args.outlier_weight < 0:
-        parser.error(f"--outlier-weight {args.outlier_weight}: must be 0 or more")
+    for option in ("shift_copies", "fragment_copies", "outlier_weight", "mixup", "sam", "ema_half_life", "workers"):
+        if getattr(args, option) < 0:
+            parser.error(f"--{option.replace('_', '-')} {getattr(args, option)}: must be 0 or more")
     if args.outlier_share is not None and not 0 < args.outlier_share < 1:
         parser.error(f"--outlier-share {args.outlier_share}: must be between 0 and 1")
     if args.stop_after is not None and args.stop_after <= 0:
         parser.error(f"--stop-after {args.stop_after}: must be more than 0 minutes")
-    if args.sam < 0:
-        parser.error(f"--sam {args.sam}: must be 0 or more")
-    if args.ema_half_life < 0:
-        parser.error(f"--ema-half-life {args.ema_half_life}: must be 0 or more")
-    if args.workers < 0:
-        parser.error(f"--workers {args.workers}: must be 0 or more")
     train(args)
     return 0
