@@ -23,6 +23,7 @@ from __future__ import annotations
 import io
 import re
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -98,7 +99,8 @@ def _cv2_read(data: bytes) -> np.ndarray:
     import cv2
 
     _quiet_opencv()
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    with _native_stderr_silenced():
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise ValueError("OpenCV could not decode it")
     if image.ndim == 3 and image.shape[2] == 3:
@@ -117,6 +119,28 @@ def _quiet_opencv() -> None:
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     except AttributeError:
         pass
+
+
+@contextmanager
+def _native_stderr_silenced():
+    # libpng and libjpeg inside OpenCV print "libpng error: ..." straight to the process's
+    # stderr, past OpenCV's log level; the failed read is reported by our own error instead.
+    import os
+    import sys
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        yield  # no real file descriptor 2 (an embedding host): nothing to silence
+        return
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _tifffile_read(data: bytes) -> np.ndarray:

@@ -113,7 +113,7 @@ def test_bad_files_name_the_file_and_reason(tmp_path, make, reason):
     assert "\n" not in str(info.value)
 
 
-def test_truncated_files_are_errors(tmp_path):
+def test_truncated_files_are_errors(tmp_path, capfd):
     big = RNG.integers(0, 256, (64, 64), dtype=np.uint8)
     for name in ("t.png", "t.tiff", "t.jpg"):
         full = tmp_path / f"full_{name}"
@@ -123,6 +123,15 @@ def test_truncated_files_are_errors(tmp_path):
         cut.write_bytes(data[: len(data) // 8])
         with pytest.raises(ImageReadError, match=name):
             read_image(cut)
+    # A PNG cut inside its image data makes libpng print "libpng error: ..." from inside OpenCV; that stays
+    # out of the user's terminal, where our own error already names the file and the reason.
+    cv2.imwrite(str(tmp_path / "large.png"), RNG.integers(0, 256, (256, 256), dtype=np.uint8))
+    data = (tmp_path / "large.png").read_bytes()
+    (tmp_path / "half.png").write_bytes(data[: len(data) // 2])
+    capfd.readouterr()
+    with pytest.raises(ImageReadError, match="half.png"):
+        read_image(tmp_path / "half.png")
+    assert capfd.readouterr().err == ""
 
 
 def test_decode_image_and_image_size(tmp_path):
