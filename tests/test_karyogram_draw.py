@@ -103,3 +103,19 @@ def test_object_ids_are_written_under_the_chromosomes_for_review():
     assert with_ids.shape[0] == without.shape[0] + 4 * 12
     grey = np.all(np.abs(with_ids.astype(int) - 120) < 30, axis=2).sum()
     assert grey > np.all(np.abs(without.astype(int) - 120) < 30, axis=2).sum() + 200
+
+
+def test_marked_objects_are_framed_and_by_default_the_uncertain_ones():
+    from karyopipe.karyogram.draw import _WARN
+
+    images, call = _cell("46,XY")
+    assert not any("uncertain" in f for f in call.flags)
+    warn = lambda picture: int(np.all(picture == np.array(_WARN, np.uint8), axis=2).sum())  # noqa: E731
+    default = draw_karyogram(images, call, ideogram=False)
+    assert warn(default) == 0
+    marked = [False] * len(call.labels)
+    marked[3] = True  # a chromosome the pipeline marks for a check, whatever the assignment's confidence
+    framed = draw_karyogram(images, call, ideogram=False, marked=marked)
+    assert framed.shape == default.shape and warn(framed) > 100
+    with pytest.raises(ValueError, match="marks for"):
+        draw_karyogram(images, call, marked=marked[:-1])

@@ -413,6 +413,31 @@ def test_a_y_or_an_extra_copy_from_a_weak_detection_is_flagged_and_named_and_the
     assert [(c.class_name, c.score) for c in flagged] == [("21", 0.7)]
 
 
+class _UnknownFlat(_ByClass):
+    """As :class:`_ByClass`, but objects of class 0 read as nothing known: a flat 1/24 over every class."""
+
+    def predict_cell(self, geometries, reference=None):
+        lp = super().predict_cell([g if g.cls else _Geometry(1) for g in geometries])
+        lp[[i for i, g in enumerate(geometries) if g.cls == 0]] = np.log(1 / 24)
+        return lp
+
+
+def test_a_class_the_classifier_gave_under_five_percent_is_marked_however_sure_the_cell_is(no_weights):
+    from karyopipe.pipeline.core import CLASSIFIER_DISAGREES_BELOW, LOW_CONFIDENCE
+
+    # A female cell short of one 7, plus an object the classifier reads as nothing known: the assignment
+    # puts it in the 7's slot and is sure of the cell, but the classifier gave it 7 at 1/24.
+    pipe, gray, _ = _cell_pipeline(_female_cell_without(missing=(7,)) + [(0, 0.99)])
+    pipe.classifier = _UnknownFlat()
+    result = pipe(gray)
+    assert result.karyotype == "46,XX"
+    odd = result.chromosomes[-1]
+    assert odd.class_name == "7" and odd.confidence >= LOW_CONFIDENCE and 1 / 24 < CLASSIFIER_DISAGREES_BELOW
+    assert "classifier_disagrees" in odd.flags and odd.low_confidence
+    assert result.n_to_check == 1
+    assert not any("classifier_disagrees" in c.flags for c in result.chromosomes[:-1])
+
+
 def test_a_chromosome_cut_by_the_image_edge_is_flagged_for_a_check_and_the_call_stands(no_weights):
     from karyopipe.pipeline.edges import touches_picture_edge
 

@@ -40,7 +40,7 @@ def write_spread_and_report(root):
     truth = np.array(truth)
     a21, a22 = int(np.flatnonzero(truth == 21)[0]), int(np.flatnonzero(truth == 22)[0])
     rows[a21]["label"], rows[a22]["label"] = 22, 21
-    rows[a21]["flags"] = ["uncertain", "at_image_edge"]
+    rows[a21]["flags"] = ["uncertain", "at_image_edge", "classifier_disagrees"]
     out = root / "spread"
     out.mkdir()
     report = {"source": str(root / "spread.png"), "polarity": "brightfield", "image_shape": list(spread.image.shape),
@@ -74,6 +74,7 @@ def test_review_fixes_a_swap_and_redraws_everything(report_dir, tmp_path):
     assert result.karyotype == "47,XX,+21"
     assert result.chromosomes[a21].label == 21 and "set_by_reviewer" in result.chromosomes[a21].flags
     assert "uncertain" not in result.chromosomes[a21].flags and result.chromosomes[a21].confidence == 1.0
+    assert "classifier_disagrees" not in result.chromosomes[a21].flags  # it spoke of the machine's label
     # checked by a person now, though the machine's reason to check it (the image edge) stays on record
     assert "at_image_edge" in result.chromosomes[a21].flags and not result.chromosomes[a21].low_confidence
     assert result.stages["review"]["corrections"] == [{"id": a21, "from": "22", "to": "21"},

@@ -90,7 +90,8 @@ def _display(img: np.ndarray, banding: str) -> np.ndarray:
 
 
 def draw_karyogram(straightened, call, *, centromere_t=None, banding: str = "g", title: str | None = None,
-                   max_chromosome_px: int = 220, ideogram: bool = True, ids: bool = True) -> np.ndarray:
+                   max_chromosome_px: int = 220, ideogram: bool = True, ids: bool = True,
+                   marked=None) -> np.ndarray:
     """Draw a cell's karyogram.
 
     Parameters
@@ -115,6 +116,9 @@ def draw_karyogram(straightened, call, *, centromere_t=None, banding: str = "g",
     ids : bool
         Write each chromosome's object id (``#12``, as in the overlay) under it,
         so that a reviewer can name it in a correction (``karyopipe review --set 12=7``).
+    marked : sequence of bool, shape (n,), optional
+        Objects framed with a "?" for the reader's check; by default those the
+        call flags ``"uncertain"``. The pipeline passes every object its overlay marks.
 
     Returns
     -------
@@ -124,6 +128,9 @@ def draw_karyogram(straightened, call, *, centromere_t=None, banding: str = "g",
     n = len(call.labels)
     if len(straightened) != n:
         raise ValueError(f"draw_karyogram: {len(straightened)} straightened images for {n} objects in the call")
+    marked = [("uncertain" in f) for f in call.flags] if marked is None else [bool(m) for m in marked]
+    if len(marked) != n:
+        raise ValueError(f"draw_karyogram: {len(marked)} marks for {n} objects in the call")
     images = [np.nan_to_num(np.asarray(im, dtype=np.float32)) for im in straightened]
     for i, im in enumerate(images):
         if im.ndim != 2:
@@ -216,11 +223,10 @@ def draw_karyogram(straightened, call, *, centromere_t=None, banding: str = "g",
                 im = scaled[i]
                 top = round(y_cen - ct[i] * im.height)
                 canvas.paste(im.convert("RGB"), (round(x), top))
-                flags = call.flags[i]
-                if "uncertain" in flags:
+                if marked[i]:
                     draw.rectangle([x - 2, top - 2, x + im.width + 1, top + im.height + 1], outline=_WARN, width=2)
                     draw.text((x + im.width / 2, top - 4), "?", fill=_WARN, font=_font(12), anchor="md")
-                elif "extra_copy" in flags:
+                elif "extra_copy" in call.flags[i]:
                     draw.text((x + im.width / 2, top - 4), "+", fill=_EXTRA, font=_font(12), anchor="md")
                 if ids:
                     draw.text((x + im.width / 2, y + above + below + 7), f"#{i}", fill=_ID_INK, font=_font(9),

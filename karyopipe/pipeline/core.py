@@ -41,7 +41,13 @@ _PAD = 4
 # Below this label confidence a chromosome is marked in the overlay and report.
 LOW_CONFIDENCE = 0.9
 #: Flags that send a chromosome to the reader whatever its confidence (:attr:`ChromosomeResult.low_confidence`).
-_CHECK_FLAGS = ("uncertain", "rescued", "split", "at_image_edge", "weak_detection")
+_CHECK_FLAGS = ("uncertain", "rescued", "split", "at_image_edge", "weak_detection", "classifier_disagrees")
+# An object the assignment gave a class the classifier, reading it alone, put below this probability
+# (a merged pair read as nothing known, a chromosome moved to make the pairs come out) is flagged
+# "classifier_disagrees" and marked, however sure the assignment is of the whole cell. Chosen on the
+# training frames and composites: the largest value whose new marks are errors at least as often as
+# the existing marks are (BENCHMARKS.md, End to end, thirty-second update).
+CLASSIFIER_DISAGREES_BELOW = 0.05
 #: Flags of objects a reviewer changed (``karyopipe review``); a class a reviewer set has been checked.
 SET_FLAG, DROP_FLAG = "set_by_reviewer", "dropped_by_reviewer"
 # Above this many objects the segmentation did not see one metaphase (near-tetraploid cells
@@ -141,6 +147,8 @@ class ChromosomeResult:
         may lie outside it and its length and class are less sure;
         ``"weak_detection"``: a Y, or one of a class the call holds too many of, found by a
         detection scored below :data:`REFERENCE_SCORE` (it may be a piece of another chromosome).
+        ``"classifier_disagrees"``: the classifier, reading the object alone, gave ``label`` less
+        than :data:`CLASSIFIER_DISAGREES_BELOW`; the assignment chose it for the cell's sake.
     geometry : ChromosomeGeometry or None
         The full geometry result (axis in input pixels, straightened image).
 
@@ -300,7 +308,8 @@ class KaryotypeResult:
             ct.append(g.centromere_t if g is not None else 0.5)
         call = self.call if self.call is not None else _unassigned_call(len(self.chromosomes), self.statement)
         title = self.karyotype or (self.statement.split(".")[0] if self.statement else None)
-        return draw_karyogram(straight, call, centromere_t=ct if straight else None, banding=self.banding, title=title)
+        return draw_karyogram(straight, call, centromere_t=ct if straight else None, banding=self.banding, title=title,
+                              marked=[c.low_confidence for c in self.chromosomes])
 
     def overlay_image(self) -> np.ndarray:
         """Spread with masks, outlines, ids and class labels, (H, W, 3) uint8 (:func:`draw_overlay`)."""
@@ -930,8 +939,11 @@ class KaryoPipeline:
             if call is not None:
                 c.label = int(call.labels[i])
                 c.confidence = float(call.confidence[i])
+                disagrees = (log_probs is not None and c.label > 0
+                             and float(np.exp(log_probs[i][c.label - 1])) < CLASSIFIER_DISAGREES_BELOW)
                 c.flags = sorted(set(c.flags) | set(call.flags[i]) | ({"rescued"} if i in rescued else set())
-                               | ({"split"} if i in split_parts else set()))
+                               | ({"split"} if i in split_parts else set())
+                               | ({"classifier_disagrees"} if disagrees else set()))
             if i in at_edge:
                 c.flags = sorted(set(c.flags) | {"at_image_edge"})
             if i in weak:

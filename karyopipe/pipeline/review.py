@@ -217,7 +217,9 @@ def review(report_path, changes: dict[int, int], image=None, reviewer: str = "")
             made.append({"id": ident, "from": CLASS_NAMES[label - 1] if label else "?",
                          "to": CLASS_NAMES[changes[ident] - 1] if changes[ident] else "not a chromosome"})
             label, conf = changes[ident], 1.0
-            own = [f for f in own if f not in ("uncertain", "unassigned")] + [SET_FLAG if label else DROP_FLAG]
+            # What was said of the machine's label no longer applies to the reviewer's.
+            own = ([f for f in own if f not in ("uncertain", "unassigned", "classifier_disagrees")]
+                   + [SET_FLAG if label else DROP_FLAG])
             if not label:
                 own.append("unassigned")
         labels.append(label)
