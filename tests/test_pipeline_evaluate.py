@@ -96,6 +96,13 @@ def test_evaluate_detection_and_classes(tmp_path, monkeypatch):
     assert m["wrong_calls_unmarked"] == int(not row["exact"] and row["to_check"] == 0)
     assert m["wrong_calls_unprompted"] == int(not row["exact"] and not row["review_prompts"])
     assert row["review_prompts"]  # 4 objects marked, and the call is not normal
+    # Each reason for a mark, with how often it marks a wrong call; "unmarked" is the baseline it is read against.
+    marks = m["marks_by_reason"]
+    assert marks["unmarked"]["objects"] == row["n_pred"] - row["to_check"]
+    assert marks["unmarked"]["wrong"] == sum(not e["marked"] for e in errors)
+    # Every object pushed out of "1" got a class the classifier gave e^-10: the assignment's choice, not its.
+    assert marks["classifier_disagrees"]["wrong"] == sum(e["called"] != "1" for e in errors) > 0
+    assert all(t["wrong"] <= t["matched"] <= t["objects"] for t in marks.values())
 
 
 def test_cli_on_coco(tmp_path, monkeypatch, capsys):

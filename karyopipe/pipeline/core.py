@@ -185,10 +185,19 @@ class ChromosomeResult:
 
         A class a reviewer set (``karyopipe review``) has been checked, whatever its other flags.
         """
+        return bool(self.check_reasons)
+
+    @property
+    def check_reasons(self) -> list[str]:
+        """Why the chromosome is marked for a check: ``"unclassified"``, ``"low_confidence"`` (the
+        assignment's confidence below :data:`LOW_CONFIDENCE`) and each flag of :data:`_CHECK_FLAGS` it
+        carries; empty when it is not marked (or a reviewer set its class)."""
         if self.label and SET_FLAG in self.flags:
-            return False
-        return ((not self.label) or not (self.confidence >= LOW_CONFIDENCE)
-                or any(flag in self.flags for flag in _CHECK_FLAGS))
+            return []
+        if not self.label:
+            return ["unclassified"]
+        return ((["low_confidence"] if not (self.confidence >= LOW_CONFIDENCE) else [])
+                + [flag for flag in _CHECK_FLAGS if flag in self.flags])
 
 
 @dataclass

@@ -25,7 +25,11 @@ Metrics
   called wrong that carry such a mark, and the wrong karyotype calls with no
   object marked, and those whose report asks for no look at all
   (:attr:`~karyopipe.pipeline.KaryotypeResult.review_prompts` empty: the
-  silent mistakes);
+  silent mistakes); and ``marks_by_reason``: for each reason an object is
+  marked (:attr:`~karyopipe.pipeline.ChromosomeResult.check_reasons`) and for
+  the unmarked ones, how many objects, how many matched to a classed truth and
+  how many of those are wrong, so that a reason can be judged by how often it
+  sends the reader to a mistake;
 * seconds per spread (pipeline total, as timed by the pipeline).
 
 The accuracy, ``detected_and_right`` and the exact-karyotype rate come with a
@@ -151,7 +155,7 @@ def evaluate(pipe, samples, confidence: dict | None = None, progress: bool = Tru
 
     totals = dict(n_true=0, n_pred=0, tp=0, cls_n=0, cls_correct=0, conf_n=0, conf_correct=0, conf_true=0, exact_n=0,
                   exact=0)
-    per_spread, failures, seconds = [], [], []
+    per_spread, failures, seconds, marks = [], [], [], {}
     for s in tqdm(samples, desc="spreads", disable=not progress, file=sys.stderr):
         try:
             image = to_gray(s.load_image() if hasattr(s, "load_image") else s.loader())
@@ -170,6 +174,15 @@ def evaluate(pipe, samples, confidence: dict | None = None, progress: bool = Tru
         # Which truths are confidently labelled, found or not: the denominator of detected-and-right on them.
         sure = [confidence is not None and confidence.get(t.extra.get("coco_id")) == "high" for t in truths]
         errors = []
+        # Per reason an object is marked (and "unmarked"): objects, those matched to a classed truth, wrong ones.
+        truth_label = {p: truths[t].label for p, t, _ in pairs}
+        for p, c in enumerate(result.chromosomes):
+            judged = bool(truth_label.get(p))
+            for reason in c.check_reasons or ["unmarked"]:
+                tally = marks.setdefault(reason, {"objects": 0, "matched": 0, "wrong": 0})
+                tally["objects"] += 1
+                tally["matched"] += judged
+                tally["wrong"] += judged and c.label != truth_label[p]
         for p, t, _ in pairs:
             label = truths[t].label
             if not label:
@@ -257,6 +270,9 @@ def evaluate(pipe, samples, confidence: dict | None = None, progress: bool = Tru
         "objects_marked": div(sum(r["to_check"] for r in per_spread), totals["n_pred"]),
         "errors_marked": div(sum(e["marked"] for r in per_spread for e in r["errors"]),
                              sum(len(r["errors"]) for r in per_spread)),
+        # Each reason for a mark with how often the matched objects it marks are wrong; "unmarked" is the baseline.
+        "marks_by_reason": {reason: {**tally, "wrong_share": div(tally["wrong"], tally["matched"])}
+                            for reason, tally in sorted(marks.items())},
         "wrong_calls_unmarked": sum(1 for r in scored if not r["exact"] and not r["to_check"]),
         # The silent mistakes: wrong calls whose report asks for no look at all.
         "wrong_calls_unprompted": sum(1 for r in scored if not r["exact"] and not r["review_prompts"]),
@@ -349,6 +365,9 @@ def main(argv: list[str] | None = None) -> int:
     if metrics["confusions"]:
         print("  commonest errors (truth -> call, n)  "
               + ", ".join(f"{c['truth']}->{c['called']} {c['n']}" for c in metrics["confusions"][:8]))
+    if metrics["marks_by_reason"]:
+        print("  marks, wrong of matched (reason)    "
+              + ", ".join(f"{reason} {t['wrong']}/{t['matched']}" for reason, t in metrics["marks_by_reason"].items()))
     for f in metrics["failures"]:
         print(f"  failed: {f}", file=sys.stderr)
     if args.json:
