@@ -128,6 +128,9 @@ def test_cli_writes_every_output(no_weights, spread_png, tmp_path, capsys):
     assert {"id", "bbox", "polygon", "class", "top3", "length_px", "relative_length", "centromere_index", "flags"} <= set(c0)
     rows = (out / "spread" / "chromosomes.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + len(RODS)
+    # Why each object is marked, in both: no classifier here, so every object is unclassified.
+    assert all(c["check_reasons"] == ["unclassified"] and c["low_confidence"] for c in report["chromosomes"])
+    assert rows[0].endswith(",flags,check") and all(row.endswith(",unclassified") for row in rows[1:])
     # masks.png: 16-bit labels, chromosome id + 1 on its pixels, as report.json says
     import cv2
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 CSV_COLUMNS = ["id", "class", "confidence", "top1", "p1", "top2", "p2", "top3", "p3", "x0", "y0", "x1", "y1",
-               "length_px", "relative_length", "centromere_index", "polarity_confidence", "score", "flags"]
+               "length_px", "relative_length", "centromere_index", "polarity_confidence", "score", "flags", "check"]
 
 
 def _num(v, digits: int = 4):
@@ -33,6 +33,8 @@ def chromosome_to_dict(c) -> dict:
         "polarity_confidence": _num(c.polarity_confidence),
         "score": _num(c.score),
         "low_confidence": bool(c.low_confidence),
+        # Why the overlay and the karyogram mark it for a check (empty when they do not).
+        "check_reasons": list(c.check_reasons),
         "flags": list(c.flags),
     }
 
@@ -79,7 +81,7 @@ def write_csv(path, chromosomes) -> Path:
                 row += [name, _num(p)]
             row += [_num(v, 1) for v in c.bbox]
             row += [_num(c.length_px, 2), _num(c.relative_length, 3), _num(c.centromere_index),
-                    _num(c.polarity_confidence), _num(c.score), ";".join(c.flags)]
+                    _num(c.polarity_confidence), _num(c.score), ";".join(c.flags), ";".join(c.check_reasons)]
             writer.writerow(["" if v is None else v for v in row])
     return path
 
