@@ -426,7 +426,8 @@ class _UnknownFlat(_ByClass):
 
 
 def test_a_class_the_classifier_gave_under_five_percent_is_marked_however_sure_the_cell_is(no_weights):
-    from karyopipe.pipeline.core import CLASSIFIER_DISAGREES_BELOW, LOW_CONFIDENCE
+    from karyopipe.karyogram.assign import CLASSIFIER_DISAGREES_BELOW
+    from karyopipe.pipeline.core import LOW_CONFIDENCE
 
     # A female cell short of one 7, plus an object the classifier reads as nothing known: the assignment
     # puts it in the 7's slot and is sure of the cell, but the classifier gave it 7 at 1/24.

@@ -98,6 +98,12 @@ POSSIBLE_GAIN_P = 0.05
 Y_EVIDENCE_WEIGHT = 4.0
 # Below this probability a chromosome's class, or the cell's sex, is called uncertain and named for a check.
 UNCERTAIN_BELOW = 0.9
+# An object given a class the classifier, reading it alone, put below this probability (a merged pair
+# read as nothing known, a chromosome moved to make the pairs come out) is flagged "classifier_disagrees",
+# however sure the assignment is of the whole cell. Chosen on the training frames and composites: the
+# largest value whose marks are errors at least as often as the other marks are (BENCHMARKS.md, End to end,
+# thirty-second update).
+CLASSIFIER_DISAGREES_BELOW = 0.05
 # Junk lengths: spread evenly in log length over ~30-fold (a speck to two chromosome 1s).
 _JUNK_LOG_LENGTH_RANGE = math.log(30.0)
 
@@ -195,6 +201,8 @@ class KaryotypeCall:
     flags : list of list of str
         Per object: ``"uncertain"``, ``"unassigned"``, ``"extra_copy"``,
         ``"reassigned"`` (label differs from the classifier's top class),
+        ``"classifier_disagrees"`` (the classifier gave the label less than
+        :data:`CLASSIFIER_DISAGREES_BELOW`),
         ``"length_outlier"``, ``"no_length"`` (NaN or non-positive length given),
         ``"polarity_uncertain"``, ``"paired_by_banding"`` (moved by homolog pairing,
         see ``pair_log_odds``).
@@ -553,6 +561,8 @@ def assign_karyotype(
             flags[i].append("extra_copy")
         if labels[i] != top[i]:
             flags[i].append("reassigned")
+        if log_probs[i, labels[i] - 1] < math.log(CLASSIFIER_DISAGREES_BELOW):
+            flags[i].append("classifier_disagrees")
         if i in paired:
             flags[i].append("paired_by_banding")
         if no_length[i]:

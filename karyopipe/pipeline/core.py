@@ -41,13 +41,8 @@ _PAD = 4
 # Below this label confidence a chromosome is marked in the overlay and report.
 LOW_CONFIDENCE = 0.9
 #: Flags that send a chromosome to the reader whatever its confidence (:attr:`ChromosomeResult.low_confidence`).
+# "classifier_disagrees" is the assigner's (karyopipe.karyogram.assign.CLASSIFIER_DISAGREES_BELOW).
 _CHECK_FLAGS = ("uncertain", "rescued", "split", "at_image_edge", "weak_detection", "classifier_disagrees")
-# An object the assignment gave a class the classifier, reading it alone, put below this probability
-# (a merged pair read as nothing known, a chromosome moved to make the pairs come out) is flagged
-# "classifier_disagrees" and marked, however sure the assignment is of the whole cell. Chosen on the
-# training frames and composites: the largest value whose new marks are errors at least as often as
-# the existing marks are (BENCHMARKS.md, End to end, thirty-second update).
-CLASSIFIER_DISAGREES_BELOW = 0.05
 #: Flags of objects a reviewer changed (``karyopipe review``); a class a reviewer set has been checked.
 SET_FLAG, DROP_FLAG = "set_by_reviewer", "dropped_by_reviewer"
 # Above this many objects the segmentation did not see one metaphase (near-tetraploid cells
@@ -148,7 +143,8 @@ class ChromosomeResult:
         ``"weak_detection"``: a Y, or one of a class the call holds too many of, found by a
         detection scored below :data:`REFERENCE_SCORE` (it may be a piece of another chromosome).
         ``"classifier_disagrees"``: the classifier, reading the object alone, gave ``label`` less
-        than :data:`CLASSIFIER_DISAGREES_BELOW`; the assignment chose it for the cell's sake.
+        than :data:`karyopipe.karyogram.assign.CLASSIFIER_DISAGREES_BELOW`; the assignment chose
+        it for the cell's sake (a flag of the assignment's, like ``"uncertain"``).
     geometry : ChromosomeGeometry or None
         The full geometry result (axis in input pixels, straightened image).
 
@@ -948,11 +944,8 @@ class KaryoPipeline:
             if call is not None:
                 c.label = int(call.labels[i])
                 c.confidence = float(call.confidence[i])
-                disagrees = (log_probs is not None and c.label > 0
-                             and float(np.exp(log_probs[i][c.label - 1])) < CLASSIFIER_DISAGREES_BELOW)
                 c.flags = sorted(set(c.flags) | set(call.flags[i]) | ({"rescued"} if i in rescued else set())
-                               | ({"split"} if i in split_parts else set())
-                               | ({"classifier_disagrees"} if disagrees else set()))
+                               | ({"split"} if i in split_parts else set()))
             if i in at_edge:
                 c.flags = sorted(set(c.flags) | {"at_image_edge"})
             if i in weak:
