@@ -390,15 +390,20 @@ class CropDataset:
     ``__getitem__`` returns ``(image (1, L, W) float32, features (F,) float32, target int 0..23)``.
     Augmentation: small rotation, translation, scale, gamma (log-uniform in
     1/``gamma_max``..``gamma_max``)/contrast, Gaussian blur (sigma 0.1..``blur_max``),
-    and light feature jitter (measurement noise).
+    and light feature jitter (measurement noise). Off by default: a left-right
+    mirror with probability ``flip_p`` (a chromosome seen from the slide's other
+    side: the p-arm stays up, bands and features are unchanged), and with
+    probability ``erase_p`` a rectangle set to background (:meth:`_erase`).
     """
 
     def __init__(self, arrays: CellArrays, augment=False, blur_max=5.0, blur_p=0.25, seed=None,
-                 gamma_max=float(np.exp(0.3)), stretch_max=1.0):
+                 gamma_max=float(np.exp(0.3)), stretch_max=1.0, flip_p=0.0, erase_p=0.0):
         self.arrays = arrays
         self.augment = augment
         self.blur_max = blur_max
         self.stretch_max = stretch_max
+        self.flip_p = flip_p
+        self.erase_p = erase_p
         self.blur_p = blur_p
         self.gamma_max = gamma_max
         self.rng = np.random.default_rng(seed)
@@ -429,6 +434,10 @@ class CropDataset:
         )
         if self.stretch_max > 1.0:
             image = self._stretch(image, float(np.exp(rng.uniform(-np.log(self.stretch_max), np.log(self.stretch_max)))))
+        if self.flip_p and rng.random() < self.flip_p:
+            image = TF.horizontal_flip(image)
+        if self.erase_p and rng.random() < self.erase_p:
+            image = self._erase(image, rng)
         if rng.random() < self.blur_p:
             # log-uniform: most blurs are mild, a few are as strong as a badly focused slide
             sigma = float(np.exp(rng.uniform(np.log(0.1), np.log(self.blur_max))))
@@ -443,6 +452,26 @@ class CropDataset:
         image = image.clamp(0, 1.5)
         feats = feats * torch.from_numpy(rng.normal(1.0, 0.02, size=feats.shape).astype(np.float32))
         return image, feats
+
+    @staticmethod
+    def _erase(image, rng):
+        """Set one random rectangle of ``image (1, L, W)`` to background (random erasing, Zhong et al. 2020).
+
+        The rectangle covers 2-20 % of the canvas with a height-to-width ratio
+        in 0.3..3.3 (log-uniform), the paper's ranges. It stands for the part of
+        a chromosome hidden under another, or lost to a poor cut.
+        """
+        import torchvision.transforms.v2.functional as TF
+
+        h, w = image.shape[-2:]
+        for _ in range(10):
+            area = rng.uniform(0.02, 0.2) * h * w
+            ratio = float(np.exp(rng.uniform(np.log(0.3), np.log(3.3))))
+            eh, ew = int(round(np.sqrt(area * ratio))), int(round(np.sqrt(area / ratio)))
+            if 0 < eh < h and 0 < ew < w:
+                top, left = int(rng.integers(0, h - eh + 1)), int(rng.integers(0, w - ew + 1))
+                return TF.erase(image, top, left, eh, ew, image.new_zeros(()))
+        return image
 
     @staticmethod
     def _stretch(image, factor: float):

@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stretch-max", type=float, default=1.0, metavar="S",
                    help="augmentation: change each crop's length-to-width ratio by a factor in 1/S..S "
                         "(cells differ in condensation; 1 = off)")
+    p.add_argument("--hflip", type=float, default=0.0, metavar="P",
+                   help="augmentation: mirror a crop left to right with probability P (p-arm stays up; 0 = off)")
+    p.add_argument("--erase", type=float, default=0.0, metavar="P",
+                   help="augmentation: random erasing (Zhong et al. 2020), with probability P one rectangle of 2-20 %% "
+                        "of the canvas set to background, as if hidden by another chromosome (0 = off)")
     p.add_argument("--gamma-max", type=float, default=None,
                    help="augmentation gamma is drawn log-uniform in 1/G..G, another camera's response curve "
                         "(default e^0.3 = 1.35)")
@@ -480,7 +485,7 @@ def train(args, splits: dict | None = None) -> dict:
 
     gamma = {} if args.gamma_max is None else {"gamma_max": args.gamma_max}
     dataset = CropDataset(train_a, augment=not args.no_augment, blur_max=args.blur_max, seed=args.seed,
-                          stretch_max=args.stretch_max, **gamma)
+                          stretch_max=args.stretch_max, flip_p=args.hflip, erase_p=args.erase, **gamma)
     generator = torch.Generator().manual_seed(args.seed)
     # Augmentation runs in the loader; on a GPU it, not the network, sets the pace unless workers share it.
     parallel = dict(num_workers=args.workers, worker_init_fn=_seed_worker) if args.workers else {}
@@ -677,6 +682,8 @@ def train(args, splits: dict | None = None) -> dict:
                        if args.fragment_copies else "")
                     + (f", gamma augmentation up to {args.gamma_max}" if args.gamma_max else "")
                     + (f", length-to-width stretch up to {args.stretch_max:g}" if args.stretch_max > 1 else "")
+                    + (f", left-right mirror p {args.hflip:g}" if args.hflip else "")
+                    + (f", random erasing p {args.erase:g}" if args.erase else "")
                     + (", draws per source " + ", ".join(f"{k} {v:g}" for k, v in args.source_share)
                        if args.source_share else ""),
         "initialised_from": (f"{args.init} (fine-tuned; no external pretraining)" if args.init and not args.resume
@@ -703,6 +710,9 @@ def main(argv: list[str]) -> int:
     for option in ("shift_copies", "fragment_copies", "outlier_weight", "mixup", "sam", "ema_half_life", "workers"):
         if getattr(args, option) < 0:
             parser.error(f"--{option.replace('_', '-')} {getattr(args, option)}: must be 0 or more")
+    for option in ("hflip", "erase"):
+        if not 0 <= getattr(args, option) <= 1:
+            parser.error(f"--{option} {getattr(args, option)}: a probability, from 0 to 1")
     if args.outlier_share is not None and not 0 < args.outlier_share < 1:
         parser.error(f"--outlier-share {args.outlier_share}: must be between 0 and 1")
     if args.stop_after is not None and args.stop_after <= 0:
