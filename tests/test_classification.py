@@ -264,6 +264,50 @@ def test_stretch_augmentation_is_off_by_default_and_keeps_shapes_when_on():
     assert all(ds[i][0].shape == (1, 48, 24) for i in range(2))
 
 
+def test_mirror_augmentation_flips_left_to_right_and_keeps_the_features():
+    image = torch.zeros(1, 48, 24)
+    image[0, 4:44, 2:8] = 1.0  # a chromosome against the left edge
+    arrays = CellArrays(image.numpy().copy(), np.ones((1, 6), np.float32), np.array([3]), np.array(["a/1"]), ["x"])
+    assert CropDataset(arrays, augment=True).flip_p == 0.0
+    ds = CropDataset(arrays, augment=True, seed=0, flip_p=1.0, blur_p=0.0, gamma_max=1.0)
+    out, feats = ds._augment(image.clone(), torch.ones(6))
+    # mass moves from the left half to the right half; the length is unchanged
+    assert out[0, :, 12:].sum() > 5 * out[0, :, :12].sum()
+    ys = np.nonzero(out[0].numpy().max(axis=1) > 0.5)[0]
+    assert 30 <= ys.max() - ys.min() + 1 <= 48
+    assert torch.allclose(feats, torch.ones(6), atol=0.1)
+
+
+def test_random_erasing_sets_one_rectangle_to_background():
+    image = torch.ones(1, 64, 32)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        out = CropDataset._erase(image.clone(), rng)
+        erased = out[0] == 0
+        share = float(erased.float().mean())
+        assert 0.01 <= share <= 0.21
+        ys, xs = np.nonzero(erased.numpy())
+        # one filled rectangle
+        assert erased[ys.min():ys.max() + 1, xs.min():xs.max() + 1].all()
+    arrays = CellArrays(np.ones((2, 64, 32), np.float32), np.ones((2, 6), np.float32), np.array([1, 2]),
+                        np.array(["a/1"] * 2), ["x"] * 2)
+    assert CropDataset(arrays, augment=True).erase_p == 0.0
+    calls = []
+    ds = CropDataset(arrays, augment=True, seed=0, erase_p=1.0)
+    ds._erase = lambda img, _rng: calls.append(1) or img
+    for i in range(2):
+        ds[i]
+    assert len(calls) == 2
+
+
+def test_train_cls_rejects_a_probability_outside_0_to_1(capsys):
+    from karyopipe.classification import train
+
+    with pytest.raises(SystemExit):
+        train.main(["--data", "x", "--hflip", "1.5"])
+    assert "--hflip 1.5" in capsys.readouterr().err
+
+
 def _write_toy_folder(root: Path, cells=6):
     from PIL import Image
 
