@@ -434,6 +434,7 @@ class CropDataset:
         )
         if self.stretch_max > 1.0:
             image = self._stretch(image, float(np.exp(rng.uniform(-np.log(self.stretch_max), np.log(self.stretch_max)))))
+        # Off options draw nothing, so a run without them replays the same augmentation stream as before they existed.
         if self.flip_p and rng.random() < self.flip_p:
             image = TF.horizontal_flip(image)
         if self.erase_p and rng.random() < self.erase_p:
@@ -463,6 +464,8 @@ class CropDataset:
         """
         import torchvision.transforms.v2.functional as TF
 
+        # The sampling of torchvision's RandomErasing, drawn here from the dataset's seeded ``rng``: the
+        # transform draws from torch's global generator, apart from every other augmentation's stream.
         h, w = image.shape[-2:]
         for _ in range(10):
             area = rng.uniform(0.02, 0.2) * h * w
