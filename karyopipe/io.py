@@ -37,6 +37,17 @@ FLUORESCENCE, BRIGHTFIELD = "fluorescence", "brightfield"
 # 300 MB and no microscope spread needs more than ~4000 px a side.
 MAX_PIXELS = 60_000_000
 
+# Bit depths of camera counts that 16-bit files hold (effective_bit_depth).
+CAMERA_BIT_DEPTHS = (8, 10, 12, 14, 16)
+
+# The background of every spread the models were trained on, canonical and as
+# the median pixel, lies at or below this (BioImLab 0.004 at most, real G-band
+# spreads 0.10, the synthetic spreads 0.23). A spread whose background reads
+# higher (dim brightfield illumination, a camera offset) is brought to it by
+# standardize_background; on synthetic G-band spreads, 0.5 lost 10 of 46
+# chromosomes and 0.6 every one (BENCHMARKS.md, Data layer).
+BACKGROUND_CEILING = 0.25
+
 
 def too_large_message(size: str | None) -> str:
     """Why an image is refused for its size, and what to do: ``size`` as known (``"10000x10000 pixels"``)."""
@@ -297,6 +308,23 @@ def _to_uint16(image: np.ndarray) -> np.ndarray:
     return ((image - lo) * scale).astype(np.uint16)
 
 
+def effective_bit_depth(image: np.ndarray) -> int:
+    """Smallest of :data:`CAMERA_BIT_DEPTHS` whose range holds every colour value of a 16-bit image.
+
+    Microscope cameras of 10, 12 or 14 bits store their counts in 16-bit
+    files. Scaled by 65535, a 12-bit spread fills a sixteenth of the range
+    and a brightfield background, inverted, reads near 1: no chromosome was
+    found in such a file before it was scaled by its own depth.
+
+    >>> effective_bit_depth(np.array([[0, 4095]], np.uint16))
+    12
+    """
+    image = np.asarray(image)
+    colour = image[..., :3] if image.ndim == 3 and image.shape[2] == 4 else image
+    top = int(colour.max()) if colour.size else 0
+    return next(bits for bits in CAMERA_BIT_DEPTHS if top < 2 ** bits)
+
+
 def to_gray(image: np.ndarray) -> np.ndarray:
     """Convert any image from :func:`read_image` to a float32 grey image in [0, 1].
 
@@ -305,13 +333,19 @@ def to_gray(image: np.ndarray) -> np.ndarray:
     noise there cannot look like structure. Which side is bright is decided
     later by :func:`normalize_polarity`, so no fixed background value is assumed.
 
+    A 16-bit image is scaled by the camera depth its values fit
+    (:func:`effective_bit_depth`), so a 12-bit camera's counts stored in a
+    16-bit file read as they would from an 8-bit one.
+
     Returns
     -------
     gray : ndarray, shape (H, W), float32 in [0, 1]
     """
     image = np.asarray(image)
     if image.dtype == np.uint16:
-        scaled = image.astype(np.float32) / 65535.0
+        scaled = image.astype(np.float32) / float(2 ** effective_bit_depth(image) - 1)
+        if scaled.ndim == 3 and scaled.shape[2] == 4:
+            scaled[..., 3] = image[..., 3] / 65535.0  # an alpha channel keeps the file's own range
     elif image.dtype == np.uint8:
         scaled = image.astype(np.float32) / 255.0
     elif image.dtype == bool:
@@ -392,6 +426,50 @@ def normalize_polarity(
     if polarity == BRIGHTFIELD:
         gray = 1.0 - gray
     return gray.astype(np.float32), polarity
+
+
+def background_level(gray: np.ndarray) -> float:
+    """Background of a canonical spread: its median pixel (a spread is mostly background)."""
+    gray = np.asarray(gray)
+    return float(np.median(gray)) if gray.size else 0.0
+
+
+def standardize_background(gray: np.ndarray, ceiling: float = BACKGROUND_CEILING) -> np.ndarray:
+    """Bring a canonical spread whose background reads above ``ceiling`` down to it.
+
+    A spread is returned as it is when its :func:`background_level` is at
+    most ``ceiling``, as every training spread's is. Otherwise the linear map
+    that takes the background to ``ceiling`` and keeps 1 at 1 is applied. For
+    a brightfield spread this is the flat-field correction of a dim lamp (the
+    transmitted light scaled up until the empty slide reads
+    ``1 - ceiling``); for a fluorescence spread it removes a camera offset.
+    The map is continuous at the ceiling, and a standardized spread is left
+    alone by a second call.
+
+    Parameters
+    ----------
+    gray : ndarray, shape (H, W), float in [0, 1]
+        Canonical polarity (:func:`normalize_polarity`).
+    ceiling : float
+        The highest background left as it is (:data:`BACKGROUND_CEILING`).
+
+    Returns
+    -------
+    ndarray, shape (H, W), float32 in [0, 1]
+
+    Examples
+    --------
+    >>> dim = np.full((4, 4), 0.6, np.float32); dim[1, 1] = 0.9
+    >>> out = standardize_background(dim)
+    >>> round(float(out[0, 0]), 3), round(float(out[1, 1]), 3)
+    (0.25, 0.812)
+    """
+    gray = np.asarray(gray, np.float32)
+    level = background_level(gray)
+    if level <= ceiling:
+        return gray
+    gain = (1.0 - ceiling) / max(1.0 - level, 1e-6)
+    return np.clip(ceiling + (gray - level) * gain, 0.0, 1.0).astype(np.float32)
 
 
 def load_canonical(path: str | Path, polarity: str | None = None) -> tuple[np.ndarray, str]:

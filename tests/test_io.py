@@ -204,3 +204,38 @@ def test_transparent_pixels_are_flattened():
     outside = np.ones((6, 6), bool)
     outside[2:4, 2:4] = False
     assert np.ptp(gray[outside]) == 0 and np.allclose(gray[2:4, 2:4], 250 / 255, atol=1e-3)
+
+
+def test_a_camera_depth_in_a_16_bit_file_reads_as_its_own_depth():
+    from karyopipe.io import effective_bit_depth
+
+    eight = RNG.integers(0, 256, (9, 9), dtype=np.uint8)
+    for bits in (10, 12, 14):
+        counts = (eight.astype(np.uint16) << (bits - 8)) | np.uint16(2 ** (bits - 8) - 1)
+        assert effective_bit_depth(counts) == bits
+        assert np.allclose(to_gray(counts), to_gray(eight), atol=1 / 255)
+    full = RNG.integers(0, 65536, (9, 9), dtype=np.uint16)
+    full[0, 0] = 65535
+    assert effective_bit_depth(full) == 16 and to_gray(full).max() == pytest.approx(1.0)
+    # An alpha channel keeps the file's range: opaque stays opaque whatever the colour depth.
+    rgba = np.zeros((4, 4, 4), np.uint16)
+    rgba[..., :3], rgba[..., 3] = 4095, 65535
+    assert effective_bit_depth(rgba) == 12 and np.allclose(to_gray(rgba), 1.0)
+
+
+def test_a_background_above_the_ceiling_is_brought_to_it_and_nothing_else_moves():
+    from karyopipe.io import BACKGROUND_CEILING, background_level, standardize_background
+
+    lit = np.full((40, 40), 0.05, np.float32)
+    lit[10:30, 18:22] = 0.7
+    assert standardize_background(lit) is not None and np.array_equal(standardize_background(lit), lit)
+    # Half the lamp: canonical = 1 - 0.5 * (1 - lit); the background returns to the ceiling, objects stay above it.
+    dim = (1 - 0.5 * (1 - lit)).astype(np.float32)
+    out = standardize_background(dim)
+    assert background_level(out) == pytest.approx(BACKGROUND_CEILING, abs=1e-6)
+    assert out[20, 20] > out[0, 0] + 0.3 and out.max() <= 1.0 and out.min() >= 0.0
+    assert np.array_equal(standardize_background(out), out)  # a second call leaves it
+    # Continuous at the ceiling: just above it, the image barely moves.
+    edge = (lit - 0.05 + BACKGROUND_CEILING + 1e-3).astype(np.float32)
+    assert np.abs(standardize_background(edge) - edge).max() < 2e-3
+    assert np.all(np.isfinite(standardize_background(np.ones((5, 5), np.float32))))

@@ -781,3 +781,29 @@ def test_precision_reaches_both_networks():
     pipe = KaryoPipeline.from_pretrained(precision="bfloat16")
     assert pipe.segmenter.settings.precision == "bfloat16" and pipe.classifier.precision == "bfloat16"
     assert KaryoPipeline.from_pretrained().classifier.precision == "float32"
+
+
+def test_a_dim_or_twelve_bit_spread_reads_as_the_well_lit_one(tmp_path):
+    """A dim lamp or a 12-bit camera's 16-bit file: the same call as the well-lit 8-bit spread, and a warning."""
+    import cv2
+
+    from karyopipe.synth import compose_spread
+    from karyopipe.weights import SEGMENTATION_WEIGHTS, weights_path
+
+    if not weights_path(None, SEGMENTATION_WEIGHTS).is_file():
+        pytest.skip("shipped segmentation weights absent")
+    spread = compose_spread("46,XY", np.random.default_rng(3), size=(768, 576), banding="g",
+                            overlap_fraction=0.0, touching=0.0, nuclei=0, debris=0)
+    lit = spread.image_u8
+    cv2.imwrite(str(tmp_path / "lit.png"), lit)
+    # A third of the light: the empty slide reads 0.75 after inversion, where the segmenter found no chromosome.
+    cv2.imwrite(str(tmp_path / "dim.png"), np.round(lit * 0.3).astype(np.uint8))
+    cv2.imwrite(str(tmp_path / "twelve_bit.png"), lit.astype(np.uint16) * 16)
+    pipe = KaryoPipeline.from_pretrained()
+    results = {name: pipe(tmp_path / f"{name}.png") for name in ("lit", "dim", "twelve_bit")}
+    assert results["lit"].karyotype == "46,XY"
+    for name in ("dim", "twelve_bit"):
+        assert results[name].karyotype == "46,XY"
+        assert abs(len(results[name].chromosomes) - len(results["lit"].chromosomes)) <= 1
+    background = [w for r in results.values() for w in r.warnings if "background reads" in w]
+    assert len(background) == 1 and "dim.png" in background[0]

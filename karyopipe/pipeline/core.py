@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from karyopipe.classes import CLASS_NAMES, class_name
+from karyopipe.io import BACKGROUND_CEILING
 from karyopipe.pipeline.edges import picture_frame, touches_picture_edge
 
 # Crops for geometry get this many pixels of context around the mask's box.
@@ -550,9 +551,24 @@ class KaryoPipeline:
     def load(image_or_path, polarity: str | None = None) -> tuple[np.ndarray, str, str]:
         """Canonical grey image, detected polarity and source name of a path or array.
 
+        The image's background is brought to at most
+        :data:`karyopipe.io.BACKGROUND_CEILING` (:func:`karyopipe.io.standardize_background`).
         Raises :class:`karyopipe.io.ImageReadError` (naming the file) for bad files.
         """
-        from karyopipe.io import MAX_PIXELS, ImageReadError, normalize_polarity, read_image, too_large_message
+        return KaryoPipeline._load(image_or_path, polarity)[:3]
+
+    @staticmethod
+    def _load(image_or_path, polarity: str | None = None) -> tuple[np.ndarray, str, str, float]:
+        """:meth:`load`, and the background level the image had before it was standardized."""
+        from karyopipe.io import (
+            MAX_PIXELS,
+            ImageReadError,
+            background_level,
+            normalize_polarity,
+            read_image,
+            standardize_background,
+            too_large_message,
+        )
 
         if isinstance(image_or_path, (str, Path)):
             source = str(image_or_path)
@@ -569,7 +585,8 @@ class KaryoPipeline:
             gray, pol = normalize_polarity(gray, polarity)
         else:
             gray, pol = normalize_polarity(image, polarity)
-        return gray, pol, source
+        level = background_level(gray)
+        return standardize_background(gray), pol, source, level
 
     def segment(self, gray: np.ndarray) -> list:
         """Chromosome instances (:class:`karyopipe.data.Instance`, full-image ``mask``) of a canonical image."""
@@ -810,7 +827,13 @@ class KaryoPipeline:
         timings: dict[str, float] = {}
         warnings = [info["reason"] for info in self.stages.values() if info.get("fallback") and info.get("reason")]
         t = time.perf_counter()
-        gray, pol, source = self.load(image_or_path, polarity)
+        gray, pol, source, background = self._load(image_or_path, polarity)
+        if background > BACKGROUND_CEILING:
+            warnings.append(
+                f"{source}: its background reads {background:.2f} (0 = black, 1 = white, after polarity "
+                f"normalisation), above the {BACKGROUND_CEILING:g} of every spread the models were trained on: a dim "
+                f"lamp, a camera offset or a low exposure; it was brought to {BACKGROUND_CEILING:g} before "
+                "segmentation. Check the count and the outlines")
         if isinstance(image_or_path, (str, Path)):
             from karyopipe.io import image_pages
 

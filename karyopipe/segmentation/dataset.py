@@ -13,7 +13,7 @@ import numpy as np
 from karyopipe.data import read_dataset
 from karyopipe.data.model import SPREADS, Dataset, Sample
 from karyopipe.data.split import split_by_cell
-from karyopipe.io import normalize_polarity
+from karyopipe.io import normalize_polarity, standardize_background
 
 
 # --------------------------------------------------------------------------- readers
@@ -35,9 +35,9 @@ def load_spreads(path, format: str | None = None) -> Dataset:
 
 
 def load_gray(sample: Sample) -> np.ndarray:
-    """Canonical-polarity float32 grey image of a sample."""
+    """Canonical-polarity float32 grey image of a sample, its background standardized as the pipeline's."""
     gray, _ = normalize_polarity(sample.load_image())
-    return gray
+    return standardize_background(gray)
 
 
 # --------------------------------------------------------------------------- split
