@@ -64,10 +64,10 @@ def fit_junk_calibration(scores, junk) -> tuple[float, float]:
 
 def frame_objects(pipe, samples, progress: bool = True) -> list[dict]:
     """Per frame: each object's detection score, whether it matches a true polygon, and what assignment needs."""
-    from karyopipe.io import normalize_polarity
     from karyopipe.karyogram import geometry_measures
     from karyopipe.pipeline.core import detection_scores
     from karyopipe.pipeline.evaluate import match_instances
+    from karyopipe.segmentation.dataset import load_gray
 
     if progress:
         from tqdm import tqdm
@@ -75,7 +75,7 @@ def frame_objects(pipe, samples, progress: bool = True) -> list[dict]:
         samples = tqdm(samples, unit="frame", desc="segment")
     rows = []
     for sample in samples:
-        gray, _ = normalize_polarity(sample.load_image())
+        gray = load_gray(sample)
         truth = [i.get_mask(gray.shape) for i in sample.instances if i.category == "chromosome"]
         instances = pipe.segment(gray)
         geoms = pipe.analyze(gray, instances)
