@@ -831,3 +831,42 @@ def test_paste_masks_legacy_mode_matches_torchvision():
                       [0.0, 0.0, 1.5, 2.5], [20.0, 35.3, 44.4, 47.0]], np.float32)
     theirs = paste_masks_in_image(torch.from_numpy(masks)[:, None], torch.from_numpy(boxes), (48, 70))[:, 0].numpy()
     assert np.array_equal(paste_masks(masks, boxes, (48, 70), exact=False), theirs)
+
+
+def test_threaded_roi_pooling_gives_torchvision_values_on_every_thread_count():
+    from collections import OrderedDict
+
+    from torchvision.ops import MultiScaleRoIAlign
+
+    from karyopipe.segmentation.model import ThreadedRoIAlign, threaded_roi_align
+
+    gen = torch.Generator().manual_seed(0)
+    features = OrderedDict((str(k), torch.randn(1, 8, 64 >> k, 96 >> k, generator=gen)) for k in range(4))
+    features["pool"] = torch.randn(1, 8, 4, 6, generator=gen)
+    corner = torch.rand(300, 2, generator=gen) * 300
+    boxes = [torch.cat([corner, corner + 4 + torch.rand(300, 2, generator=gen) * 120], dim=1)]
+    plain = MultiScaleRoIAlign(["0", "1", "2", "3"], 7, 2)
+    threaded = ThreadedRoIAlign(["0", "1", "2", "3"], 7, 2)
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            with torch.no_grad():
+                assert torch.equal(threaded(features, boxes, [(256, 384)]), plain(features, boxes, [(256, 384)]))
+    finally:
+        torch.set_num_threads(threads)
+    rois = torch.cat([torch.zeros(300, 1), boxes[0]], dim=1)
+    one = torch.ops.torchvision.roi_align(features["0"], rois, 1.0, 14, 14, 2, False)
+    assert torch.equal(threaded_roi_align(features["0"], rois, (14, 14), 1.0, 2, threads=4), one)
+    # Training keeps torchvision's module, gradients and all.
+    features["0"].requires_grad_(True)
+    threaded(features, boxes, [(256, 384)]).sum().backward()
+    assert features["0"].grad is not None and features["0"].grad.abs().sum() > 0
+
+
+def test_the_segmenter_pools_its_boxes_on_threads():
+    from karyopipe.segmentation.model import ThreadedRoIAlign
+
+    heads = build_maskrcnn("resnet18", min_size=128).roi_heads
+    assert isinstance(heads.box_roi_pool, ThreadedRoIAlign) and heads.box_roi_pool.output_size == (7, 7)
+    assert isinstance(heads.mask_roi_pool, ThreadedRoIAlign) and heads.mask_roi_pool.output_size == (14, 14)

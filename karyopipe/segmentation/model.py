@@ -21,6 +21,7 @@ True
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import nn
@@ -32,6 +33,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.rpn import RPNHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.ops import MultiScaleRoIAlign, roi_align
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "mobilenet_v3")
 
@@ -190,10 +192,75 @@ def build_maskrcnn(
     )
     # torchvision hard-codes a 256-channel mask predictor; match the FPN width.
     model.roi_heads.mask_predictor = MaskRCNNPredictor(body.out_channels, body.out_channels, num_classes)
+    for name in ("box_roi_pool", "mask_roi_pool"):
+        pool = getattr(model.roi_heads, name)
+        setattr(model.roi_heads, name, ThreadedRoIAlign(pool.featmap_names, pool.output_size, pool.sampling_ratio))
     if keep_scale:
         model.transform = ScalePreservingTransform(min_size, max_size, [GRAY_MEAN], [GRAY_STD])
     _init_heads(model)
     return model
+
+
+# Fewer boxes than this per thread are pooled on one thread: starting threads would cost more.
+MIN_BOXES_PER_THREAD = 32
+_POOL: ThreadPoolExecutor | None = None
+
+
+def threaded_roi_align(features, rois, output_size, spatial_scale: float, sampling_ratio: int, threads: int):
+    """``torchvision.ops.roi_align`` with the boxes shared among ``threads`` CPU threads.
+
+    torchvision's CPU kernel pools the boxes one after another on a single
+    core. Each box is pooled on its own, so the result is the same, value for
+    value, however the boxes are shared.
+
+    Parameters
+    ----------
+    features : Tensor, shape (1, C, H, W)
+    rois : Tensor, shape (K, 5)
+        ``(batch index, x1, y1, x2, y2)`` per box.
+
+    Returns
+    -------
+    Tensor, shape (K, C, *output_size)
+    """
+    global _POOL
+    parts = min(threads, len(rois) // MIN_BOXES_PER_THREAD)
+    if parts < 2:
+        return roi_align(features, rois, output_size, spatial_scale, sampling_ratio)
+    if _POOL is None or _POOL._max_workers < parts:
+        _POOL = ThreadPoolExecutor(max_workers=parts, thread_name_prefix="karyopipe-roi-align")
+    chunks = _POOL.map(lambda chunk: roi_align(features, chunk, output_size, spatial_scale, sampling_ratio),
+                       rois.tensor_split(parts))
+    return torch.cat(list(chunks))
+
+
+class ThreadedRoIAlign(MultiScaleRoIAlign):
+    """:class:`torchvision.ops.MultiScaleRoIAlign` that pools on every CPU thread torch may use, at inference.
+
+    On a 768x576 spread torchvision's single-threaded CPU ``roi_align`` was
+    14 % of the ResNet50 segmenter's time (BENCHMARKS.md, End to end). With
+    gradients on, on a GPU or in one thread, it is the torchvision module.
+    """
+
+    def forward(self, x, boxes, image_shapes):
+        features = [v for k, v in x.items() if k in self.featmap_names]
+        threads = torch.get_num_threads()
+        if (torch.is_grad_enabled() or threads < 2 or features[0].device.type != "cpu" or len(features) < 2
+                or len(boxes) != 1):
+            return super().forward(x, boxes, image_shapes)
+        if self.scales is None or self.map_levels is None:
+            super().forward(x, [boxes[0][:0]], image_shapes)  # torchvision sets its level scales on a first call
+        rois = torch.cat([torch.zeros_like(boxes[0][:, :1]), boxes[0]], dim=1)
+        levels = self.map_levels(boxes)
+        result = torch.zeros((len(rois), features[0].shape[1], *self.output_size), dtype=features[0].dtype,
+                             device=features[0].device)
+        for level, (feature, scale) in enumerate(zip(features, self.scales)):
+            index = torch.where(levels == level)[0]
+            if len(index):
+                pooled = threaded_roi_align(feature, rois[index], self.output_size, scale, self.sampling_ratio,
+                                            threads)
+                result[index] = pooled.to(result.dtype)
+        return result
 
 
 def _init_heads(model: MaskRCNN) -> None:
