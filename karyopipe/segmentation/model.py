@@ -201,9 +201,11 @@ def build_maskrcnn(
     return model
 
 
-# Fewer boxes than this per thread are pooled on one thread: starting threads would cost more.
+# Fewer boxes than this per thread are pooled on one thread: handing them out would cost more.
 MIN_BOXES_PER_THREAD = 32
+# One pool for the process, grown when more threads are asked for (torch.set_num_threads).
 _POOL: ThreadPoolExecutor | None = None
+_POOL_WORKERS = 0
 
 
 def threaded_roi_align(features, rois, output_size, spatial_scale: float, sampling_ratio: int, threads: int):
@@ -223,12 +225,14 @@ def threaded_roi_align(features, rois, output_size, spatial_scale: float, sampli
     -------
     Tensor, shape (K, C, *output_size)
     """
-    global _POOL
+    global _POOL, _POOL_WORKERS
     parts = min(threads, len(rois) // MIN_BOXES_PER_THREAD)
     if parts < 2:
         return roi_align(features, rois, output_size, spatial_scale, sampling_ratio)
-    if _POOL is None or _POOL._max_workers < parts:
-        _POOL = ThreadPoolExecutor(max_workers=parts, thread_name_prefix="karyopipe-roi-align")
+    if _POOL_WORKERS < parts:
+        if _POOL is not None:
+            _POOL.shutdown(wait=False)
+        _POOL, _POOL_WORKERS = ThreadPoolExecutor(max_workers=parts, thread_name_prefix="karyopipe-roi-align"), parts
     chunks = _POOL.map(lambda chunk: roi_align(features, chunk, output_size, spatial_scale, sampling_ratio),
                        rois.tensor_split(parts))
     return torch.cat(list(chunks))
