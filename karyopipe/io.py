@@ -434,7 +434,8 @@ def background_level(gray: np.ndarray) -> float:
     return float(np.median(gray)) if gray.size else 0.0
 
 
-def standardize_background(gray: np.ndarray, ceiling: float = BACKGROUND_CEILING) -> np.ndarray:
+def standardize_background(gray: np.ndarray, ceiling: float = BACKGROUND_CEILING,
+                           level: float | None = None) -> np.ndarray:
     """Bring a canonical spread whose background reads above ``ceiling`` down to it.
 
     A spread is returned as it is when its :func:`background_level` is at
@@ -452,6 +453,9 @@ def standardize_background(gray: np.ndarray, ceiling: float = BACKGROUND_CEILING
         Canonical polarity (:func:`normalize_polarity`).
     ceiling : float
         The highest background left as it is (:data:`BACKGROUND_CEILING`).
+    level : float, optional
+        ``gray``'s :func:`background_level`, when the caller has measured it
+        already (a median over the whole spread is not free on a large one).
 
     Returns
     -------
@@ -465,7 +469,8 @@ def standardize_background(gray: np.ndarray, ceiling: float = BACKGROUND_CEILING
     (0.25, 0.812)
     """
     gray = np.asarray(gray, np.float32)
-    level = background_level(gray)
+    if level is None:
+        level = background_level(gray)
     if level <= ceiling:
         return gray
     gain = (1.0 - ceiling) / max(1.0 - level, 1e-6)

@@ -586,7 +586,7 @@ class KaryoPipeline:
         else:
             gray, pol = normalize_polarity(image, polarity)
         level = background_level(gray)
-        return standardize_background(gray), pol, source, level
+        return standardize_background(gray, level=level), pol, source, level
 
     def segment(self, gray: np.ndarray) -> list:
         """Chromosome instances (:class:`karyopipe.data.Instance`, full-image ``mask``) of a canonical image."""
